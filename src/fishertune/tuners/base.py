@@ -15,19 +15,32 @@ Lifecycle, as the engine's trainer runs it:
 `batches` is a re-iterable of source training batches (see CONTRACTS: dicts with "image", "label");
 `loss_fn(model, batch)` returns per-sample losses of shape [B]. The decode head (`model.head`) is always
 trained and always saved by the engine's checkpoint, so a tuner only accounts for the backbone side.
+
+Each method has a config dataclass (`config_class`) whose fields carry help text in their metadata, as
+PEFT's configs do; `build_tuner(name, model, **options)` checks the options against it. A saved tuner
+is a folder with `tuner_config.json` ({"method", "config"}) plus the method's tensors in safetensors.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import difflib
+import json
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fishertune.errors import FisherTuneError
 
 TUNERS: dict[str, type[Tuner]] = {}
+CONFIG_FILE = "tuner_config.json"
+WEIGHTS_FILE = "tuner_weights.safetensors"
 
 
 def register_tuner(cls: type[Tuner]) -> type[Tuner]:
@@ -36,24 +49,102 @@ def register_tuner(cls: type[Tuner]) -> type[Tuner]:
     return cls
 
 
+def _unknown(kind: str, name: str, valid: Iterable[str]) -> FisherTuneError:
+    valid = sorted(valid)
+    near = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return FisherTuneError(f"unknown {kind} {name!r}{hint}; available: {', '.join(valid)}")
+
+
 def build_tuner(name: str, model: nn.Module, **options: Any) -> Tuner:
     if name not in TUNERS:
-        raise FisherTuneError(f"unknown method {name!r}; available: {', '.join(sorted(TUNERS))}")
+        raise _unknown("method", name, TUNERS)
     return TUNERS[name](model, **options)
 
 
+@dataclasses.dataclass
+class TunerConfig:
+    """A method without options."""
+
+
+def make_config(config_class: type, options: dict[str, Any], method: str) -> Any:
+    """Build `config_class(**options)`, naming an unknown option and the nearest valid one."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    for key in options:
+        if key not in fields:
+            raise _unknown(f"option for method {method!r}:", key, fields)
+    return config_class(**options)
+
+
+def config_help(config_class: type) -> str:
+    """One line per option: `name (default): help`, for `--help` texts and the docs."""
+    return "\n".join(f"{f.name} ({f.default!r}): {f.metadata.get('help', '')}"
+                     for f in dataclasses.fields(config_class))
+
+
+def require(condition: bool, message: str) -> None:
+    """Config validation: raise a one-line FisherTuneError when `condition` is false."""
+    if not condition:
+        raise FisherTuneError(message)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw the module initialisations inside from `torch.manual_seed(seed)`, leaving the global RNG as
+    it was (CPU generator; adapters are built on CPU)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _atomic_write(path: str, write: Callable[[str], None]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Atomic safetensors write (tensors made contiguous and detached)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+
+
+def write_json(data: Any, path: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+    _atomic_write(path, write)
+
+
 class Tuner:
-    """Base class. Subclasses set `name`, decide which backbone parameters train, and may add modules."""
+    """Base class. Subclasses set `name`, `config_class` and `paper`, decide which backbone parameters
+    train, and may add modules (registered under `model.backbone` so `.to()`, DDP and checkpoints see
+    them)."""
 
     name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    config_class: ClassVar[type] = TunerConfig
 
     def __init__(self, model: nn.Module, **options: Any):
         self.model = model
         self.options = options
+        self.config = make_config(self.config_class, options, self.name)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.backbone
 
     # -- what trains -------------------------------------------------------------------------------
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """Backbone-side parameters this method updates (including modules it added), head excluded."""
+        """Backbone-side parameters this method updates (including modules it added), head excluded.
+        Names are relative to `model` (e.g. `backbone.model.encoder...`)."""
         raise NotImplementedError
 
     def num_trainable(self) -> int:
@@ -71,14 +162,18 @@ class Tuner:
     def prepare(self, batches: Iterable[dict], loss_fn: Callable[[nn.Module, dict], torch.Tensor]) -> None:
         """One-off work after the head warm-up and before training (e.g. Fisher estimation)."""
 
-    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
-                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-        """AdamW over the trainable backbone parameters (lr) and the head (head_lr)."""
+    def _set_trainable(self) -> list[nn.Parameter]:
         for p in self.model.backbone.parameters():
             p.requires_grad_(False)
         backbone = [p for _, p in self.trainable_named_parameters()]
         for p in backbone:
             p.requires_grad_(True)
+        return backbone
+
+    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
+                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        """AdamW over the trainable backbone parameters (lr) and the head (head_lr)."""
+        backbone = self._set_trainable()
         groups = [{"params": list(self.model.head.parameters()), "lr": head_lr}]
         if backbone:
             groups.append({"params": backbone, "lr": lr})
@@ -97,11 +192,47 @@ class Tuner:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of `state_dict`."""
 
+    def saved_tensors(self) -> dict[str, torch.Tensor]:
+        """What `save_pretrained` writes besides the config: only what the method changed."""
+        return {name: p for name, p in self.trainable_named_parameters()}
+
+    def load_saved_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of `saved_tensors`, onto a tuner just built on an untouched base model."""
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(tensors) - set(params))
+        if missing:
+            raise FisherTuneError(f"saved {self.name} weights do not fit this model: no parameter "
+                                  f"{missing[0]!r}")
+        with torch.no_grad():
+            for name, value in tensors.items():
+                if params[name].shape != value.shape:
+                    raise FisherTuneError(f"saved {self.name} weight {name!r} has shape "
+                                          f"{tuple(value.shape)}, the model has {tuple(params[name].shape)}")
+                params[name].copy_(value)
+
     def save_pretrained(self, directory: str) -> None:
         """Write only what the method changed (adapter weights or a sparse delta) plus a JSON config."""
-        raise NotImplementedError
+        os.makedirs(directory, exist_ok=True)
+        tensors = self.saved_tensors()
+        if tensors:
+            save_tensors(tensors, os.path.join(directory, WEIGHTS_FILE))
+        write_json({"method": self.name, "config": dataclasses.asdict(self.config)},
+                   os.path.join(directory, CONFIG_FILE))
+
+    def load_pretrained(self, directory: str) -> None:
+        """Read what `save_pretrained` wrote (the config is read by `load_tuner`)."""
+        path = os.path.join(directory, WEIGHTS_FILE)
+        if os.path.exists(path):
+            self.load_saved_tensors(load_file(path))
 
 
 def load_tuner(directory: str, model: nn.Module) -> Tuner:
-    """Rebuild a saved tuner onto a freshly built base `model` (implemented with the tuners)."""
-    raise NotImplementedError
+    """Rebuild a saved tuner onto a freshly built base `model`: same config, then its saved tensors."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FisherTuneError(f"no saved tuner in {directory!r}: {CONFIG_FILE} is missing")
+    with open(path) as f:
+        saved = json.load(f)
+    tuner = build_tuner(saved["method"], model, **saved["config"])
+    tuner.load_pretrained(directory)
+    return tuner

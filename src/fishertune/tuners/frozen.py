@@ -1,0 +1,16 @@
+"""Frozen backbone: only the decode head trains (the linear-probe baseline of DGSS papers)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fishertune.tuners.base import Tuner, register_tuner
+
+
+@register_tuner
+class FrozenTuner(Tuner):
+    name = "frozen"
+    paper = "linear probing / frozen VFM (Oquab et al., DINOv2, 2023)"
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return []

@@ -1,0 +1,116 @@
+"""Rein (Wei et al., "Stronger, Fewer, & Superior", CVPR 2024): learnable tokens refine every block.
+
+For block i with output patch features f [N, D] and m learnable tokens T_i = A_i · B_i
+(A_i: m×r, B_i: r×D, the low-rank factorisation of the paper's "Rein-LoRA"):
+
+    S   = softmax(f · T_iᵀ / sqrt(D))                   [N, m]   token–feature similarity
+    Δf  = S[:, 1:] · MLP_t2f(T_i[1:])                    [N, D]
+    f'  = f + scale · MLP_out(Δf + f)
+
+MLP_t2f and MLP_out are linear layers shared by all blocks; `scale` is a learnable scalar initialised
+small. As in the reference implementation, token 0 takes part in the softmax but carries no value (it
+lets a feature attend to "nothing"), and MLP_out sees Δf + f. Only patch tokens are refined: class and
+register tokens pass through untouched. MLP_out starts at zero, so at initialisation the backbone's
+output equals the plain backbone's (the reference's `zero_mlp_delta_f` option; here the scale stays
+learnable as well).
+
+`ReinTuner.query_tokens()` gives the tokens pooled over layers for a Mask2Former-style head to use as
+object queries, as Rein links them ("link_token_to_query"): [m, 3·D] = concat(max over layers,
+mean over layers, last layer); the head projects them to its query width with its own linear layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require, seeded
+from fishertune.tuners.blocks import blocks_of, hook_block_outputs
+
+
+@dataclass
+class ReinConfig(TunerConfig):
+    num_tokens: int = field(default=100, metadata={"help": "m: learnable tokens per block"})
+    token_rank: int = field(default=16, metadata={"help": "r: rank of the token factorisation T = A·B"})
+    scale_init: float = field(default=1e-3, metadata={"help": "initial value of the learnable output scale"})
+    seed: int = field(default=0, metadata={"help": "seed of the token and MLP initialisation"})
+
+    def __post_init__(self):
+        require(isinstance(self.num_tokens, int) and self.num_tokens >= 2,
+                f"num_tokens must be an integer >= 2 (token 0 carries no value), got {self.num_tokens!r}")
+        require(isinstance(self.token_rank, int) and self.token_rank >= 1,
+                f"token_rank must be a positive integer, got {self.token_rank!r}")
+
+
+class Reins(nn.Module):
+    """The Rein parameters of a whole backbone and the refinement f -> f' of the module docstring."""
+
+    def __init__(self, num_layers: int, dim: int, patch_size: int, num_tokens: int, token_rank: int,
+                 scale_init: float):
+        super().__init__()
+        self.dim = dim
+        self.tokens_a = nn.Parameter(torch.empty(num_layers, num_tokens, token_rank))
+        self.tokens_b = nn.Parameter(torch.empty(num_layers, token_rank, dim))
+        # Xavier-style bound of the reference, with fan-in 3·p² (an RGB patch) and fan-out sqrt(D·r).
+        bound = math.sqrt(6.0 / (3 * patch_size**2 + math.sqrt(dim * token_rank)))
+        nn.init.uniform_(self.tokens_a, -bound, bound)
+        nn.init.uniform_(self.tokens_b, -bound, bound)
+        self.mlp_token2feat = nn.Linear(dim, dim)
+        self.mlp_out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.mlp_out.weight)
+        nn.init.zeros_(self.mlp_out.bias)
+        self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+
+    def tokens(self, layer: int) -> torch.Tensor:
+        return self.tokens_a[layer] @ self.tokens_b[layer]
+
+    def forward(self, feats: torch.Tensor, layer: int) -> torch.Tensor:
+        """feats [..., N, D] patch features of block `layer` -> refined features, same shape."""
+        tokens = self.tokens(layer)
+        attn = F.softmax(feats @ tokens.T / math.sqrt(self.dim), dim=-1)
+        delta = attn[..., 1:] @ self.mlp_token2feat(tokens[1:])
+        return feats + self.scale * self.mlp_out(delta + feats)
+
+
+@register_tuner
+class ReinTuner(Tuner):
+    name = "rein"
+    paper = "Rein (Wei et al., CVPR 2024)"
+    config_class = ReinConfig
+
+    def __init__(self, model: nn.Module, **options):
+        super().__init__(model, **options)
+        c, backbone = self.config, model.backbone
+        blocks = blocks_of(model)
+        with seeded(c.seed):
+            backbone.reins = Reins(len(blocks), backbone.embed_dim, backbone.patch_size, c.num_tokens,
+                                   c.token_rank, c.scale_init)
+        self.prefix = backbone.num_prefix_tokens
+        self.handles = hook_block_outputs(blocks, self._refine)
+
+    @property
+    def reins(self) -> Reins:
+        return self.backbone.reins
+
+    def _refine(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() == 4:  # [B, H, W, D] windowed backbones (SAM): every token is a patch token
+            return self.reins(hidden.flatten(1, 2), layer).view_as(hidden)
+        prefix, patches = hidden[:, :self.prefix], hidden[:, self.prefix:]
+        return torch.cat([prefix, self.reins(patches, layer)], dim=1)
+
+    @staticmethod
+    def count_trainable(num_layers: int, dim: int, num_tokens: int, token_rank: int) -> int:
+        """L·(m·r + r·D) token factors + 2·(D² + D) shared MLPs + 1 scale."""
+        return num_layers * token_rank * (num_tokens + dim) + 2 * (dim * dim + dim) + 1
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(f"backbone.reins.{n}", p) for n, p in self.reins.named_parameters()]
+
+    def query_tokens(self) -> torch.Tensor:
+        """[m, 3·D]: the tokens of all layers pooled as max, mean and last layer (see module docstring)."""
+        tokens = torch.stack([self.reins.tokens(i) for i in range(self.reins.tokens_a.shape[0])])
+        return torch.cat([tokens.amax(0), tokens.mean(0), tokens[-1]], dim=-1)
