@@ -8,6 +8,7 @@ from conftest import make_segmentor, segmentation_loss
 
 from fishertune.errors import FisherTuneError
 from fishertune.tuners import TUNERS, build_tuner, load_tuner
+from fishertune.tuners.budget import SIZE_KNOBS, count_trainable, match_budget
 
 # Tiny options per method, and which methods leave the backbone function unchanged at initialisation.
 OPTIONS = {
@@ -36,6 +37,7 @@ def test_tuner(method, family, batches, tmp_path):
     base = {n: p for n, p in model.backbone.named_parameters()}
     base_values = {n: p.detach().clone() for n, p in base.items()}
 
+    expected_count = count_trainable(method, make_segmentor(family), **OPTIONS[method])
     tuner = build_tuner(method, model, **OPTIONS[method])
     with torch.no_grad():
         init_out = model(x)
@@ -76,6 +78,8 @@ def test_tuner(method, family, batches, tmp_path):
     with torch.no_grad():
         features_equal = torch.equal(model.backbone(x)[-1], base_features)
     assert features_equal == (method == "frozen")
+
+    assert tuner.num_trainable() == expected_count
 
     # save -> load onto a fresh base with the trained head: same outputs, bit for bit.
     tuner.save_pretrained(str(tmp_path / "tuner"))
@@ -130,3 +134,16 @@ def test_vpt_blocks_see_prompts_downstream_does_not():
     with torch.no_grad():
         out = model.backbone.model(pixel_values=torch.rand(1, 3, 32, 32)).last_hidden_state
     assert seen == [1 + 64 + 3] and out.shape[1] == 1 + 64
+
+
+@pytest.mark.parametrize("method", sorted(SIZE_KNOBS))
+def test_match_budget_picks_the_closest_adapter_size(method):
+    model = make_segmentor()
+    knob, low = SIZE_KNOBS[method]
+    target = 5000
+    chosen = match_budget(method, model, target, **{k: v for k, v in OPTIONS[method].items() if k != knob})
+    k = chosen[knob]
+    error = abs(count_trainable(method, model, **chosen) - target)
+    for other in (k - 1, k + 1):
+        if other >= low:
+            assert error <= abs(count_trainable(method, model, **{**chosen, knob: other}) - target)

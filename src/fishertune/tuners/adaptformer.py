@@ -15,7 +15,7 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require, seeded
-from fishertune.tuners.blocks import blocks_of, hook_block_outputs
+from fishertune.tuners.blocks import block_module, blocks_of, hook_block_outputs
 
 # The norm in front of the MLP, as each backbone family names it (DINOv2/EVA, CLIP/SAM, ViT/MAE).
 MLP_NORM_NAMES = ("norm2", "layer_norm2", "layernorm_after")
@@ -43,9 +43,10 @@ class Adapter(nn.Sequential):
 
 
 def mlp_norm(block: nn.Module) -> nn.Module:
+    layer = block_module(block)
     for name in MLP_NORM_NAMES:
-        if isinstance(getattr(block, name, None), nn.Module):
-            return getattr(block, name)
+        if isinstance(getattr(layer, name, None), nn.Module):
+            return getattr(layer, name)
     raise FisherTuneError(f"AdaptFormer found no norm before the MLP in {type(block).__name__} "
                           f"(looked for {', '.join(MLP_NORM_NAMES)})")
 
@@ -77,9 +78,11 @@ class AdaptFormerTuner(Tuner):
         normed = self.normed.pop(layer)
         return hidden + self.config.scale * self.backbone.adapters[layer](normed)
 
-    @staticmethod
-    def count_trainable(num_layers: int, dim: int, bottleneck: int) -> int:
-        return num_layers * (2 * dim * bottleneck + bottleneck + dim)
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: AdaptFormerConfig) -> int:
+        """L·(2·D·r + r + D)."""
+        dim, r = model.backbone.embed_dim, config.bottleneck
+        return len(blocks_of(model)) * (2 * dim * r + r + dim)
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(f"backbone.adapters.{n}", p) for n, p in self.backbone.adapters.named_parameters()]

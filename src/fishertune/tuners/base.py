@@ -147,6 +147,12 @@ class Tuner:
         Names are relative to `model` (e.g. `backbone.model.encoder...`)."""
         raise NotImplementedError
 
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: Any) -> int:
+        """What `num_trainable` will be for `config` on the un-tuned `model`, worked out without changing
+        it (from shapes and the budget): the basis of budget matching across methods."""
+        raise NotImplementedError
+
     def num_trainable(self) -> int:
         """Backbone-side trainable scalars: for sparse methods the selected entries, not whole tensors."""
         return sum(p.numel() for _, p in self.trainable_named_parameters())

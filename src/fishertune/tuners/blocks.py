@@ -30,6 +30,15 @@ def blocks_of(model: nn.Module) -> nn.ModuleList:
     return blocks
 
 
+def block_module(block: nn.Module) -> nn.Module:
+    """The module holding a block's layers: the block itself, or the layer a thin wrapper runs from outside
+    the module tree (SAM's blocks fold tokens into a grid around `block.layer`)."""
+    inner = getattr(block, "layer", None)
+    if isinstance(inner, nn.Module) and next(block.parameters(), None) is None:
+        return inner
+    return block
+
+
 def hook_block_outputs(blocks: nn.ModuleList,
                        change: Callable[[int, torch.Tensor], torch.Tensor]) -> list:
     """After block i, replace its hidden states h by `change(i, h)`; returns the hook handles."""

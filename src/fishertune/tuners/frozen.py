@@ -12,5 +12,9 @@ class FrozenTuner(Tuner):
     name = "frozen"
     paper = "linear probing / frozen VFM (Oquab et al., DINOv2, 2023)"
 
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config) -> int:
+        return 0
+
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return []

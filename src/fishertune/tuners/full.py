@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
-from fishertune.tuners.blocks import blocks_of
+from fishertune.tuners.blocks import block_module, blocks_of
 
 EMBEDDING_NAMES = ("embed", "cls_token", "register", "mask_token", "pos_")
 
@@ -35,13 +35,17 @@ class FullTuner(Tuner):
     paper = "full fine-tuning (layer-wise lr decay: Clark et al., ELECTRA, 2020)"
     config_class = FullConfig
 
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: FullConfig) -> int:
+        return sum(p.numel() for p in model.backbone.parameters())
+
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()]
 
     def layer_ids(self) -> dict[str, int]:
         """Layer id of every backbone parameter (name relative to `model`), as in the module docstring."""
         blocks = blocks_of(self.model)
-        in_block = {id(p): i + 1 for i, block in enumerate(blocks) for p in block.parameters()}
+        in_block = {id(p): i + 1 for i, block in enumerate(blocks) for p in block_module(block).parameters()}
         top = len(blocks) + 1
         ids = {}
         for name, p in self.trainable_named_parameters():

@@ -17,7 +17,7 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require, seeded
-from fishertune.tuners.blocks import blocks_of
+from fishertune.tuners.blocks import block_module, blocks_of
 
 ADAPTER = "default"
 
@@ -40,13 +40,12 @@ class LoraConfig(TunerConfig):
 def target_linears(model: nn.Module, target_mlp: bool) -> dict[str, nn.Linear]:
     """The linear layers LoRA adapts, by name relative to `model.backbone.model` (the HF model)."""
     hf = model.backbone.model
-    in_blocks = {id(m) for block in blocks_of(model) for m in block.modules()}
+    in_blocks = {id(m) for block in blocks_of(model) for m in block_module(block).modules()}
     targets = {}
     for name, module in hf.named_modules():
         if not isinstance(module, nn.Linear) or id(module) not in in_blocks:
             continue
-        is_attention = any(part in ("attn", "attention", "self_attn") or "attention" in part
-                           for part in name.split("."))
+        is_attention = any(part.endswith("attn") or "attention" in part for part in name.split("."))
         if is_attention or target_mlp:
             targets[name] = module
     if not targets:
@@ -69,11 +68,11 @@ class LoraTuner(Tuner):
         with seeded(c.seed):
             peft.inject_adapter_in_model(self.peft_config, model.backbone.model, adapter_name=ADAPTER)
 
-    @staticmethod
-    def count_trainable(model: nn.Module, rank: int, target_mlp: bool = False) -> int:
-        """r·(in + out) per adapted linear layer, read off the un-adapted model."""
-        return sum(rank * (m.in_features + m.out_features)
-                   for m in target_linears(model, target_mlp).values())
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: LoraConfig) -> int:
+        """r·(in + out) per adapted linear layer."""
+        return sum(config.rank * (m.in_features + m.out_features)
+                   for m in target_linears(model, config.target_mlp).values())
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters()

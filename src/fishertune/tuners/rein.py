@@ -102,10 +102,11 @@ class ReinTuner(Tuner):
         prefix, patches = hidden[:, :self.prefix], hidden[:, self.prefix:]
         return torch.cat([prefix, self.reins(patches, layer)], dim=1)
 
-    @staticmethod
-    def count_trainable(num_layers: int, dim: int, num_tokens: int, token_rank: int) -> int:
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: ReinConfig) -> int:
         """L·(m·r + r·D) token factors + 2·(D² + D) shared MLPs + 1 scale."""
-        return num_layers * token_rank * (num_tokens + dim) + 2 * (dim * dim + dim) + 1
+        layers, dim = len(blocks_of(model)), model.backbone.embed_dim
+        return layers * config.token_rank * (config.num_tokens + dim) + 2 * (dim * dim + dim) + 1
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(f"backbone.reins.{n}", p) for n, p in self.reins.named_parameters()]

@@ -58,9 +58,10 @@ class VptTuner(Tuner):
         p = self.config.num_prompts
         return torch.cat([hidden[:, :self.prefix], hidden[:, self.prefix + p:]], dim=1)
 
-    @staticmethod
-    def count_trainable(num_layers: int, dim: int, num_prompts: int) -> int:
-        return num_layers * num_prompts * dim
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: VptConfig) -> int:
+        """L·p·D."""
+        return len(blocks_of(model)) * config.num_prompts * model.backbone.embed_dim
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [("backbone.vpt_prompts", self.backbone.vpt_prompts)]
