@@ -1,0 +1,122 @@
+"""The body of each `fishertune` command (`run_<command>(args) -> exit status`); heavy imports inside."""
+
+from __future__ import annotations
+
+import argparse
+
+from fishertune.errors import FisherTuneError
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from fishertune.data.synthetic import DOMAINS, generate
+
+    domains = DOMAINS if args.domains is None else [d.strip() for d in args.domains.split(",") if d.strip()]
+    for domain in domains:
+        if domain not in DOMAINS:
+            import difflib
+
+            near = difflib.get_close_matches(domain, list(DOMAINS), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise FisherTuneError(f"unknown domain {domain!r}{hint}; available: {', '.join(DOMAINS)}")
+    if args.n < 1 or args.size < 16:
+        raise FisherTuneError(f"--n must be >= 1 and --size >= 16, got --n {args.n} --size {args.size}")
+    generate(args.out, n=args.n, size=args.size, seed=args.seed, domains=list(domains))
+    print(f"wrote {args.n} images per domain for {', '.join(domains)} to {args.out}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fishertune.engine import distributed
+    from fishertune.engine.config import load_config
+    from fishertune.engine.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    entry = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    if distributed.is_main():
+        print(_summary(config.method.name, entry))
+        print(f"run written to {args.out}")
+    distributed.teardown()
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from fishertune.engine import distributed
+    from fishertune.engine.atomic import write_json
+    from fishertune.engine.build import build_eval_datasets, load_run
+    from fishertune.engine.evaluator import evaluate_targets
+
+    device = distributed.setup()
+    config, model = load_run(args.run, device)
+    specs = args.data or config.data.targets
+    if not specs:
+        raise FisherTuneError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
+    datasets = build_eval_datasets(specs)
+    inference = _inference(args, config)
+    results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
+                               amp=config.train.amp, progress=not args.no_progress)
+    if distributed.is_main():
+        for name, miou in results["target_miou"].items():
+            print(f"{name:>24s}  mIoU {miou:6.2f}")
+        print(f"{'mean':>24s}  mIoU {results['mean_target_miou']:6.2f}")
+        if args.json:
+            write_json(args.json, {"run": str(args.run), "inference": inference.kwargs(), **results})
+    distributed.teardown()
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from fishertune.engine import distributed
+    from fishertune.engine.build import load_run
+    from fishertune.engine.predictor import predict_images
+
+    device = distributed.setup()
+    config, model = load_run(args.run, device)
+    written = predict_images(model, args.images, args.out, _inference(args, config), device)
+    print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+def run_fisher(args: argparse.Namespace) -> int:
+    from fishertune.engine.config import load_config
+    from fishertune.engine.fisher_map import fisher_map
+
+    config = load_config(args.config, args.overrides)
+    for path in fisher_map(config, args.out, progress=not args.no_progress):
+        print(f"wrote {path}")
+    return 0
+
+
+def run_data_check(args: argparse.Namespace) -> int:
+    from fishertune.data import check_dataset
+
+    problems = check_dataset(args.spec)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} bad file(s) in {args.spec}")
+        return 1
+    print(f"{args.spec}: every file is fine")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from fishertune.engine.demo import run_demo
+
+    return run_demo(args) or 0
+
+
+def _inference(args: argparse.Namespace, config):
+    from fishertune.engine.evaluator import Inference
+
+    return Inference(args.mode or config.eval.mode, args.crop or config.eval.crop or config.data.crop,
+                     args.stride or config.eval.stride)
+
+
+def _summary(method: str, entry: dict) -> str:
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.2f}"
+
+    targets = ", ".join(f"{name} {fmt(v)}" for name, v in entry["target_miou"].items())
+    return (f"{method}: trainable {entry['trainable_params']:,} | source mIoU {fmt(entry['source_miou'])} | "
+            f"targets: {targets or 'none'} | mean target mIoU {fmt(entry['mean_target_miou'])} | "
+            f"{entry['train_seconds']:.1f} s")

@@ -1,0 +1,142 @@
+"""The `fishertune` command line.
+
+Commands import torch and the models lazily, so `fishertune --help` answers at once. Bad input
+(`FisherTuneError`) prints `error: <one line>` on stderr and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+
+from fishertune.errors import FisherTuneError
+
+EXAMPLES = """examples:
+  fishertune synth --out data/synth --n 64 --size 64
+  fishertune train configs/my_run.yaml --set train.steps=200 --out runs/fishertune
+  fishertune eval runs/fishertune --data folder:data/synth/fog --json runs/fishertune/eval.json
+  fishertune predict runs/fishertune street.jpg --out predictions
+  fishertune fisher configs/my_run.yaml --out runs/fisher_map
+  fishertune data check folder:data/synth/source
+"""
+
+
+def _synth_domains() -> str:
+    try:
+        from fishertune.data.synthetic import DOMAINS
+    except ImportError:
+        return "(the synthetic generator is not installed)"
+    return ", ".join(DOMAINS)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fishertune", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="FisherTune: Fisher-guided robust fine-tuning of vision foundation models for "
+                    "domain-generalised semantic segmentation.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    domains = _synth_domains() if argv[:1] == ["synth"] else "see `fishertune synth --help`"
+    synth = commands.add_parser(
+        "synth", help="write synthetic multi-domain street scenes (DIR/<domain>/images, labels)",
+        description=f"Write synthetic street scenes with Cityscapes train-id labels to "
+                    f"DIR/<domain>/images/<id>.png and DIR/<domain>/labels/<id>.png. Domains: {domains}.")
+    synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    synth.add_argument("--n", type=int, default=32, help="images per domain (default 32)")
+    synth.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--domains", default=None, help=f"comma-separated subset of: {domains} (default all)")
+
+    train = commands.add_parser(
+        "train", help="train from a YAML config into a run folder",
+        description="Train a segmenter from CONFIG (YAML; `base:` files compose protocol x method x "
+                    "backbone). Writes RUN/config.yaml (resolved), checkpoints/, log.jsonl, "
+                    "model.safetensors, tuner/ and results.json. "
+                    "Multi-GPU: torchrun --nproc_per_node N -m fishertune.cli train ...")
+    train.add_argument("config", metavar="CONFIG", help="YAML file (or a shipped config, e.g. "
+                                                        "methods/fishertune.yaml)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.lr=2e-5 (repeatable)")
+    train.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    train.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    evaluate = commands.add_parser(
+        "eval", help="mIoU of a trained run on datasets",
+        description="Evaluate RUN's final model on each SPEC (folder:PATH or <dataset>:ROOT[:split]) and "
+                    "print mIoU per dataset and their mean.")
+    evaluate.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
+    evaluate.add_argument("--data", action="append", default=[], metavar="SPEC",
+                          help="dataset to evaluate (repeatable; default: the run's data.targets)")
+    evaluate.add_argument("--json", metavar="OUT", help="write target_miou, mean_target_miou and "
+                                                        "per-class IoU here")
+    evaluate.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
+    evaluate.add_argument("--crop", type=int, help="sliding-window size")
+    evaluate.add_argument("--stride", type=int, help="sliding-window stride")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    fisher = commands.add_parser(
+        "fisher", help="DR-FIM scores, heatmap and selection table of a config's model",
+        description="Warm up the head as CONFIG says, estimate the DR-FIM of the backbone on source "
+                    "batches, and write DIR/scores.safetensors, DIR/heatmap.png (blocks x module types), "
+                    "DIR/selection.png and DIR/selection.csv / .md (selected entries per block and type).")
+    fisher.add_argument("config", metavar="CONFIG", help="YAML file (method options set the estimate)")
+    fisher.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
+    fisher.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    fisher.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    predict = commands.add_parser(
+        "predict", help="colourised masks and overlays for images",
+        description="Segment IMAGES with RUN's model; write DIR/<name>_mask.png (Cityscapes colours) and "
+                    "DIR/<name>_overlay.png.")
+    predict.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
+    predict.add_argument("images", nargs="+", metavar="IMAGES", help="image files")
+    predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    predict.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
+    predict.add_argument("--crop", type=int, help="sliding-window size")
+    predict.add_argument("--stride", type=int, help="sliding-window stride")
+
+    data = commands.add_parser("data", help="dataset tools", description="Dataset tools.")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    check = data_commands.add_parser(
+        "check", help="list every bad file of a dataset",
+        description="Read every image/label pair of SPEC and name each bad file (unreadable, wrong size, "
+                    "label values outside 0-18 and 255, missing pair). Exit status 1 when any is found.")
+    check.add_argument("spec", metavar="SPEC", help="folder:PATH or <dataset>:ROOT[:split]")
+
+    if importlib.util.find_spec("fishertune.engine.demo") is not None:
+        demo = commands.add_parser(
+            "demo", help="the embedded DGSS benchmark: train, evaluate, report",
+            description="Generate synthetic domains, fine-tune with FisherTune and the baselines, evaluate "
+                        "every target domain, and write DIR/results.json, DIR/report.md and one run per "
+                        "method.")
+        demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
+        demo.add_argument("--full", action="store_true", help="the multi-seed comparison (about 2 hours)")
+        if argv[:1] == ["demo"]:  # further options of the demo, if it has any (imported only when used)
+            from fishertune.engine import demo as demo_module
+
+            if hasattr(demo_module, "add_arguments"):
+                demo_module.add_arguments(demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    from fishertune.cli import commands
+
+    command = args.command if args.command != "data" else f"data_{args.data_command}"
+    try:
+        return getattr(commands, f"run_{command}")(args) or 0
+    except FisherTuneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Turn a validated Config into the objects of a run: segmentor, tuner, datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from fishertune.engine.config import Config
+from fishertune.errors import FisherTuneError
+
+TRAIN_CLASSES = 19
+
+
+def build_model(config: Config) -> tuple[nn.Module, object]:
+    """(segmentor, tuner): the base segmentor from `model`, wrapped by the tuner of `method`."""
+    from fishertune.models import build_segmentor
+    from fishertune.tuners import build_tuner
+
+    m = config.model
+    backbone = {"name": m.backbone, "weights": m.weights, "config": m.backbone_config or None,
+                "out_indices": m.out_indices}
+    head = {"name": m.head, **m.head_options}
+    model = build_segmentor(backbone, head, num_classes=TRAIN_CLASSES)
+    tuner = build_tuner(config.method.name, model, **config.method.options)
+    return model, tuner
+
+
+def build_train_dataset(config: Config):
+    """The source training set with the seeded training augmentation (random crop, flip)."""
+    from fishertune.data.datasets import build_dataset
+
+    if not config.data.train:
+        raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")
+    transform = None
+    if config.data.crop:
+        from fishertune.data.transforms import train_transform
+
+        transform = train_transform(config.data.crop)
+    dataset = build_dataset(config.data.train, transform=transform, seed=config.train.seed)
+    if len(dataset) < config.data.batch_size:
+        raise FisherTuneError(f"data.train has {len(dataset)} images, fewer than data.batch_size "
+                              f"{config.data.batch_size}")
+    return dataset
+
+
+def build_eval_datasets(specs: list[str]) -> dict[str, object]:
+    """{display name: dataset} for evaluation specs; two specs with one name get numbered."""
+    from fishertune.data.datasets import build_dataset
+
+    datasets: dict[str, object] = {}
+    for spec in specs:
+        dataset = build_dataset(spec)
+        name, n = dataset.name, 2
+        while name in datasets:
+            name, n = f"{dataset.name}-{n}", n + 1
+        datasets[name] = dataset
+    return datasets
+
+
+def load_run(run_dir: str | Path, device=None) -> tuple[Config, nn.Module]:
+    """(config, model in eval mode) of a finished run folder: config.yaml + model.safetensors."""
+    from fishertune.engine.checkpoint import load_model
+    from fishertune.engine.config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FisherTuneError(f"{run_dir} is not a run folder (no config.yaml)")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise FisherTuneError(f"{run_dir} has no model.safetensors: the run has not finished "
+                              f"(continue it with `fishertune train ... --out {run_dir} --resume`)")
+    config = load_config(run_dir / "config.yaml")
+    model, _ = build_model(config)
+    load_model(model, weights)
+    if device is not None:
+        model.to(device)
+    return config, model.eval()

@@ -1,0 +1,154 @@
+"""Resumable checkpoints as safetensors + JSON; nothing is pickled, so loading one runs no code.
+
+A checkpoint is a folder `RUN/checkpoints/step_XXXXXXX/` holding
+  model.safetensors  the model's state (each shared tensor once),
+  state.safetensors  every tensor of the training state (optimiser moments, tuner masks, RNG states),
+  state.json         the rest: step, config, scheduler, optimiser structure, RNG states of Python/numpy,
+                     with each tensor replaced by {"__tensor__": key} into state.safetensors.
+The folder is written under a temporary name and renamed when complete; `RUN/checkpoints/latest.json`
+then points at it, so a run killed at any moment leaves its previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fishertune.engine.atomic import save_tensors, write_json
+from fishertune.errors import FisherTuneError
+
+LATEST = "latest.json"
+
+
+# -- nested structures with tensors <-> JSON + a flat tensor dict -----------------------------------------
+
+def flatten(obj: Any, tensors: dict[str, torch.Tensor], key: str = "t") -> Any:
+    """JSON-able copy of `obj`: tensors move into `tensors` (referenced by key), tuples are tagged."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise TypeError(f"cannot store dict keys {list(obj)[:3]} in a checkpoint")
+        return {"__dict__": [[k, flatten(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [flatten(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `flatten`."""
+    if isinstance(obj, list):
+        return [unflatten(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__ndarray__" in obj:
+            return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+    return obj
+
+
+# -- model state -------------------------------------------------------------------------------------------
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict with each tensor once (a module registered under two names is stored once)."""
+    unique = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    return {name: t for name, t in model.state_dict().items() if name in unique}
+
+
+def save_model(model: nn.Module, path: str | Path) -> None:
+    save_tensors(path, model_state(model), metadata={"format": "pt"})
+
+
+def load_model(model: nn.Module, path: str | Path) -> None:
+    """Load weights saved by `save_model`; keys must match the model exactly (aliases aside)."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (OSError, ValueError) as error:
+        raise FisherTuneError(f"cannot read model weights {path}: {error}") from None
+    expected = set(model_state(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise FisherTuneError(f"weights {path} do not fit the model: "
+                              f"{len(missing)} missing (e.g. {missing[:2]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    model.load_state_dict(state, strict=False)
+
+
+# -- RNG states --------------------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- checkpoints --------------------------------------------------------------------------------------------
+
+def save_checkpoint(directory: str | Path, step: int, model: nn.Module, state: dict, keep: int = 1) -> Path:
+    """Write checkpoint `step` (model + nested `state` with tensors), point latest.json at it, prune old."""
+    directory = Path(directory)
+    final = directory / f"step_{step:07d}"
+    temp = directory / f".step_{step:07d}.tmp"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    tensors: dict[str, torch.Tensor] = {}
+    structure = flatten(state, tensors)
+    save_model(model, temp / "model.safetensors")
+    save_tensors(temp / "state.safetensors", tensors)
+    write_json(temp / "state.json", {"step": step, "state": structure})
+    shutil.rmtree(final, ignore_errors=True)
+    temp.rename(final)
+    write_json(directory / LATEST, {"step": step, "path": final.name})
+    for old in sorted(directory.glob("step_*"))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    pointer = Path(directory) / LATEST
+    if not pointer.is_file():
+        return None
+    return Path(directory) / json.loads(pointer.read_text())["path"]
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> tuple[int, dict]:
+    """Load the model weights in place; return (step, state) with tensors restored."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    load_model(model, path / "model.safetensors")
+    record = json.loads((path / "state.json").read_text())
+    tensors = load_file(str(path / "state.safetensors"))
+    return record["step"], unflatten(record["state"], tensors)

@@ -1,0 +1,71 @@
+"""Evaluation: mIoU of a segmentor on datasets, with whole-image or sliding-window inference.
+
+Each process of a distributed run scores the images i = rank, rank + world, ... of a dataset (no padding,
+so nothing is counted twice) and the confusion matrices are all-reduced, giving every process the exact
+single-process result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fishertune.engine import distributed
+from fishertune.engine.metrics import ConfusionMatrix
+
+
+@dataclass
+class Inference:
+    """How `Segmentor.predict` is called: whole image, or windows of `crop` px every `stride` px."""
+
+    mode: str = "whole"
+    crop: int | None = None
+    stride: int | None = None
+
+    def kwargs(self) -> dict:
+        if self.mode == "whole":
+            return {"mode": "whole"}
+        crop = self.crop or 512
+        return {"mode": "slide", "crop": crop, "stride": self.stride or max(1, 2 * crop // 3)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
+             batch_size: int = 1, amp: bool = True, num_classes: int = 19,
+             progress: bool = False) -> dict:
+    """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n}."""
+    from fishertune.data.labels import CLASS_NAMES
+
+    was_training = model.training
+    model.eval()
+    shard = list(range(distributed.rank(), len(dataset), distributed.world_size()))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0)
+    matrix = ConfusionMatrix(num_classes)
+    name = getattr(dataset, "name", "data")
+    use_amp = amp and device.type == "cuda"
+    for batch in tqdm(loader, desc=f"eval {name}", disable=not (progress and distributed.is_main()),
+                      leave=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model.predict(batch["image"].to(device), **inference.kwargs())
+        matrix.update(logits.argmax(1), batch["label"])
+    matrix.all_reduce()
+    model.train(was_training)
+    iou = matrix.iou()
+    return {"miou": matrix.miou(),
+            "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(CLASS_NAMES, iou)},
+            "pixel_accuracy": matrix.pixel_accuracy(),
+            "images": len(dataset)}
+
+
+def evaluate_targets(model: nn.Module, datasets: dict[str, Dataset], inference: Inference,
+                     device: torch.device, **kwargs) -> dict:
+    """Per-dataset results and their mean: {"target_miou": {name: miou}, "mean_target_miou", "per_class"}."""
+    results = {name: evaluate(model, data, inference, device, **kwargs) for name, data in datasets.items()}
+    target = {name: r["miou"] for name, r in results.items()}
+    return {"target_miou": target,
+            "mean_target_miou": sum(target.values()) / len(target) if target else None,
+            "per_class_iou": {name: r["iou"] for name, r in results.items()}}

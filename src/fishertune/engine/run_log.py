@@ -1,0 +1,44 @@
+"""Run logs: one JSON record per line in RUN/log.jsonl, mirrored to TensorBoard when it is installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class RunLogger:
+    """Appends records {"step": ..., "phase": ..., <scalars>} to log.jsonl (rank 0 only)."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "log.jsonl"
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is an optional extra
+                pass
+            else:
+                self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def log(self, step: int, phase: str, **scalars: float) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps({"step": step, "phase": phase, **scalars}) + "\n")
+        if self.tensorboard is not None:
+            for name, value in scalars.items():
+                if isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(f"{phase}/{name}", value, step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (a resumed run repeats the steps after its checkpoint)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

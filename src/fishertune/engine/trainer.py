@@ -1,0 +1,366 @@
+"""The training loop: head warm-up, the tuner's prepare, tuning with its hooks, checkpoints, evaluation.
+
+    step 0 .. warmup_steps-1        head only (backbone frozen), AdamW at head_lr
+    tuner.prepare(batches, loss)    e.g. FisherTune's DR-FIM estimate and selection
+    step warmup_steps .. +steps-1   tuner's optimiser, linear lr warm-up then poly/cosine decay;
+                                    tuner.after_step after each step (e.g. mask growth)
+
+Each optimiser step sums the gradients of `grad_accum` micro-batches. The training loss is the mean of
+per-image losses, so a distributed run (each process a slice of the global batch, gradients averaged by
+DDP) computes the same gradient as one process on the whole batch.
+
+Determinism and resume: the data order of epoch e is a permutation seeded by (seed, e) and each item's
+augmentation is seeded by (seed, e, index), so the batch at any position is a function of the position
+alone. A checkpoint stores model, optimiser, scheduler, tuner state and all RNG states; a resumed run
+rebuilds the batch stream at `step * grad_accum` micro-batches and continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fishertune.engine import distributed
+from fishertune.engine.atomic import write_json
+from fishertune.engine.build import build_eval_datasets, build_model, build_train_dataset
+from fishertune.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_model,
+    set_rng_state,
+)
+from fishertune.engine.config import Config, load_config, save_config
+from fishertune.engine.evaluator import Inference, evaluate, evaluate_targets
+from fishertune.engine.run_log import RunLogger
+from fishertune.errors import FisherTuneError
+
+PREPARE_EPOCH = 2**31
+"""Augmentation epoch of the tuner's prepare batches, apart from every training epoch."""
+
+
+class TrainingDiverged(FisherTuneError):
+    """The loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def per_sample_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """loss_fn of the tuner/method contract: the head's loss of each image, shape [B]."""
+    device = next(model.parameters()).device
+    return model.loss(batch["image"].to(device), batch["label"].to(device), reduction="none")
+
+
+class PerSampleLoss(nn.Module):
+    """Makes the segmentor's loss the `forward` of a module, so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(images, labels, reduction="none")
+
+
+def lr_factor(schedule: str, steps: int, warmup: int):
+    """Multiplier of the base lr at tuning step i: linear warm-up over `warmup` steps, then
+    poly (1 - p)^0.9, cosine (1 + cos(pi p)) / 2 or constant, with p the fraction of the rest done."""
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        progress = (i - warmup) / max(1, steps - warmup)
+        if schedule == "poly":
+            return max(0.0, 1 - progress) ** 0.9
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
+
+
+def epoch_indices(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+    """This process's item indices for `epoch`: a permutation seeded by (seed, epoch), cut to whole
+    global batches; global batch k is perm[kB:(k+1)B] and process r takes every world-th of it."""
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    permutation = torch.randperm(n, generator=generator)[: (n // batch_size) * batch_size]
+    return permutation[rank::world].tolist()
+
+
+def source_batches(dataset: Dataset, config: Config, start: int) -> Iterator[dict]:
+    """Endless stream of this process's training micro-batches, from global micro-batch `start` on."""
+    batch_size, world = config.data.batch_size, distributed.world_size()
+    per_epoch = len(dataset) // batch_size
+    epoch, offset = divmod(start, per_epoch)
+    local = batch_size // world
+    while True:
+        dataset.set_epoch(epoch)
+        indices = epoch_indices(len(dataset), batch_size, config.train.seed, epoch, distributed.rank(), world)
+        loader = DataLoader(dataset, batch_size=local, sampler=indices[offset * local:], drop_last=True,
+                            num_workers=config.data.workers)
+        yield from loader
+        epoch, offset = epoch + 1, 0
+
+
+def prepare_batches(dataset: Dataset, config: Config) -> list[dict]:
+    """The handful of source batches the tuner estimates from (fixed for the whole run)."""
+    dataset.set_epoch(PREPARE_EPOCH)
+    world, batch_size = distributed.world_size(), config.data.batch_size
+    indices = epoch_indices(len(dataset), batch_size, config.train.seed, PREPARE_EPOCH, distributed.rank(),
+                            world)
+    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=indices, drop_last=True)
+    return [batch for batch, _ in zip(loader, range(config.train.prepare_batches))]
+
+
+def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]:
+    """Module names for `train.perturb.layers`: an int is a backbone block index, a string a module name."""
+    names = {module: name for name, module in model.named_modules()}
+    blocks = model.backbone.blocks
+    out = []
+    for layer in layers:
+        if isinstance(layer, int):
+            if not -len(blocks) <= layer < len(blocks):
+                raise FisherTuneError(f"train.perturb.layers: block {layer} does not exist "
+                                      f"(the backbone has {len(blocks)} blocks)")
+            out.append(names[blocks[layer]])
+        elif layer in names.values():
+            out.append(layer)
+        else:
+            import difflib
+
+            near = difflib.get_close_matches(layer, list(names.values()), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise FisherTuneError(f"train.perturb.layers: no module named {layer!r}{hint}")
+    return out
+
+
+def open_run(run_dir: Path, config: Config, resume: bool) -> Path | None:
+    """Check the run folder; return the checkpoint to resume from (None for a fresh run)."""
+    checkpoints = run_dir / "checkpoints"
+    if resume:
+        checkpoint = latest_checkpoint(checkpoints)
+        if checkpoint is None:
+            raise FisherTuneError(f"nothing to resume: {run_dir} has no checkpoint")
+        saved = load_config(run_dir / "config.yaml").to_dict()
+        if saved != config.to_dict():
+            key = _first_difference(saved, config.to_dict())
+            raise FisherTuneError(f"--resume: the config differs from {run_dir / 'config.yaml'} at {key}")
+        return checkpoint
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FisherTuneError(f"{run_dir} already exists and is not empty; pass --resume to continue it "
+                              f"or choose another --out")
+    return None
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+            if found:
+                return found
+        elif a.get(key) != b.get(key):
+            return f"{prefix}{key} ({a.get(key)!r} != {b.get(key)!r})"
+    return ""
+
+
+class Trainer:
+    """One training run into `run_dir`; `run()` returns the run's results.json entry."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.device = distributed.setup()
+        world = distributed.world_size()
+        if config.data.batch_size % world:
+            raise FisherTuneError(f"data.batch_size {config.data.batch_size} is not divisible by the "
+                                  f"{world} processes")
+        seed_everything(config.train.seed)
+        self.model, self.tuner = build_model(config)
+        self.model.to(self.device)
+        self.train_set = build_train_dataset(config)
+        self.val_sets = build_eval_datasets([config.data.val]) if config.data.val else {}
+        self.target_sets = build_eval_datasets(config.data.targets)
+        t = config.train
+        self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
+        self.inference = Inference(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
+        self.checkpoint = open_run(self.run_dir, config, resume)
+        self.total = t.warmup_steps + t.steps
+        self.phase = ""
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.forward: nn.Module | None = None
+
+    # -- phases --------------------------------------------------------------------------------------
+    def enter_phase(self, phase: str, saved: dict | None = None) -> None:
+        """Set what trains and build the optimiser (and scheduler) of `phase`, fresh or from `saved`."""
+        t = self.config.train
+        self.model.train()
+        if phase == "warmup":
+            for p in self.model.backbone.parameters():
+                p.requires_grad_(False)
+            for p in self.model.head.parameters():
+                p.requires_grad_(True)
+            self.optimizer = torch.optim.AdamW(self.model.head.parameters(), lr=t.head_lr,
+                                               weight_decay=t.weight_decay)
+            self.scheduler = None
+        else:
+            if saved is None:
+                self.tuner.prepare(self.prepare, per_sample_loss)
+            else:
+                self.tuner.load_state_dict(saved["tuner"])
+            self.optimizer = self.tuner.build_optimizer(lr=t.lr, head_lr=t.head_lr,
+                                                        weight_decay=t.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lr_factor(t.schedule, t.steps, t.lr_warmup))
+        if saved is not None:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(saved["scheduler"])
+        self.phase = phase
+        self.forward = PerSampleLoss(self.model)
+        if distributed.is_distributed():  # DDP registers the parameters that train now: wrap per phase
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids,
+                                                               find_unused_parameters=True)
+
+    # -- one optimiser step --------------------------------------------------------------------------
+    def train_step(self, step: int, batches: Iterator[dict]) -> float:
+        """Run `grad_accum` micro-batches and one optimiser step; return the mean loss."""
+        t, device = self.config.train, self.device
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for micro in range(t.grad_accum):
+            batch = next(batches)
+            images, labels = batch["image"].to(device), batch["label"].to(device)
+            last = micro == t.grad_accum - 1
+            sync = self.forward.no_sync() if distributed.is_distributed() and not last else nullcontext()
+            use_amp = t.amp and device.type == "cuda"
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+            with sync:
+                with autocast, self.perturbation(step, micro):
+                    loss = self.forward(images, labels).float().mean()
+                if distributed.any_true(not torch.isfinite(loss).item(), device):
+                    last_good = latest_checkpoint(self.run_dir / "checkpoints")
+                    kept = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written"
+                    raise TrainingDiverged(f"loss became {loss.item()} at step {step}; training stopped "
+                                           f"({kept}); lower train.lr or train.head_lr")
+                (loss / t.grad_accum).backward()
+            losses.append(loss.detach())
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        mean = torch.stack(losses).mean()
+        return float(distributed.all_reduce_sum(mean) / distributed.world_size())
+
+    def perturbation(self, step: int, micro: int):
+        """Training-time feature perturbation around the forward (a fresh seeded draw per micro-batch)."""
+        if not self.perturb_modules:
+            return nullcontext()
+        from fishertune.method import FeaturePerturbation
+
+        t = self.config.train
+        seed = int(np.random.SeedSequence([t.seed, step, micro, distributed.rank()]).generate_state(1)[0])
+        return FeaturePerturbation(self.model, self.perturb_modules, alpha=t.perturb.alpha, seed=seed)
+
+    # -- the run -------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        created = False
+        if distributed.is_main() and self.checkpoint is None:
+            created = not self.run_dir.exists()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+        try:
+            return self._run()
+        except BaseException:
+            if created and distributed.is_main() and latest_checkpoint(self.run_dir / "checkpoints") is None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)  # nothing worth keeping was written
+            raise
+
+    def _run(self) -> dict:
+        t = self.config.train
+        logger = RunLogger(self.run_dir, enabled=distributed.is_main())
+        self.prepare = prepare_batches(self.train_set, self.config)
+        step, seconds = 0, 0.0
+        if self.checkpoint is not None:
+            step, saved = load_checkpoint(self.checkpoint, self.model)
+            self.enter_phase(saved["phase"], saved)
+            set_rng_state(saved["rng"])
+            seconds = saved["train_seconds"]
+            logger.truncate_after(step)
+        batches = source_batches(self.train_set, self.config, step * t.grad_accum)
+        bar = tqdm(total=self.total, initial=step, desc=f"train {self.config.method.name}",
+                   disable=not (self.progress and distributed.is_main()))
+        while step < self.total:
+            phase = "warmup" if step < t.warmup_steps else "tune"
+            if phase != self.phase:
+                self.enter_phase(phase)
+            lrs = [group["lr"] for group in self.optimizer.param_groups]  # the lrs of this step
+            start = time.perf_counter()
+            loss = self.train_step(step, batches)
+            if phase == "tune":
+                self.tuner.after_step(step - t.warmup_steps, t.steps, self.prepare, per_sample_loss,
+                                      self.optimizer)
+            seconds += time.perf_counter() - start
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if step % t.log_every == 0 or step == self.total:
+                logger.log(step, phase, loss=loss, head_lr=lrs[0], lr=lrs[-1], seconds=seconds)
+            if t.eval_every and step % t.eval_every == 0 and self.val_sets and step < self.total:
+                logger.log(step, "val", **self.evaluate_source())
+            if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == self.total:
+                self.save(step, seconds)
+        bar.close()
+        source = self.evaluate_source() if self.val_sets else {"source_miou": None}
+        logger.log(step, "val", **source)
+        targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
+                                   batch_size=self.config.eval.batch_size, amp=t.amp, progress=self.progress)
+        entry = {"trainable_params": self.tuner.num_trainable(),
+                 "head_params": sum(p.numel() for p in self.model.head.parameters()),
+                 "source_miou": source["source_miou"],
+                 "target_miou": targets["target_miou"],
+                 "mean_target_miou": targets["mean_target_miou"],
+                 "train_seconds": seconds,
+                 "per_class_iou": targets["per_class_iou"]}
+        if distributed.is_main():
+            save_model(self.model, self.run_dir / "model.safetensors")
+            self.tuner.save_pretrained(str(self.run_dir / "tuner"))
+            write_json(self.run_dir / "results.json", {"methods": {self.config.method.name: entry}})
+        logger.close()
+        distributed.barrier()
+        return entry
+
+    def evaluate_source(self) -> dict:
+        (dataset,) = self.val_sets.values()
+        result = evaluate(self.model, dataset, self.inference, self.device,
+                          batch_size=self.config.eval.batch_size, amp=self.config.train.amp)
+        self.model.train()
+        return {"source_miou": result["miou"]}
+
+    def save(self, step: int, seconds: float) -> None:
+        if distributed.is_main():
+            state = {"phase": self.phase, "config": self.config.to_dict(),
+                     "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                     "tuner": self.tuner.state_dict() if self.phase == "tune" else {},
+                     "rng": rng_state(), "train_seconds": seconds}
+            save_checkpoint(self.run_dir / "checkpoints", step, self.model, state)
+        distributed.barrier()
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train per `config` into `run_dir` (or continue it with resume=True); return the results entry."""
+    return Trainer(config, run_dir, resume, progress).run()
