@@ -1,0 +1,100 @@
+"""The markdown report and the terminal table: values, bold cells, sections, atomic write."""
+
+import numpy as np
+import pytest
+
+from fishertune.report import plots
+from fishertune.report.markdown import format_count, format_summary_table, print_summary_table, write_report
+
+
+def table(text, first_header_cell):
+    """The markdown table starting at the header row whose first cell is given: {row name: cells}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header_cell} |"))
+    rows = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def fmt(values):
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def test_main_table_values_and_bold_cells(tmp_path, multi_seed_results):
+    text = write_report(tmp_path, multi_seed_results).read_text()
+    rows = table(text, "method")
+    assert rows["method"] == ["trainable params", "source mIoU", "fog mIoU", "night mIoU", "mean target mIoU",
+                              "train seconds"]
+    ours, full, frozen = rows["fishertune"], rows["full"], rows["frozen"]
+    # source: full is best (mean 70.8 of 72, 70.5, 70)
+    assert full[1] == f"**{fmt([72.0, 70.5, 70.0])}**"
+    assert ours[1] == fmt([70.0, 71.0, 69.0]) and frozen[1] == fmt([60.0, 61.0, 62.0])
+    # fog, night and mean target: ours is best
+    assert ours[2] == f"**{fmt([50.0, 52.0, 51.0])}**" and full[2] == fmt([47.0, 48.0, 49.0])
+    assert ours[3] == f"**{fmt([40.0, 41.0, 45.0])}**"
+    assert ours[4] == f"**{fmt([45.0, 46.5, 48.0])}**"
+    # trainable params are formatted, never ranked; train seconds: lowest is best
+    assert (ours[0], full[0], frozen[0]) == ("1.0k", "22.00M", "0")
+    assert frozen[5] == "**30**" and ours[5] == "60" and full[5] == "80"
+    assert "Ranked by mean target mIoU: fishertune 46.5, full 40.8, frozen 31.0." in text
+
+
+def test_ties_at_the_displayed_precision_are_all_bold(tmp_path, single_seed_results):
+    single_seed_results["lora"]["target_miou"]["fog"] = 50.04  # shows as 50.0, like fishertune's 50.0
+    rows = table(write_report(tmp_path, single_seed_results).read_text(), "method")
+    assert rows["fishertune"][2] == "**50.0**" and rows["lora"][2] == "**50.0**"
+    assert rows["lora"][1] == "**71.0**" and rows["fishertune"][1] == "70.0"
+    assert rows["lora"][0] == "300.0k" and rows["fishertune"][0] == "1.20M"
+
+
+def test_paired_section_with_seeds(tmp_path, multi_seed_results):
+    text = write_report(tmp_path, multi_seed_results).read_text()
+    assert "## Paired differences over seeds" in text
+    rows = table(text, "baseline")
+    night = np.array([40.0, 41.0, 45.0]) - [38.0, 33.0, 30.0]
+    assert rows["full"][2].strip("*").startswith(f"{night.mean():+.1f} ± {night.std(ddof=1):.1f} (p=")
+    assert rows["frozen"][0].startswith("**")  # +9 ± 1 over 3 seeds: beyond seed noise
+    assert not rows["full"][0].startswith("**")  # source: mixed signs, within noise
+    assert "- fishertune − full on mean target mIoU" in text
+    assert "ttest_rel" in text
+
+
+def test_single_seed_report_says_it_cannot_separate_noise(tmp_path, single_seed_results):
+    text = write_report(tmp_path, single_seed_results).read_text()
+    assert "## Paired differences" not in text
+    assert "cannot be told apart from seed noise" in text
+    assert "fishertune ranks 1 of 2." in text
+
+
+def test_setup_figures_and_notes(tmp_path, multi_seed_results):
+    figure = plots.selection_growth([(0, 1), (10, 4)], tmp_path / "figures" / "growth.png")
+    notes = ["Synthetic scenes only.", "One small backbone."]
+    path = write_report(tmp_path, multi_seed_results, figures={"Selection growth": figure}, notes=notes)
+    text = path.read_text()
+    assert text.startswith("# ")
+    assert "lightly fine-tuned it for saliency" in text
+    assert "procedurally generated street scenes" in text
+    assert "- **seeds**: 3 (0, 1, 2)" in text and "- **steps**: 300" in text
+    assert "![Selection growth](figures/growth.png)" in text
+    assert "- Synthetic scenes only.\n- One small backbone." in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "report.md"]  # no temp file left
+
+
+def test_terminal_table(capsys, multi_seed_results):
+    print_summary_table(multi_seed_results)
+    out = capsys.readouterr().out
+    assert out == format_summary_table(multi_seed_results) + "\n"
+    full_row = next(line for line in out.splitlines() if line.startswith("full "))
+    assert f"{fmt([72.0, 70.5, 70.0])}*" in full_row and "22.00M" in full_row
+    assert "* best in column" in out
+    assert "\x1b" not in out  # plain text
+
+
+@pytest.mark.parametrize(("n", "text"), [(None, "–"), (0, "0"), (999, "999"), (12345, "12.3k"),
+                                         (22_056_576, "22.06M")])
+def test_format_count(n, text):
+    assert format_count(n) == text
