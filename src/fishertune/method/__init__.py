@@ -1,0 +1,15 @@
+"""The model-agnostic FisherTune core: works on any nn.Module with any per-sample loss."""
+
+from fishertune.method.delta import load_delta, read_delta_config, save_delta
+from fishertune.method.dr_fim import dr_fim
+from fishertune.method.fisher import empirical_fisher
+from fishertune.method.masked_adamw import MaskedAdamW
+from fishertune.method.perturbation import FeaturePerturbation
+from fishertune.method.schedule import grow_masks, growth_ratio
+from fishertune.method.selection import candidate_names, select_topk
+from fishertune.method.tuner import FisherTuneConfig, FisherTuner
+from fishertune.method.variational import variational_fisher
+
+__all__ = ["FeaturePerturbation", "FisherTuneConfig", "FisherTuner", "MaskedAdamW", "candidate_names",
+           "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
+           "save_delta", "select_topk", "variational_fisher"]

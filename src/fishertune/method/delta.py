@@ -1,0 +1,124 @@
+"""Sparse deltas: the selected entries of a fine-tuned model, stored against the untouched base weights.
+
+One .safetensors file. For every parameter with selected entries it holds "<name>.indices" (int64, flat
+indices into the parameter) and "<name>.values" (the tuned values themselves, in the parameter's dtype,
+not differences, so reloading is bit-exact). The file's metadata key "fishertune_delta" holds the JSON
+config {"format": "fishertune-delta", "version": 1, "tensors": {name: {"shape", "dtype", "count",
+"base_sha256"}}}, where base_sha256 is the sha256 of the base tensor's raw bytes (C order). Loading checks
+shape, dtype and hash of the model's current values of every touched tensor, so a delta is only applied
+to the base it was made from. Writes are atomic (temporary file in the same folder + os.replace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+
+FORMAT = "fishertune-delta"
+METADATA_KEY = "fishertune_delta"
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's raw bytes in C order."""
+    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+               path: str | os.PathLike) -> dict:
+    """Write the selected entries of `model` against `base_state`; returns the JSON config written.
+
+    Refuses (FisherTuneError) when an unselected entry differs from the base, since the delta could then
+    not reproduce the model.
+    """
+    params = dict(model.named_parameters())
+    tensors: dict[str, torch.Tensor] = {}
+    config = {"format": FORMAT, "version": 1, "tensors": {}}
+    for name, mask in masks.items():
+        if not bool(mask.any()):
+            continue
+        if name not in params or name not in base_state:
+            raise FisherTuneError(f"mask names {name!r}, which is not a parameter of the model and the base")
+        current, base = params[name].detach(), base_state[name].detach().to(params[name].device)
+        if current.shape != base.shape or mask.shape != current.shape:
+            raise FisherTuneError(f"{name!r}: model, base and mask shapes differ "
+                                  f"({list(current.shape)}, {list(base.shape)}, {list(mask.shape)})")
+        outside = ~mask.to(current.device)
+        if not torch.equal(current[outside], base[outside]):
+            raise FisherTuneError(f"{name!r} changed outside its mask; a sparse delta cannot reproduce it")
+        index = mask.reshape(-1).nonzero().squeeze(1).cpu()
+        tensors[f"{name}.indices"] = index
+        tensors[f"{name}.values"] = current.reshape(-1).cpu()[index].clone()
+        config["tensors"][name] = {"shape": list(current.shape), "dtype": _dtype_name(current),
+                                   "count": index.numel(), "base_sha256": tensor_sha256(base)}
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".delta-", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(config)})
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return config
+
+
+def read_delta_config(path: str | os.PathLike) -> dict:
+    """The JSON config stored in a delta file."""
+    if not os.path.isfile(path):
+        raise FisherTuneError(f"no delta file at {os.fspath(path)!r}")
+    with safe_open(os.fspath(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if METADATA_KEY not in metadata:
+        raise FisherTuneError(f"{os.fspath(path)!r} is not a FisherTune delta (no {METADATA_KEY!r} metadata)")
+    config = json.loads(metadata[METADATA_KEY])
+    if config.get("format") != FORMAT or config.get("version") != 1:
+        raise FisherTuneError(f"{os.fspath(path)!r}: unsupported delta format {config.get('format')!r} "
+                              f"version {config.get('version')!r}")
+    return config
+
+
+@torch.no_grad()
+def load_delta(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Write the delta's values into `model` (which must hold the exact base weights); returns its config.
+
+    Every touched tensor is checked before any is written, so a refused delta leaves the model unchanged.
+    """
+    config = read_delta_config(path)
+    params = dict(model.named_parameters())
+    for name, info in config["tensors"].items():
+        if name not in params:
+            raise FisherTuneError(f"delta tensor {name!r} is not a parameter of this model")
+        p = params[name]
+        if list(p.shape) != info["shape"]:
+            raise FisherTuneError(f"delta tensor {name!r} has shape {info['shape']}, "
+                                  f"the model's is {list(p.shape)}")
+        if _dtype_name(p) != info["dtype"]:
+            raise FisherTuneError(f"delta tensor {name!r} has dtype {info['dtype']}, "
+                                  f"the model's is {_dtype_name(p)}")
+        if not p.is_contiguous():
+            raise FisherTuneError(f"parameter {name!r} must be contiguous to load a delta")
+        if tensor_sha256(p) != info["base_sha256"]:
+            raise FisherTuneError(f"delta tensor {name!r} was made for a different base (sha256 mismatch)")
+    with safe_open(os.fspath(path), framework="pt") as f:
+        for name in config["tensors"]:
+            p = params[name]
+            index = f.get_tensor(f"{name}.indices").to(p.device)
+            values = f.get_tensor(f"{name}.values").to(p.device)
+            p.view(-1)[index] = values
+    return config

@@ -1,0 +1,186 @@
+"""The empirical diagonal Fisher information F_i = (1/N) Σ_n (∂ℓ_n/∂θ_i)², exact or from mini-batches.
+
+`loss_fn(model, batch)` returns per-sample losses of shape [B]. A batch is any nest of dicts, lists and
+tuples; its tensors are split along dim 0 into samples, other entries (e.g. names) are passed unchanged.
+
+Backends of the exact (per-sample) mode:
+- "vmap": `torch.func.vmap(grad(...))` over the samples of a batch, with `functional_call`, so every
+  sample's gradient comes from one batched pass. Needs a model that is a pure function of one sample.
+- "loop": one forward and backward per sample (a batch of one). Works for every model, including
+  BatchNorm in train mode, dropout, data-dependent control flow and forward hooks that draw random numbers.
+- "auto": "vmap", falling back to "loop" (with a warning) when vmap fails on the first batch.
+
+Estimation runs in the model's current train/eval mode. `FisherTuner` switches the model to eval() while
+estimating, so BatchNorm does not couple the samples of a batch and dropout does not randomise them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from fishertune.errors import FisherTuneError
+from fishertune.method.batching import batch_size, per_sample_tensors, rebuild_one, sample
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+BACKENDS = ("auto", "vmap", "loop")
+
+
+def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
+                     params: Sequence[str] | None = None, per_sample: bool = True,
+                     backend: str = "auto", chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+    """The diagonal empirical Fisher of the parameters `params`, in float32 with each parameter's shape.
+
+    per_sample=True (exact): F_i = (1/N) Σ_n g_{n,i}², g_n = ∇ℓ_n, over all N samples of all batches.
+    per_sample=False (cheap approximation): F_i = (1/N) Σ_b B_b · ḡ_{b,i}², ḡ_b = ∇((1/B_b) Σ_{n∈b} ℓ_n)
+    the mean-loss gradient of batch b of size B_b. It equals the exact F when the per-sample gradients
+    within each batch are identical, and underestimates it otherwise (cross terms of differing gradients
+    cancel): it measures the squared signal, not the per-sample spread.
+
+    params: parameter names; default every parameter with requires_grad. Names given explicitly are
+    included even when frozen (their gradients are taken all the same). A parameter that receives no
+    gradient gets zeros. Batches may have different sizes: squares are summed over samples and divided by
+    the total count. Under an initialised torch.distributed process group, sums and counts are
+    all-reduced, so N processes give the Fisher of the union of their data.
+    chunk_size: samples per vmap call (bounds the memory of per-sample gradients); None = whole batch.
+    """
+    sums, count = fisher_sums(model, batches, loss_fn, params, per_sample, backend, chunk_size)
+    return {name: s / count for name, s in sums.items()}
+
+
+def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
+                params: Sequence[str] | None = None, per_sample: bool = True,
+                backend: str = "auto", chunk_size: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """Σ_n g_n² (or Σ_b B_b ḡ_b²) and N, all-reduced across processes; `empirical_fisher` divides them."""
+    if backend not in BACKENDS:
+        raise FisherTuneError(f"unknown Fisher backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    named = _named_params(model, params)
+    sums = {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for name, p in named.items()}
+    count = 0
+    use_vmap = per_sample and backend != "loop"
+    for batch in batches:
+        size = batch_size(batch)
+        if not per_sample:
+            _accumulate_batch(model, batch, size, loss_fn, named, sums)
+        elif use_vmap:
+            try:
+                _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size)
+            except Exception as error:  # vmap cannot batch this model: fall back to one sample at a time
+                if backend == "vmap" or count > 0:
+                    raise
+                warnings.warn(f"per-sample Fisher: vmap failed ({type(error).__name__}: {str(error)[:200]}); "
+                              "using the one-sample-at-a-time loop", stacklevel=2)
+                use_vmap = False
+                for s in sums.values():
+                    s.zero_()
+                _accumulate_loop(model, batch, size, loss_fn, named, sums)
+        else:
+            _accumulate_loop(model, batch, size, loss_fn, named, sums)
+        count += size
+    return _all_reduce(sums, count)
+
+
+def _named_params(model: nn.Module, params: Sequence[str] | None) -> dict[str, nn.Parameter]:
+    every = dict(model.named_parameters())
+    if params is None:
+        return {name: p for name, p in every.items() if p.requires_grad}
+    missing = [name for name in params if name not in every]
+    if missing:
+        raise FisherTuneError(f"unknown parameter {missing[0]!r} in params ({len(missing)} unknown)")
+    return {name: every[name] for name in params}
+
+
+@contextmanager
+def _requiring_grad(named: dict[str, nn.Parameter]):
+    """Temporarily let frozen parameters that were asked for take part in autograd."""
+    frozen = [p for p in named.values() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def _losses(model: nn.Module, batch: Any, size: int, loss_fn: LossFn) -> torch.Tensor:
+    losses = loss_fn(model, batch)
+    if losses.shape != (size,):
+        raise FisherTuneError(f"loss_fn must return per-sample losses of shape [{size}], "
+                              f"got {list(losses.shape)}")
+    return losses
+
+
+def _add_squares(named: dict[str, nn.Parameter], grads: Sequence[torch.Tensor | None],
+                 sums: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+    for name, g in zip(named, grads):
+        if g is not None:
+            sums[name].add_(g.detach().float().square(), alpha=weight)
+
+
+def _accumulate_batch(model, batch, size, loss_fn, named, sums) -> None:
+    with _requiring_grad(named):
+        loss = _losses(model, batch, size, loss_fn).mean()
+        grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
+    _add_squares(named, grads, sums, weight=float(size))
+
+
+def _accumulate_loop(model, batch, size, loss_fn, named, sums) -> None:
+    with _requiring_grad(named):
+        for n in range(size):
+            loss = _losses(model, sample(batch, n, size), 1, loss_fn)[0]
+            grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
+            _add_squares(named, grads, sums)
+
+
+class _LossModule(nn.Module):
+    """`loss_fn(model, batch)` as a module, so `functional_call` can swap the parameters of `model`."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size) -> None:
+    wrapper = _LossModule(model, loss_fn)
+    values = {name: p.detach() for name, p in named.items()}
+    leaves = per_sample_tensors(batch, size)
+
+    def one_loss(theta: dict[str, torch.Tensor], sample_leaves: list[torch.Tensor]) -> torch.Tensor:
+        swapped = {f"model.{name}": v for name, v in theta.items()}
+        losses = functional_call(wrapper, swapped, (rebuild_one(batch, size, sample_leaves),), strict=False)
+        return losses.reshape(())
+
+    per_sample_grads = vmap(grad(one_loss), in_dims=(None, 0), chunk_size=chunk_size)(values, leaves)
+    for name, g in per_sample_grads.items():
+        sums[name].add_(g.detach().float().square().sum(0))
+
+
+def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
+    if not (dist.is_available() and dist.is_initialized()) or not sums:
+        if count == 0:
+            raise FisherTuneError("no samples: the Fisher needs at least one non-empty batch")
+        return sums, count
+    device = next(iter(sums.values())).device
+    flat = torch.cat([s.reshape(-1) for s in sums.values()] + [torch.tensor([float(count)], device=device)])
+    dist.all_reduce(flat)
+    total = int(round(flat[-1].item()))
+    if total == 0:
+        raise FisherTuneError("no samples: the Fisher needs at least one non-empty batch")
+    out, offset = {}, 0
+    for name, s in sums.items():
+        out[name] = flat[offset:offset + s.numel()].view_as(s)
+        offset += s.numel()
+    return out, total
+

@@ -1,0 +1,159 @@
+"""DSU-style domain perturbation: resample each channel's feature mean and std around their statistics.
+
+For a feature x of one sample (channels C; statistics over the tokens of a [B, T, C] sequence or over the
+space of a [B, C, H, W] map), with μ, σ its per-channel mean and std (σ = sqrt(var + 1e-6)):
+
+    μ̃ = μ + α·ε_μ·Σ_μ,   σ̃ = σ + α·ε_σ·Σ_σ,   ε ~ N(0, 1) per sample and channel,
+    out = (x − μ) / σ · σ̃ + μ̃.
+
+The labels are unchanged. Σ, the uncertainty of the statistics, is as in DSU (Li et al., ICLR 2022) the
+std across the batch of μ and of σ (sqrt(var + 1e-6)), for batches of two or more samples. A batch of one
+sample has no spread, so it uses, in this order:
+1. the Σ recorded by `recording()` (the mean over the forward passes made inside it), which is how
+   per-sample Fisher estimation sees the DSU uncertainty of the batches it came from;
+2. else the sample's own spread, Σ_μ = Σ_σ = σ (documented fallback: μ moves and σ scales by α·ε of
+   the channel's own std).
+Whatever the source, the transform of a sample depends only on that sample, its draws and Σ, so the
+per-sample Fisher under perturbation equals a one-sample-at-a-time loop with the same draws.
+
+Draws come from a torch.Generator seeded with `seed`, in forward order (module by module, sample by
+sample within a batch). `draw_magnitudes()` reports α·mean|ε_μ| and α·mean|ε_σ| over all draws so far:
+the effective perturbation in units of Σ, 0 when α = 0, as used by DR-FIM's weight w = exp(−(|ε_μ|+|ε_σ|)).
+With α = 0 or `enabled = False` the hooks return their input unchanged.
+
+Modules are matched by name (exact or glob pattern). A module's output may be a tensor or a tuple whose
+first element is the tensor to perturb (transformer blocks); 3-D outputs are [B, T, C], 4-D are NCHW.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+
+STAT_EPS = 1e-6
+
+
+class FeaturePerturbation:
+    """Context manager attaching DSU-style feature perturbation to the named modules of `model`."""
+
+    def __init__(self, model: nn.Module, module_names: str | Sequence[str], alpha: float = 1.0,
+                 seed: int = 0):
+        if alpha < 0:
+            raise FisherTuneError(f"perturbation alpha must be >= 0, got {alpha}")
+        patterns = [module_names] if isinstance(module_names, str) else list(module_names)
+        modules = dict(model.named_modules())
+        self.module_names: list[str] = []
+        for pattern in patterns:
+            hits = [name for name in modules if name and fnmatch.fnmatchcase(name, pattern)]
+            if not hits:
+                raise FisherTuneError(f"perturbation layer {pattern!r} matches no module of the model")
+            self.module_names += [name for name in hits if name not in self.module_names]
+        self._modules = [modules[name] for name in self.module_names]
+        self.alpha = float(alpha)
+        self.seed = seed
+        self.enabled = True
+        self.recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._recording: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._handles: list = []
+        self._abs_mu = self._abs_sigma = 0.0
+        self._draws = 0
+
+    # -- attaching ------------------------------------------------------------------------------------
+    def __enter__(self) -> FeaturePerturbation:
+        if self._handles:
+            raise FisherTuneError("this FeaturePerturbation is already attached")
+        for name, module in zip(self.module_names, self._modules):
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # -- uncertainty recording ------------------------------------------------------------------------
+    def recording(self) -> _Recording:
+        """Inside: forward passes are not perturbed; their batch Σ are averaged into `recorded`."""
+        return _Recording(self)
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def draw_magnitudes(self) -> tuple[float, float]:
+        """(α·mean|ε_μ|, α·mean|ε_σ|) over every draw so far; (0, 0) before any."""
+        if self._draws == 0:
+            return 0.0, 0.0
+        return self.alpha * self._abs_mu / self._draws, self.alpha * self._abs_sigma / self._draws
+
+    # -- the transform --------------------------------------------------------------------------------
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs, output):
+            if isinstance(output, tuple):
+                return (self._perturb(name, output[0]),) + output[1:]
+            return self._perturb(name, output)
+        return hook
+
+    def _perturb(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            dims, channel_shape = (1,), (x.shape[0], 1, x.shape[2])
+        elif x.dim() == 4:
+            dims, channel_shape = (2, 3), (x.shape[0], x.shape[1], 1, 1)
+        else:
+            raise FisherTuneError(f"perturbation at {name!r}: expected a [B,T,C] or [B,C,H,W] output, "
+                                  f"got shape {list(x.shape)}")
+        mu = x.mean(dim=dims, keepdim=True)
+        sigma = (x.var(dim=dims, keepdim=True) + STAT_EPS).sqrt()
+        if self._recording is not None:
+            if x.shape[0] > 1:
+                self._recording.setdefault(name, []).append(_batch_uncertainty(mu, sigma))
+            return x
+        if not self.enabled or self.alpha == 0.0:
+            return x
+        if x.shape[0] > 1:
+            spread_mu, spread_sigma = _batch_uncertainty(mu, sigma)
+        elif name in self.recorded:
+            spread_mu, spread_sigma = (s.to(x.device, x.dtype).view(mu.shape[1:])
+                                       for s in self.recorded[name])
+        else:
+            spread_mu = spread_sigma = sigma
+        generator = self._generator(x.device)
+        eps_mu = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)
+        eps_sigma = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)
+        self._abs_mu += eps_mu.detach().abs().mean().item()
+        self._abs_sigma += eps_sigma.detach().abs().mean().item()
+        self._draws += 1
+        new_mu = mu + self.alpha * eps_mu * spread_mu
+        new_sigma = sigma + self.alpha * eps_sigma * spread_sigma
+        return (x - mu) / sigma * new_sigma + new_mu
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[device]
+
+
+def _batch_uncertainty(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DSU's Σ: the std across the batch of the channel means and of the channel stds."""
+    spread_mu = (mu.var(dim=0, keepdim=True) + STAT_EPS).sqrt()
+    spread_sigma = (sigma.var(dim=0, keepdim=True) + STAT_EPS).sqrt()
+    return spread_mu, spread_sigma
+
+
+class _Recording:
+    def __init__(self, perturbation: FeaturePerturbation):
+        self.perturbation = perturbation
+
+    def __enter__(self) -> FeaturePerturbation:
+        self.perturbation._recording = {}
+        return self.perturbation
+
+    def __exit__(self, *exc) -> None:
+        p = self.perturbation
+        for name, pairs in (p._recording or {}).items():
+            p.recorded[name] = tuple(torch.stack([pair[i].detach() for pair in pairs]).mean(0).squeeze(0)
+                                     for i in range(2))
+        p._recording = None

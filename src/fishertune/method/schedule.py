@@ -1,0 +1,43 @@
+"""Growth of the selected set: δ(t) = δ_max − (δ_max − δ_min)·exp(−t/T), masks only ever gain entries."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from fishertune.errors import FisherTuneError
+from fishertune.method.selection import select_topk
+
+
+def growth_ratio(step: int, ratio_min: float, ratio_max: float, growth_steps: float) -> float:
+    """δ(t); growth_steps T = 0 means no growth (δ = δ_max from the start)."""
+    if not 0.0 <= ratio_min <= ratio_max <= 1.0:
+        raise FisherTuneError(f"need 0 <= ratio_min <= ratio_max <= 1, got {ratio_min}, {ratio_max}")
+    if growth_steps < 0:
+        raise FisherTuneError(f"growth_steps must be >= 0, got {growth_steps}")
+    if growth_steps == 0:
+        return ratio_max
+    return ratio_max - (ratio_max - ratio_min) * math.exp(-step / growth_steps)
+
+
+def grow_masks(old_masks: dict[str, torch.Tensor] | None, scores: dict[str, torch.Tensor],
+               ratio: float, **selection: Any) -> dict[str, torch.Tensor]:
+    """old ∪ the best new entries by `scores`, with the size `select_topk(scores, ratio, ...)` would give.
+
+    Already selected entries are ranked first (their scores raised to +inf), so the result contains them
+    and is topped up with the highest-scoring unselected entries; the count is exactly that of
+    `select_topk` at this ratio (global scope: ⌊ratio·N + ½⌋; per-tensor: ⌊ratio·n_t + ½⌋ per tensor,
+    which never decreases as the ratio grows). A ratio whose budget is below the old selection is an error.
+    """
+    if not old_masks:
+        return select_topk(scores, ratio=ratio, **selection)
+    boosted = {n: torch.where(old_masks[n], torch.full_like(s, math.inf), s) if n in old_masks else s
+               for n, s in scores.items()}
+    new = select_topk(boosted, ratio=ratio, **selection)
+    for n, old in old_masks.items():
+        if n in new and bool((old & ~new[n]).any()):
+            raise FisherTuneError(f"growth ratio {ratio} selects fewer entries than "
+                                  f"already selected in {n!r}")
+    return new

@@ -1,0 +1,293 @@
+"""FisherTuner: estimate DR-FIM, select the top entries, train them with MaskedAdamW, grow, save a delta.
+
+    tuner = FisherTuner(model, FisherTuneConfig(ratio=0.05, perturb_layers=["blocks.0", "blocks.1"]))
+    # (warm-up of the head is the caller's)
+    tuner.estimate(batches, loss_fn)        # clean F, perturbed F', optional variational, DR-FIM scores
+    tuner.select(step=0)                    # masks of size δ(0)
+    optimizer = tuner.build_optimizer(model.named_parameters(), lr=2e-5)
+    for step in range(steps):
+        ...; optimizer.step()
+        tuner.after_step(step, batches, loss_fn, optimizer)   # every R steps: re-estimate and grow
+    tuner.save_delta("delta.safetensors")
+
+Estimation runs with the model in eval() (restored afterwards), so BatchNorm does not couple the samples
+and dropout does not randomise them. The base values of every selected entry are kept (memory ∝ the
+selection) so that the untouched base can be rebuilt for the delta's hashes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+from fishertune.method.delta import save_delta
+from fishertune.method.dr_fim import NORMALIZATIONS, dr_fim
+from fishertune.method.fisher import LossFn, empirical_fisher
+from fishertune.method.masked_adamw import MaskedAdamW
+from fishertune.method.perturbation import FeaturePerturbation
+from fishertune.method.schedule import grow_masks, growth_ratio
+from fishertune.method.selection import GRANULARITIES, SCOPES, candidate_names
+from fishertune.method.variational import (
+    DEFAULT_BETA,
+    DEFAULT_GAMMA,
+    DEFAULT_SAMPLES,
+    DEFAULT_TAU,
+    variational_fisher,
+)
+
+SELECTION_MODES = ("dr_fim", "fim", "random")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class FisherTuneConfig:
+    """Settings of FisherTune; every field's `metadata["help"]` says what it does."""
+
+    ratio: float | None = field(default=0.05, metadata=_help(
+        "Final selected fraction δ_max of the candidate entries (give ratio or count)."))
+    count: int | None = field(default=None, metadata=_help(
+        "Final number of selected candidate entries, instead of ratio."))
+    ratio_min: float | None = field(default=None, metadata=_help(
+        "Initial fraction δ_min for mask growth; None = no growth (the final budget from the start)."))
+    growth_steps: float = field(default=0.0, metadata=_help(
+        "Time constant T of δ(t) = δ_max − (δ_max − δ_min)·exp(−t/T), in optimiser steps."))
+    update_every: int = field(default=0, metadata=_help(
+        "R: every R steps grow the masks to δ(t) (and re-estimate if reestimate); 0 = never."))
+    reestimate: bool = field(default=True, metadata=_help(
+        "Recompute the scores at every mask update (else grow by the first scores)."))
+    include: list[str] | None = field(default=None, metadata=_help(
+        "Glob patterns of candidate parameter names; None = every parameter."))
+    exclude: list[str] = field(default_factory=list, metadata=_help(
+        "Glob patterns of parameter names never selected (e.g. '*embeddings*')."))
+    granularity: str = field(default="element", metadata=_help("Selection unit: element, row or tensor."))
+    scope: str = field(default="global", metadata=_help(
+        "Top-k over all candidates (global) or within each tensor (per_tensor)."))
+    max_per_tensor: float | None = field(default=None, metadata=_help(
+        "Cap on the selected fraction of any one tensor; None = no cap."))
+    selection: str = field(default="dr_fim", metadata=_help(
+        "Scores: dr_fim (domain-related Fisher), fim (clean Fisher) or random (same budget, seeded)."))
+    normalize: str = field(default="mean", metadata=_help(
+        "How DR-FIM puts F and the relative change on one scale: mean, rank or none (raw formula)."))
+    eps_ratio: float = field(default=1e-3, metadata=_help(
+        "DR-FIM ε as a fraction of the mean clean Fisher over the candidates."))
+    perturb_layers: list[str] = field(default_factory=list, metadata=_help(
+        "Module names or globs whose outputs get the DSU perturbation (needed by dr_fim)."))
+    alpha: float = field(default=1.0, metadata=_help("Perturbation strength α."))
+    per_sample: bool = field(default=True, metadata=_help(
+        "Exact per-sample Fisher (True) or squared mini-batch gradients (False, cheaper)."))
+    chunk_size: int | None = field(default=None, metadata=_help(
+        "Samples per vmap call of the exact Fisher (memory bound); None = whole batch."))
+    variational: bool = field(default=False, metadata=_help(
+        "Stabilise F and F' with the IVON-style variational estimate."))
+    var_gamma: float = field(default=DEFAULT_GAMMA, metadata=_help("Variational data scale γ."))
+    var_tau: float = field(default=DEFAULT_TAU, metadata=_help("Variational prior std τ."))
+    var_samples: int = field(default=DEFAULT_SAMPLES, metadata=_help("Weight samples per batch."))
+    var_beta: float | None = field(default=DEFAULT_BETA, metadata=_help(
+        "EMA decay of squared gradients; None = running mean."))
+    seed: int = field(default=0, metadata=_help(
+        "Seed of perturbation draws, weight samples and random scores."))
+
+    def __post_init__(self) -> None:
+        if (self.ratio is None) == (self.count is None):
+            raise FisherTuneError("FisherTuneConfig: give exactly one of ratio or count")
+        if self.ratio is not None and not 0 <= self.ratio <= 1:
+            raise FisherTuneError(f"FisherTuneConfig: ratio must be in [0, 1], got {self.ratio}")
+        if self.count is not None and self.count < 0:
+            raise FisherTuneError(f"FisherTuneConfig: count must be >= 0, got {self.count}")
+        for name, value, options in (("selection", self.selection, SELECTION_MODES),
+                                     ("normalize", self.normalize, NORMALIZATIONS),
+                                     ("granularity", self.granularity, GRANULARITIES),
+                                     ("scope", self.scope, SCOPES)):
+            if value not in options:
+                raise FisherTuneError(f"FisherTuneConfig: unknown {name} {value!r}; "
+                                      f"choose one of {', '.join(options)}")
+        if self.update_every < 0:
+            raise FisherTuneError(f"FisherTuneConfig: update_every must be >= 0, got {self.update_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FisherTuner:
+    """Orchestrates estimate → select → masked training → growth → sparse delta on any nn.Module."""
+
+    def __init__(self, model: nn.Module, config: FisherTuneConfig | None = None):
+        self.model = model
+        self.config = config or FisherTuneConfig()
+        self.candidates = candidate_names([n for n, _ in model.named_parameters()],
+                                          self.config.include, self.config.exclude)
+        if not self.candidates:
+            raise FisherTuneError("FisherTuner: no candidate parameters left after include/exclude")
+        self.total_candidates = sum(p.numel() for n, p in model.named_parameters() if n in self.candidates)
+        self.scores: dict[str, torch.Tensor] = {}
+        self.masks: dict[str, torch.Tensor] = {}
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.fisher_perturbed: dict[str, torch.Tensor] = {}
+        self.draws: dict[str, float] = {"eps_mu": 0.0, "eps_sigma": 0.0}
+        self.history: list[dict[str, Any]] = []
+        self.base_values: dict[str, torch.Tensor] = {}
+        self._base_index: dict[str, torch.Tensor] = {}
+        self._estimates = 0
+
+    # -- scores ---------------------------------------------------------------------------------------
+    def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
+        """Compute the selection scores (and F, F', draws for inspection) from `batches`."""
+        cfg = self.config
+        batches = list(batches)
+        self._estimates += 1
+        if cfg.selection == "random":
+            generator = torch.Generator().manual_seed(cfg.seed + 7919 * self._estimates)
+            params = dict(self.model.named_parameters())
+            self.scores = {n: torch.rand(params[n].shape, generator=generator).to(params[n].device)
+                           for n in self.candidates}
+            return self.scores
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.fisher = self._fisher(batches, loss_fn)
+            if cfg.selection == "fim":
+                self.scores = self.fisher
+                return self.scores
+            if not cfg.perturb_layers:
+                raise FisherTuneError("selection 'dr_fim' needs perturb_layers (module names to perturb)")
+            perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
+                                               seed=cfg.seed + 104729 * self._estimates)
+            with perturbation:
+                with perturbation.recording(), torch.no_grad():
+                    for batch in batches:
+                        loss_fn(self.model, batch)
+                self.fisher_perturbed = self._fisher(batches, loss_fn, backend="loop")
+            eps_mu, eps_sigma = perturbation.draw_magnitudes()
+            self.draws = {"eps_mu": eps_mu, "eps_sigma": eps_sigma}
+            self.scores = dr_fim(self.fisher, self.fisher_perturbed, eps_mu, eps_sigma,
+                                 normalize=cfg.normalize, eps_ratio=cfg.eps_ratio)
+            return self.scores
+        finally:
+            self.model.train(was_training)
+
+    def _fisher(self, batches: list, loss_fn: LossFn, backend: str = "auto") -> dict[str, torch.Tensor]:
+        cfg = self.config
+        if cfg.variational:
+            return variational_fisher(self.model, batches, loss_fn, self.candidates, gamma=cfg.var_gamma,
+                                      tau=cfg.var_tau, samples=cfg.var_samples, beta=cfg.var_beta,
+                                      seed=cfg.seed + 15485863 * self._estimates, per_sample=cfg.per_sample,
+                                      backend=backend, chunk_size=cfg.chunk_size)
+        return empirical_fisher(self.model, batches, loss_fn, self.candidates, per_sample=cfg.per_sample,
+                                backend=backend, chunk_size=cfg.chunk_size)
+
+    # -- selection ------------------------------------------------------------------------------------
+    def ratio_at(self, step: int) -> float:
+        """δ(step) as a fraction of the candidate entries."""
+        cfg = self.config
+        final = cfg.ratio if cfg.ratio is not None else cfg.count / self.total_candidates
+        if final > 1:
+            raise FisherTuneError(f"count {cfg.count} exceeds the {self.total_candidates} candidate entries")
+        if cfg.ratio_min is None:
+            return final
+        return growth_ratio(step, cfg.ratio_min, final, cfg.growth_steps)
+
+    def select(self, step: int = 0) -> dict[str, torch.Tensor]:
+        """Masks of size δ(step) containing the previous masks (growth), recorded in `history`."""
+        if not self.scores:
+            raise FisherTuneError("call estimate() before select()")
+        cfg = self.config
+        ratio = self.ratio_at(step)
+        if cfg.count is not None and cfg.scope == "global" and math.isclose(ratio, self.ratio_at(math.inf)):
+            ratio = cfg.count / self.total_candidates  # exact count at the final budget
+        self.masks = grow_masks(self.masks, self.scores, ratio, granularity=cfg.granularity, scope=cfg.scope,
+                                max_per_tensor=cfg.max_per_tensor)
+        self._remember_base()
+        selected = self.num_selected()
+        self.history.append({"step": step, "ratio": ratio, "selected": selected})
+        return self.masks
+
+    def _remember_base(self) -> None:
+        """Keep the pretrained values of newly selected entries (they have not been trained yet)."""
+        params = dict(self.model.named_parameters())
+        for name, mask in self.masks.items():
+            index = mask.reshape(-1).nonzero().squeeze(1)
+            values = params[name].detach().reshape(-1)[index].clone()
+            if name in self.base_values:
+                values[torch.searchsorted(index, self._base_index[name])] = self.base_values[name]
+            self.base_values[name] = values
+            self._base_index[name] = index
+
+    def num_selected(self) -> int:
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    # -- training -------------------------------------------------------------------------------------
+    def build_optimizer(self, named_params: Iterable, lr: float = 1e-4, weight_decay: float = 1e-2,
+                        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> MaskedAdamW:
+        """MaskedAdamW over `named_params` (names or groups as MaskedAdamW takes): candidates are masked,
+        other parameters (the head) dense. Candidates get requires_grad when they may ever be selected."""
+        if not self.masks:
+            raise FisherTuneError("call select() before build_optimizer()")
+        optimizer = MaskedAdamW(named_params, self.masks, lr=lr,
+                                weight_decay=weight_decay, betas=betas, eps=eps)
+        self._set_requires_grad()
+        return optimizer
+
+    def _set_requires_grad(self) -> None:
+        growing = self.config.ratio_min is not None and self.config.update_every > 0
+        params = dict(self.model.named_parameters())
+        for name in self.candidates:
+            params[name].requires_grad_(growing or bool(self.masks[name].any()))
+
+    def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW) -> None:
+        """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1)."""
+        every = self.config.update_every
+        if every <= 0 or (step + 1) % every:
+            return
+        if self.config.reestimate:
+            self.estimate(batches, loss_fn)
+        self.select(step + 1)
+        optimizer.update_masks(self.masks)
+        self._set_requires_grad()
+
+    # -- saving and reporting -------------------------------------------------------------------------
+    def base_state(self) -> dict[str, torch.Tensor]:
+        """The untouched base tensors of the selected parameters: current values with the kept base values
+        written back at the selected entries."""
+        params = dict(self.model.named_parameters())
+        out = {}
+        for name, values in self.base_values.items():
+            base = params[name].detach().clone()
+            base.view(-1)[self._base_index[name]] = values
+            out[name] = base
+        return out
+
+    def save_delta(self, path) -> dict:
+        """Write the selected entries as a sparse delta (see fishertune.method.delta)."""
+        return save_delta(self.model, self.base_state(), self.masks, path)
+
+    def print_trainable_parameters(self) -> None:
+        total = sum(p.numel() for p in self.model.parameters())
+        selected = self.num_selected()
+        print(f"selected params: {selected:,} || candidate params: {self.total_candidates:,} || "
+              f"all params: {total:,} || "
+              f"selected% of candidates: {100 * selected / self.total_candidates:.4f}")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors to resume: scores, masks and kept base values."""
+        out = {}
+        for name in self.masks:
+            out[f"mask.{name}"] = self.masks[name]
+            out[f"base.{name}"] = self.base_values[name]
+        for name, s in self.scores.items():
+            out[f"score.{name}"] = s
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.masks = {k[5:]: v.bool() for k, v in state.items() if k.startswith("mask.")}
+        self.scores = {k[6:]: v for k, v in state.items() if k.startswith("score.")}
+        self.base_values = {k[5:]: v for k, v in state.items() if k.startswith("base.")}
+        self._base_index = {n: m.reshape(-1).nonzero().squeeze(1) for n, m in self.masks.items()}
