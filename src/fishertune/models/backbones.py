@@ -1,0 +1,436 @@
+"""Vision Foundation Model backbones behind one interface, built on `transformers` (timm for EVA02).
+
+Every backbone embeds the image into tokens (prefix tokens first: cls, then registers), runs its transformer
+`blocks` one by one and returns the hidden states of the blocks in `out_indices` as NCHW maps of stride
+`patch_size`. Position embeddings are resampled (bicubic) to the input's patch grid, so any crop whose sides
+are multiples of the patch size works. Input must already be normalised with the backbone's `mean`/`std`.
+
+The wrapped model is `backbone.model`; parameter names are the model's own (`model.<hf name>`), so masks
+and deltas keyed by name survive across runs. Modules the features never pass through (final norms, SAM's
+neck, DINOv2's mask token) are removed from the wrapped model: every remaining parameter gets a gradient
+(DDP runs without `find_unused_parameters`, and the Fisher is not padded with structural zeros).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+BACKBONES: dict[str, type[Backbone]] = {}
+
+
+def register_backbone(cls: type[Backbone]) -> type[Backbone]:
+    """Class decorator: makes a backbone family buildable by its `name`."""
+    BACKBONES[cls.name] = cls
+    return cls
+
+
+def default_out_indices(num_blocks: int, num_levels: int = 4) -> list[int]:
+    """The last block of each quarter of the network: [2, 5, 8, 11] for 12 blocks (repeats when shallower)."""
+    return [math.ceil((k + 1) * num_blocks / num_levels) - 1 for k in range(num_levels)]
+
+
+def resample_grid(pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resampling of a [1, h, w, D] position grid to `size`, in float32 (bf16 bicubic drifts)."""
+    if tuple(pos.shape[1:3]) == tuple(size):
+        return pos
+    out = F.interpolate(pos.permute(0, 3, 1, 2).float(), size=size, mode="bicubic", align_corners=False)
+    return out.to(pos.dtype).permute(0, 2, 3, 1)
+
+
+class Backbone(nn.Module):
+    """A ViT returning `len(out_indices)` feature maps [B, embed_dim, H/p, W/p] from the chosen blocks.
+
+    Subclasses provide `build_model` (the HF model from weights/config), `blocks` (the transformer layers,
+    each called as `block(hidden [B, T, D], **block_kwargs)`), and `embed` (image -> tokens, block kwargs).
+    """
+
+    name: ClassVar[str] = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    tiny_config: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, embed_dim: int, patch_size: int, num_prefix_tokens: int,
+                 out_indices: list[int] | None = None):
+        super().__init__()
+        self.model = model
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.num_prefix_tokens = num_prefix_tokens
+        n = len(self.blocks)
+        indices = default_out_indices(n) if out_indices is None else list(out_indices)
+        if not indices or any(not -n <= i < n for i in indices):
+            raise FisherTuneError(f"out_indices {indices} out of range for a backbone with {n} blocks")
+        self.out_indices = [i % n for i in indices]
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Tokens [B, prefix + h*w, D] with position embeddings, and the keyword arguments of every block."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        height, width = x.shape[-2:]
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"input {height}x{width} is not a multiple of the patch size {p}")
+        grid = (height // p, width // p)
+        hidden, block_kwargs = self.embed(x)
+        wanted = set(self.out_indices)
+        by_index = {}
+        for i, block in enumerate(self.blocks):
+            out = block(hidden, **block_kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+            if i in wanted:
+                by_index[i] = hidden
+            if i == max(wanted):
+                break
+        return [self.tokens_to_map(by_index[i], grid) for i in self.out_indices]
+
+    def tokens_to_map(self, hidden: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Drop the prefix tokens and fold the patch tokens into [B, D, h, w]."""
+        patches = hidden[:, self.num_prefix_tokens:]
+        return patches.transpose(1, 2).reshape(hidden.shape[0], -1, *grid)
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, weights: str | os.PathLike | None = None, config: dict | None = None,
+              out_indices: list[int] | None = None) -> Backbone:
+        raise NotImplementedError
+
+
+class HFBackbone(Backbone):
+    """A backbone wrapping a `transformers` model loaded from a hub id, folder or safetensors file."""
+
+    @classmethod
+    def hf_classes(cls) -> tuple[type, type]:
+        """(config class, model class), imported lazily."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
+        return cls.from_model(load_hf_model(*cls.hf_classes(), weights, config), out_indices)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, out_indices: list[int] | None = None) -> Backbone:
+        """Wrap a loaded HF model (after removing the modules the features never use)."""
+        raise NotImplementedError
+
+
+def load_hf_model(config_class: type, model_class: type, weights: str | os.PathLike | None,
+                  overrides: dict | None) -> nn.Module:
+    """Random init (weights=None), a local `save_pretrained` folder, a .safetensors file, or a hub id.
+
+    A .safetensors file uses `config.json` next to it when present, else the family's default config; the
+    `overrides` are applied on top in every case. Keys may carry a `backbone.model.` prefix (a Segmentor's).
+    """
+    overrides = dict(overrides or {})
+    if weights is None:
+        return model_class(config_class(**overrides)).eval()
+    path = Path(weights).expanduser()
+    text = str(weights)
+    if path.is_dir():
+        return _from_pretrained(model_class, path, overrides)
+    if text.endswith(".safetensors"):
+        if not path.is_file():
+            raise FisherTuneError(f"weights file not found: {text}")
+        sidecar = path.with_name("config.json")
+        cfg = config_class.from_json_file(sidecar) if sidecar.is_file() else config_class()
+        for key, value in overrides.items():
+            setattr(cfg, key, value)
+        model = model_class(cfg)
+        state = load_file(str(path))
+        prefix = "backbone.model."
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise FisherTuneError(f"{text} does not match {model_class.__name__}: missing keys "
+                                  f"{missing[:3]}, unexpected keys {extra[:3]}")
+        bad = [k for k in own if own[k].shape != state[k].shape]
+        if bad:
+            raise FisherTuneError(f"{text}: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, the config "
+                                  f"gives {tuple(own[bad[0]].shape)} (put its config.json next to the file)")
+        model.load_state_dict(state)
+        return model.eval()
+    if path.exists() or text.startswith(("/", ".", "~")):
+        raise FisherTuneError(f"weights not found: {text} (expected a save_pretrained folder or a "
+                              f".safetensors file)")
+    return _from_pretrained(model_class, text, overrides)
+
+
+def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> nn.Module:
+    try:
+        return model_class.from_pretrained(str(source), **overrides).eval()
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FisherTuneError(f"could not load {model_class.__name__} weights from {str(source)!r}: "
+                              f"{first}") from None
+
+
+# -- families -----------------------------------------------------------------------------------------
+def _tiny(**extra: Any) -> dict[str, Any]:
+    return dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, patch_size=4, image_size=32,
+                **extra)
+
+
+@register_backbone
+class Dinov2Backbone(HFBackbone):
+    """DINOv2 (Oquab et al. 2023) via `transformers.Dinov2Model`; hub ids like "facebook/dinov2-small"."""
+
+    name = "dinov2"
+    tiny_config = _tiny(mlp_ratio=2)
+
+    @classmethod
+    def hf_classes(cls):
+        from transformers import Dinov2Config, Dinov2Model
+
+        return Dinov2Config, Dinov2Model
+
+    @classmethod
+    def from_model(cls, model, out_indices=None) -> Backbone:
+        model.layernorm = nn.Identity()
+        model.embeddings.mask_token = None
+        cfg = model.config
+        prefix = 1 + getattr(cfg, "num_register_tokens", 0)
+        return cls(model, cfg.hidden_size, cfg.patch_size, prefix, out_indices)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.encoder.layer
+
+    def embed(self, x):
+        return self.model.embeddings(x), {}
+
+
+@register_backbone
+class Dinov2RegistersBackbone(Dinov2Backbone):
+    """DINOv2 with registers (Darcet et al. 2024); hub ids like "facebook/dinov2-with-registers-small"."""
+
+    name = "dinov2_reg"
+    tiny_config = _tiny(mlp_ratio=2, num_register_tokens=2)
+
+    @classmethod
+    def hf_classes(cls):
+        from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+        return Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+
+@register_backbone
+class ClipBackbone(HFBackbone):
+    """CLIP's vision tower via `transformers.CLIPVisionModel` (pre-LN applied; CLIP's own mean/std)."""
+
+    name = "clip"
+    mean = CLIP_MEAN
+    std = CLIP_STD
+    tiny_config = _tiny(intermediate_size=64)
+
+    @classmethod
+    def hf_classes(cls):
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        return CLIPVisionConfig, CLIPVisionModel
+
+    @classmethod
+    def from_model(cls, model, out_indices=None) -> Backbone:
+        model.post_layernorm = nn.Identity()
+        cfg = model.config
+        return cls(model, cfg.hidden_size, cfg.patch_size, 1, out_indices)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.encoder.layers
+
+    def embed(self, x):
+        tokens = self.model.embeddings(x, interpolate_pos_encoding=True)
+        return self.model.pre_layrnorm(tokens), {"attention_mask": None}
+
+
+@register_backbone
+class MaeBackbone(HFBackbone):
+    """ViT-MAE encoder via `transformers.ViTMAEModel`, with NO random masking or token shuffling.
+
+    HF's embedding always shuffles tokens (even at mask_ratio 0), so the tokens are built here: patch
+    projection + (interpolated) sin-cos position embedding, cls token first.
+    """
+
+    name = "mae"
+    tiny_config = _tiny(intermediate_size=64)
+
+    @classmethod
+    def hf_classes(cls):
+        from transformers import ViTMAEConfig, ViTMAEModel
+
+        return ViTMAEConfig, ViTMAEModel
+
+    @classmethod
+    def from_model(cls, model, out_indices=None) -> Backbone:
+        model.layernorm = nn.Identity()
+        cfg = model.config
+        return cls(model, cfg.hidden_size, cfg.patch_size, 1, out_indices)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.layers
+
+    def embed(self, x):
+        emb = self.model.embeddings
+        patches = emb.patch_embeddings.projection(x).flatten(2).transpose(1, 2)
+        pos = emb.position_embeddings
+        side = math.isqrt(pos.shape[1] - 1)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        patch_pos = resample_grid(pos[:, 1:].reshape(1, side, side, -1), grid).flatten(1, 2)
+        cls_token = (emb.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
+        return torch.cat([cls_token, patches + patch_pos], dim=1), {}
+
+
+class _TokenGridBlock(nn.Module):
+    """Runs a SAM layer (which takes [B, h, w, D]) on tokens [B, h*w, D]; the grid is set per forward.
+
+    The SAM layer is held outside the module tree (its parameters stay named `model.vision_encoder.*`).
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "layer", layer)
+        self.grid = (0, 0)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = self.layer(hidden.reshape(hidden.shape[0], *self.grid, -1))
+        out = out[0] if isinstance(out, tuple) else out
+        return out.flatten(1, 2)
+
+
+@register_backbone
+class SamBackbone(HFBackbone):
+    """SAM's image encoder via `transformers.SamVisionModel` (hub ids like "facebook/sam-vit-base").
+
+    SAM's absolute position grid (64x64 for 1024 px) is resampled bicubically to the input's grid; windowed
+    layers pad to the window size and global layers interpolate their relative positions (HF does that), so
+    any multiple of the patch size works. No prefix tokens. `blocks` are thin wrappers that fold tokens into
+    SAM's [B, h, w, D] layout, so they keep the common [B, T, D] interface; they are not registered
+    submodules (replace a block through `backbone.model`, not through `blocks`).
+    """
+
+    name = "sam"
+    tiny_config = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_dim=64, patch_size=4,
+                       image_size=32, window_size=2, global_attn_indexes=[1, 3], output_channels=16)
+
+    @classmethod
+    def hf_classes(cls):
+        from transformers import SamVisionConfig, SamVisionModel
+
+        return SamVisionConfig, SamVisionModel
+
+    @classmethod
+    def from_model(cls, model, out_indices=None) -> Backbone:
+        model.vision_encoder.neck = nn.Identity()
+        cfg = model.config
+        return cls(model, cfg.hidden_size, cfg.patch_size, 0, out_indices)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        cached = self.__dict__.get("_grid_blocks")
+        if cached is None:
+            cached = nn.ModuleList(_TokenGridBlock(layer) for layer in self.model.vision_encoder.layers)
+            self.__dict__["_grid_blocks"] = cached
+        return cached
+
+    def embed(self, x):
+        encoder = self.model.vision_encoder
+        tokens = encoder.patch_embed.projection(x).permute(0, 2, 3, 1)
+        if encoder.pos_embed is not None:
+            tokens = tokens + resample_grid(encoder.pos_embed, tuple(tokens.shape[1:3]))
+        for block in self.blocks:
+            block.grid = tuple(tokens.shape[1:3])
+        return tokens.flatten(1, 2), {}
+
+
+@register_backbone
+class Eva02Backbone(Backbone):
+    """EVA02 (Fang et al. 2024) through timm, an optional extra (`pip install 'fishertune[timm]'`).
+
+    `config` holds timm keyword arguments plus `model_name` (default "eva02_base_patch14_224"); `weights`
+    is a timm hub id ("hf-hub:timm/..."), or a .safetensors file in timm's key layout. Blocks take the
+    rotary embedding as the `rope` keyword. Not exercised by this project's tests (timm needs torchvision).
+    """
+
+    name = "eva02"
+    tiny_config = dict(model_name="eva02_tiny_patch14_224", embed_dim=32, depth=4, num_heads=2, patch_size=4,
+                       img_size=32)
+
+    @classmethod
+    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
+        try:
+            import timm
+        except ImportError:
+            raise FisherTuneError("backbone 'eva02' needs timm: install the timm extra "
+                                  "(pip install 'fishertune[timm]')") from None
+        kwargs = dict(config or {})
+        name = kwargs.pop("model_name", "eva02_base_patch14_224")
+        kwargs.setdefault("dynamic_img_size", True)
+        text = None if weights is None else str(weights)
+        if text is not None and text.endswith(".safetensors"):
+            if not Path(text).expanduser().is_file():
+                raise FisherTuneError(f"weights file not found: {text}")
+            kwargs["pretrained_cfg_overlay"] = dict(file=str(Path(text).expanduser()))
+        try:
+            model = timm.create_model(text if text and text.startswith("hf-hub:") else name,
+                                      pretrained=text is not None, num_classes=0, **kwargs)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise FisherTuneError(f"could not build eva02 {name!r}: {str(err).splitlines()[0]}") from None
+        model.norm = nn.Identity()
+        model.fc_norm = nn.Identity()
+        model.head = nn.Identity()
+        return cls(model, model.embed_dim, model.patch_embed.patch_size[0], model.num_prefix_tokens,
+                   out_indices)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    def embed(self, x):
+        tokens = self.model.patch_embed(x)
+        tokens, rope = self.model._pos_embed(tokens)
+        return self.model.norm_pre(tokens), {"rope": rope}
+
+
+def tiny_backbone_config(name: str) -> dict[str, Any]:
+    """A tiny random config for a registry name (hidden 32, 4 blocks, patch 4): fast tests of any family."""
+    return dict(_backbone_class(name).tiny_config)
+
+
+def _backbone_class(name: str) -> type[Backbone]:
+    if name not in BACKBONES:
+        import difflib
+
+        near = difflib.get_close_matches(name, BACKBONES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise FisherTuneError(f"unknown backbone {name!r}{hint}; available: {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name]
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None, config: dict | None = None,
+                   out_indices: list[int] | None = None) -> Backbone:
+    """Build a registered backbone: `weights` is a hub id, a save_pretrained folder, a .safetensors file or
+    None (random init); `config` overrides fields of the family's config (tiny test models)."""
+    return _backbone_class(name).build(weights=weights, config=config, out_indices=out_indices)

@@ -1,0 +1,65 @@
+"""The decode-head interface and registry: features from the backbone in, class scores and a loss out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+from fishertune.models.losses import pixel_cross_entropy
+
+HEADS: dict[str, type[DecodeHead]] = {}
+
+
+def register_head(cls: type[DecodeHead]) -> type[DecodeHead]:
+    """Class decorator: makes a head buildable by its `name`."""
+    HEADS[cls.name] = cls
+    return cls
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups: batch-independent, so per-sample losses (the Fisher) stay so."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+class DecodeHead(nn.Module):
+    """`forward(features) -> output`, `logits(output) -> [B, C, h, w]`, `loss(output, labels, reduction)`.
+
+    Pixel heads output logits directly and train with pixel cross-entropy; subclasses may output richer
+    structures (Mask2Former: class and mask logits per query).
+    """
+
+    name: ClassVar[str] = ""
+    tiny_config: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19):
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_levels = num_levels
+        self.num_classes = num_classes
+
+    def logits(self, output: Any) -> torch.Tensor:
+        return output
+
+    def loss(self, output: Any, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return pixel_cross_entropy(self.logits(output), labels, reduction)
+
+
+def tiny_head_config(name: str) -> dict[str, Any]:
+    """Options that make a registered head tiny (few channels / queries / layers) for fast tests."""
+    if name not in HEADS:
+        raise FisherTuneError(f"unknown head {name!r}; available: {', '.join(sorted(HEADS))}")
+    return dict(HEADS[name].tiny_config)
+
+
+def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = 19, **kw: Any) -> DecodeHead:
+    """Build a registered head ("linear", "multilevel", "mask2former"); `kw` are the head's own options."""
+    if name not in HEADS:
+        raise FisherTuneError(f"unknown head {name!r}; available: {', '.join(sorted(HEADS))}")
+    try:
+        return HEADS[name](in_channels, num_levels, num_classes, **kw)
+    except (TypeError, ValueError) as err:
+        raise FisherTuneError(f"bad options for head {name!r}: {err}") from None
