@@ -23,11 +23,9 @@ EXAMPLES = """examples:
 
 
 def _synth_domains() -> str:
-    try:
-        from fishertune.data.synthetic import DOMAINS
-    except ImportError:
-        return "(the synthetic generator is not installed)"
-    return ", ".join(DOMAINS)
+    from fishertune.data.synthetic import DOMAINS
+
+    return "; ".join(f"{name} ({domain.description})" for name, domain in DOMAINS.items())
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -37,7 +35,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "domain-generalised semantic segmentation.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    domains = _synth_domains() if argv[:1] == ["synth"] else "see `fishertune synth --help`"
+    domains = _synth_domains() if argv[:1] == ["synth"] else "see `fishertune synth --help`"  # lazy import
     synth = commands.add_parser(
         "synth", help="write synthetic multi-domain street scenes (DIR/<domain>/images, labels)",
         description=f"Write synthetic street scenes with Cityscapes train-id labels to "
@@ -46,7 +44,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, default=32, help="images per domain (default 32)")
     synth.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--domains", default=None, help=f"comma-separated subset of: {domains} (default all)")
+    synth.add_argument("--domains", default=None, metavar="A,B", help="comma-separated domains (default all)")
 
     train = commands.add_parser(
         "train", help="train from a YAML config into a run folder",

@@ -1,0 +1,186 @@
+"""`fishertune` end to end on tiny data: train -> eval -> predict, help texts, and each bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config, write_config
+from PIL import Image
+from safetensors.torch import load_file
+
+from fishertune.cli.main import main
+
+COMMANDS = [["synth"], ["train"], ["eval"], ["fisher"], ["predict"], ["data"], ["data", "check"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: fishertune" in capsys.readouterr().out
+
+
+def test_cli_import_is_light():
+    """`fishertune --help` does not pay for the models: the CLI imports engine, models and transformers
+    inside the commands. (torch itself comes with the package's top-level method API.)"""
+    heavy = ("{'transformers', 'fishertune.engine.trainer', 'fishertune.models', 'fishertune.data', "
+             "'matplotlib'}")
+    code = f"import sys, fishertune.cli.main; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_dir, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("run")
+    config = write_config(tmp / "tiny.yaml", tiny_config(synth_dir))
+    run = tmp / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_train_writes_a_complete_run(trained_run):
+    for name in ("config.yaml", "log.jsonl", "model.safetensors", "results.json", "tuner/tuner_config.json",
+                 "checkpoints/latest.json"):
+        assert (trained_run / name).is_file(), name
+    entry = json.loads((trained_run / "results.json").read_text())["methods"]["full"]
+    assert set(entry) >= {"trainable_params", "source_miou", "target_miou", "mean_target_miou",
+                          "train_seconds"}
+    assert list(entry["target_miou"]) == ["fog"]
+    assert 0 <= entry["target_miou"]["fog"] <= 100
+    assert entry["mean_target_miou"] == entry["target_miou"]["fog"]
+    weights = load_file(trained_run / "model.safetensors")
+    backbone = sum(t.numel() for name, t in weights.items() if name.startswith("backbone."))
+    assert entry["trainable_params"] == backbone  # full fine-tuning trains the whole backbone
+    records = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["phase"] in ("warmup", "tune")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert [r["phase"] for r in records if r["step"] <= 2] == ["warmup", "warmup"]
+    # the poly schedule decays the backbone lr after the head-only warm-up
+    tune_lrs = [r["lr"] for r in records if r["phase"] == "tune"]
+    assert tune_lrs == sorted(tune_lrs, reverse=True) and tune_lrs[0] == pytest.approx(1e-3)
+
+
+def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(trained_run), "--data", f"folder:{synth_dir / 'eval' / 'fog'}",
+                 "--data", f"folder:{synth_dir / 'eval' / 'source_val'}", "--json", str(out),
+                 "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    trained = json.loads((trained_run / "results.json").read_text())["methods"]["full"]
+    assert result["target_miou"]["fog"] == trained["target_miou"]["fog"]
+    assert result["target_miou"]["source_val"] == trained["source_miou"]
+    assert result["mean_target_miou"] == pytest.approx(np.mean(list(result["target_miou"].values())))
+    assert set(result["per_class_iou"]["fog"]) >= {"road", "sky", "car"}
+    assert "fog" in capsys.readouterr().out
+
+
+def test_predict_writes_masks_and_overlays(trained_run, synth_dir, tmp_path):
+    images = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[:2]
+    out = tmp_path / "pred"
+    assert main(["predict", str(trained_run), *map(str, images), "--out", str(out)]) == 0
+    for image in images:
+        for kind in ("mask", "overlay"):
+            written = np.asarray(Image.open(out / f"{image.stem}_{kind}.png"))
+            assert written.shape == (32, 32, 3)
+    mask = np.asarray(Image.open(out / f"{images[0].stem}_mask.png")).reshape(-1, 3)
+    from fishertune.data.labels import PALETTE
+
+    assert {tuple(c) for c in mask} <= {tuple(c) for c in PALETTE}  # only Cityscapes colours
+
+
+# -- bad input: one line on stderr, exit 2, no traceback, nothing written -----------------------------------
+
+
+def make_bad_folder(root: Path, synth_dir: Path, problem: str) -> Path:
+    """A copy of the source folder with one broken file."""
+    import shutil
+
+    folder = root / f"bad_{problem}"
+    shutil.copytree(synth_dir / "source", folder)
+    label = folder / "labels" / "00001.png"
+    if problem == "corrupt_image":
+        (folder / "images" / "00001.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    elif problem == "label_size":
+        Image.fromarray(np.zeros((20, 32), np.uint8)).save(label)
+    elif problem == "label_values":
+        Image.fromarray(np.full((32, 32), 40, np.uint8)).save(label)
+    return folder
+
+
+BAD_TRAIN = {
+    "missing_folder": ({"data": {"train": "folder:/no/such/folder"}}, "folder not found"),
+    "corrupt_image": ("corrupt_image", "cannot read image"),
+    "label_wrong_size": ("label_size", "is 32x20 but its image is 32x32"),
+    "label_out_of_range": ("label_values", "holds values outside 0-18 and 255"),
+    "unknown_config_key": ({"train": {"stepz": 3}},
+                           "unknown config key 'train.stepz' (did you mean 'train.steps'?)"),
+    "wrong_backbone": ({"model": {"backbone": "dinov3"}}, "unknown backbone 'dinov3'"),
+    "unknown_method": ({"method": {"name": "lorra"}}, "unknown method 'lorra' (did you mean 'lora'?)"),
+    "bad_method_option": ({"method": {"name": "lora", "options": {"rnak": 2}}}, "'rnak'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TRAIN, ids=str)
+def test_bad_training_input_is_one_clear_line(case, synth_dir, tmp_path, capsys):
+    change, message = BAD_TRAIN[case]
+    config = tiny_config(synth_dir)
+    if isinstance(change, str):
+        config["data"]["train"] = f"folder:{make_bad_folder(tmp_path, synth_dir, change)}"
+    else:
+        for section, values in change.items():
+            config[section].update(values)
+    run = tmp_path / "run"
+    code = main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not run.exists()  # nothing half-written
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(synth_dir, tmp_path, capsys):
+    config = tiny_config(synth_dir, train={"warmup_steps": 0, "steps": 4, "lr": 1e30, "head_lr": 1e30,
+                                           "checkpoint_every": 1})
+    run = tmp_path / "run"
+    code = main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "loss became nan at step 1" in err[0], err
+    assert "last good checkpoint" in err[0] and (run / "checkpoints" / "step_0000001").is_dir()
+    assert not (run / "model.safetensors").exists() and not (run / "results.json").exists()
+
+
+def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
+    before = (trained_run / "model.safetensors").read_bytes()
+    assert main(["train", str(trained_run / "config.yaml"), "--out", str(trained_run)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (trained_run / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "{tmp}/nothing", "--data", "folder:{tmp}"], "is not a run folder"),
+    (["eval", "{run}", "--data", "folder:{tmp}/missing"], "folder not found"),
+    (["eval", "{run}", "--data", "kitti:{tmp}"], "unknown dataset 'kitti'"),
+    (["predict", "{run}", "{tmp}/missing.png", "--out", "{tmp}/pred"], "image not found"),
+    (["train", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "config file not found"),
+    (["train", "{run}/config.yaml", "--set", "train.lr", "--out", "{tmp}/r"], "--set expects key.sub=value"),
+    (["train", "{run}/config.yaml", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
+    (["synth", "--out", "{tmp}/s", "--domains", "fgo"], "unknown synthetic domain 'fgo' (did you mean 'fog'"),
+])
+def test_other_bad_input(args, message, trained_run, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path, run=trained_run) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not any((tmp_path / name).exists() for name in ("pred", "r", "s"))
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    """The installed entry point (not only main()) turns bad input into exit status 2."""
+    result = subprocess.run([sys.executable, "-m", "fishertune.cli", "train", str(tmp_path / "x.yaml"),
+                             "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: config file not found: {tmp_path / 'x.yaml'}"

@@ -1,0 +1,101 @@
+"""Strict config loading: unknown keys with suggestions, types, bases, overrides, the saved round trip."""
+
+from pathlib import Path
+
+import pytest
+
+from fishertune.engine.config import (
+    PACKAGED_CONFIGS,
+    config_from_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+from fishertune.errors import FisherTuneError
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"stpes": 3}}, "unknown config key 'train.stpes' (did you mean 'train.steps'?)"),
+    ({"trian": {}}, "unknown config key 'trian' (did you mean 'train'?)"),
+    ({"train": {"perturb": {"alfa": 1}}}, "'train.perturb.alfa' (did you mean 'train.perturb.alpha'?)"),
+    ({"data": {"batchsize": 2}}, "did you mean 'data.batch_size'?"),
+    ({"train": {"schedule": "cosin"}}, "train.schedule must be one of poly, cosine, constant, got 'cosin' "
+                                       "(did you mean 'cosine'?)"),
+    ({"train": {"steps": "many"}}, "train.steps must be an integer, got 'many'"),
+    ({"train": {"amp": "yes"}}, "train.amp must be true or false"),
+    ({"data": {"targets": "folder:x"}}, "data.targets must be a list"),
+    ({"model": {"weights": 3}}, "model.weights must be a string or null"),
+    ({"train": 5}, "train must be a mapping"),
+])
+def test_bad_keys_and_values_name_the_key(raw, message):
+    with pytest.raises(FisherTuneError) as error:
+        config_from_dict(raw)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_types_are_coerced_only_where_safe():
+    config = config_from_dict({"train": {"lr": "1e-4", "head_lr": 1,
+                                         "perturb": {"layers": [0, "backbone.x"]}}})
+    assert config.train.lr == 1e-4 and isinstance(config.train.head_lr, float)
+    assert config.train.perturb.layers == [0, "backbone.x"]
+    assert config_from_dict({}).train.steps == 1000  # defaults fill what a file leaves out
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("train.lr=2e-5") == {"train": {"lr": "2e-5"}}  # coerced to float by the schema
+    assert parse_override("data.targets=[folder:a, b:c]") == {"data": {"targets": ["folder:a", "b:c"]}}
+    assert parse_override("train.amp=false") == {"train": {"amp": False}}
+    with pytest.raises(FisherTuneError, match="--set expects key.sub=value"):
+        parse_override("train.lr")
+
+
+def test_bases_compose_in_order_and_overrides_win(tmp_path: Path):
+    (tmp_path / "protocol.yaml").write_text("data: {train: 'folder:src', batch_size: 4}\n"
+                                            "train: {steps: 50}\n")
+    (tmp_path / "method.yaml").write_text("method: {name: lora, options: {rank: 4}}\ntrain: {lr: 1e-3}\n")
+    (tmp_path / "run.yaml").write_text("base: [protocol.yaml, method.yaml]\ntrain: {steps: 70}\n")
+    config = load_config(tmp_path / "run.yaml", ["train.lr=5e-4", "method.options.rank=8"])
+    assert config.data.train == "folder:src" and config.data.batch_size == 4
+    assert config.train.steps == 70 and config.train.lr == 5e-4
+    assert config.method.name == "lora" and config.method.options == {"rank": 8}
+
+
+def test_changing_the_method_drops_the_previous_methods_options(tmp_path: Path):
+    (tmp_path / "method.yaml").write_text("method: {name: lora, options: {rank: 4}}\n")
+    (tmp_path / "run.yaml").write_text("base: method.yaml\nmethod: {name: full}\n")
+    assert load_config(tmp_path / "run.yaml").method.options == {}
+    assert load_config(tmp_path / "method.yaml", ["method.name=frozen"]).method.options == {}
+
+
+def test_unknown_key_in_a_base_is_reported(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("train: {setps: 3}\n")
+    (tmp_path / "run.yaml").write_text("base: base.yaml\n")
+    with pytest.raises(FisherTuneError, match="did you mean 'train.steps'"):
+        load_config(tmp_path / "run.yaml")
+
+
+def test_missing_file_and_cycles(tmp_path: Path):
+    with pytest.raises(FisherTuneError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(FisherTuneError, match="includes itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(FisherTuneError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_saved_config_loads_back_equal(tmp_path: Path):
+    config = config_from_dict({"train": {"lr": 3e-5, "perturb": {"enabled": True}},
+                               "data": {"targets": ["x:y"]}})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_every_shipped_config_is_valid():
+    files = sorted(PACKAGED_CONFIGS.rglob("*.yaml"))
+    assert files, "no configs shipped"
+    for path in files:
+        load_config(path)
