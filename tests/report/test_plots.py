@@ -10,7 +10,6 @@ from PIL import Image
 
 from fishertune.errors import FisherTuneError
 from fishertune.report import plots
-from fishertune.report.palette import colorize
 
 BLOCK_NAMES = [f"encoder.layer.{b}.{m}" for b in range(3) for m in (
     "attention.q_proj.weight", "attention.k_proj.weight", "attention.v_proj.weight",
@@ -84,14 +83,16 @@ def test_prediction_grid_accepts_hwc_float_chw_tensor_and_uint8(tmp_path):
         plots.prediction_grid(bad, tmp_path / "x.png")
 
 
-def test_colorize_uses_the_cityscapes_palette_and_black_for_ignore():
-    label = np.array([[0, 10], [13, 255]])
-    rgb = colorize(label)
-    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
-    # road, sky, car (Cityscapes labels table) and ignore
-    assert rgb.reshape(4, 3).tolist() == [[128, 64, 128], [70, 130, 180], [0, 0, 142], [0, 0, 0]]
-    with pytest.raises(FisherTuneError, match=r"\[19\]"):
-        colorize(np.array([[19]]))
+def test_prediction_grid_draws_cityscapes_colours_and_black_ignore(tmp_path):
+    label = np.zeros((24, 24), dtype=np.int64)  # road everywhere...
+    label[:, 12:] = 10  # ...and sky on the right
+    pred = np.full((24, 24), 13)  # car everywhere
+    path = plots.prediction_grid({"fog": [(np.ones((24, 24, 3)), label, {"full": pred})]}, tmp_path / "g.png")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    counts = {name: int((pixels == rgb).all(axis=1).sum())
+              for name, rgb in (("road", (128, 64, 128)), ("sky", (70, 130, 180)), ("car", (0, 0, 142)))}
+    assert all(count > 200 for count in counts.values()), counts
 
 
 def test_a_failed_write_leaves_neither_the_target_nor_a_temp_file(tmp_path, monkeypatch):

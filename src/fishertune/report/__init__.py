@@ -3,7 +3,6 @@
 from fishertune.report.breakdown import aggregate_scores, count_selection
 from fishertune.report.markdown import format_summary_table, print_summary_table, write_report
 from fishertune.report.naming import MODULE_TYPES, parse_param_name
-from fishertune.report.palette import colorize
 from fishertune.report.plots import (
     fisher_heatmap,
     miou_bars,
@@ -14,7 +13,7 @@ from fishertune.report.plots import (
 from fishertune.report.stats import paired_differences, summarize
 
 __all__ = [
-    "MODULE_TYPES", "aggregate_scores", "colorize", "count_selection", "fisher_heatmap",
+    "MODULE_TYPES", "aggregate_scores", "count_selection", "fisher_heatmap",
     "format_summary_table", "miou_bars", "paired_differences", "parse_param_name", "prediction_grid",
     "print_summary_table", "selection_breakdown", "selection_growth", "summarize", "write_report",
 ]

@@ -15,11 +15,12 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from fishertune.data.labels import CLASS_NAMES, PALETTE, colorize
 from fishertune.errors import FisherTuneError
 from fishertune.report import results as R
 from fishertune.report.atomic import save_figure
 from fishertune.report.breakdown import count_selection, grid_axes, score_grid, to_numpy
-from fishertune.report.palette import CLASS_NAMES, OKABE_ITO, PALETTE, colorize, method_colors
+from fishertune.report.palette import OKABE_ITO, method_colors
 from fishertune.report.stats import summarize
 
 PathLike = str | os.PathLike
@@ -139,7 +140,7 @@ def selection_breakdown(masks: Mapping[str, Any], path: PathLike,
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
         if ax is type_ax and counts.selected:
-            shares = [f"{100 * table[k][0] / counts.selected:.0f}%" for k in keys]
+            shares = [_percent(100 * table[k][0] / counts.selected) for k in keys]
             ax.bar_label(bars, labels=shares, fontsize=7, padding=1)
     type_ax.set_title("per module type (labels: share of budget)", fontsize=10)
     type_ax.set_xlabel("module type")
@@ -150,6 +151,10 @@ def selection_breakdown(masks: Mapping[str, Any], path: PathLike,
     fig.suptitle(title or f"What the selection took: {counts.selected:,} of {counts.total:,} entries "
                           f"({ratio:.2f}%)")
     return save_figure(fig, path)
+
+
+def _percent(value: float) -> str:
+    return "<1%" if 0 < value < 1 else f"{value:.0f}%"
 
 
 def _history_points(history) -> tuple[np.ndarray, np.ndarray]:
