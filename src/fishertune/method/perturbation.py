@@ -21,7 +21,8 @@ sample within a batch). `draw_magnitudes()` reports α·mean|ε_μ| and α·mean
 the effective perturbation in units of Σ, 0 when α = 0, as used by DR-FIM's weight w = exp(−(|ε_μ|+|ε_σ|)).
 With α = 0 or `enabled = False` the hooks return their input unchanged.
 
-Modules are matched by name (exact or glob pattern). A module's output may be a tensor or a tuple whose
+Modules are matched by name, exact or as an fnmatch glob (`*` also matches dots: "blocks.?" is blocks
+0-9 but "blocks.*" is every submodule of every block). A module's output may be a tensor or a tuple whose
 first element is the tensor to perturb (transformer blocks); 3-D outputs are [B, T, C], 4-D are NCHW.
 """
 

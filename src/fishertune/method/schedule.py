@@ -24,20 +24,10 @@ def growth_ratio(step: int, ratio_min: float, ratio_max: float, growth_steps: fl
 
 def grow_masks(old_masks: dict[str, torch.Tensor] | None, scores: dict[str, torch.Tensor],
                ratio: float, **selection: Any) -> dict[str, torch.Tensor]:
-    """old ∪ the best new entries by `scores`, with the size `select_topk(scores, ratio, ...)` would give.
+    """old ∪ the best new entries by `scores`, with the size `select_topk(scores, ratio, ...)` gives.
 
-    Already selected entries are ranked first (their scores raised to +inf), so the result contains them
-    and is topped up with the highest-scoring unselected entries; the count is exactly that of
-    `select_topk` at this ratio (global scope: ⌊ratio·N + ½⌋; per-tensor: ⌊ratio·n_t + ½⌋ per tensor,
-    which never decreases as the ratio grows). A ratio whose budget is below the old selection is an error.
+    The count is exactly that of `select_topk` at this ratio (global scope: ⌊ratio·N + ½⌋; per-tensor:
+    ⌊ratio·n_t + ½⌋ per tensor, which never decreases as the ratio grows), the old entries counted in.
+    A ratio whose budget is below the old selection is an error.
     """
-    if not old_masks:
-        return select_topk(scores, ratio=ratio, **selection)
-    boosted = {n: torch.where(old_masks[n], torch.full_like(s, math.inf), s) if n in old_masks else s
-               for n, s in scores.items()}
-    new = select_topk(boosted, ratio=ratio, **selection)
-    for n, old in old_masks.items():
-        if n in new and bool((old & ~new[n]).any()):
-            raise FisherTuneError(f"growth ratio {ratio} selects fewer entries than "
-                                  f"already selected in {n!r}")
-    return new
+    return select_topk(scores, ratio=ratio, keep=old_masks, **selection)

@@ -1,9 +1,9 @@
 """Top-k selection of parameter entries by score, with exact counts and deterministic ties.
 
 Candidates are the names of `scores` that match an `include` pattern (all names when include is None) and
-no `exclude` pattern. Patterns are shell-style globs (fnmatch, case-sensitive) on the full parameter name,
-e.g. "*.embeddings.*" or "backbone.model.encoder.layer.1[0-1].*". The result has a mask for every name of
-`scores`; non-candidates are all False.
+no `exclude` pattern. Patterns are shell-style globs (fnmatch, case-sensitive; `*` also matches dots) on
+the full parameter name, e.g. "*.embeddings.*" or "backbone.model.encoder.layer.1[0-1].*". The result has
+a mask for every name of `scores`; non-candidates are all False.
 
 Budget, always counted in elements:
 - scope "global": k = count, or ⌊ratio·N + ½⌋ with N the candidate elements; exactly k are selected.
@@ -54,8 +54,14 @@ def candidate_names(names: Sequence[str], include: Sequence[str] | str | None = 
 def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, count: int | None = None,
                 granularity: str = "element", scope: str = "global",
                 include: Sequence[str] | str | None = None, exclude: Sequence[str] | str | None = None,
-                max_per_tensor: float | None = None) -> dict[str, torch.Tensor]:
-    """Boolean masks (same shapes as `scores`) selecting the top-scoring candidate entries."""
+                max_per_tensor: float | None = None,
+                keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Boolean masks (same shapes as `scores`) selecting the top-scoring candidate entries.
+
+    keep: entries already selected (mask growth). They stay selected and count against the budget and the
+    caps; the rest of the budget goes to the best other entries (units ranked by their mean score over all
+    their entries, filled with their best free entries). A budget below the kept count is an error.
+    """
     if granularity not in GRANULARITIES:
         raise FisherTuneError(f"unknown granularity {granularity!r}; "
                               f"choose one of {', '.join(GRANULARITIES)}")
@@ -79,6 +85,15 @@ def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, cou
     caps = {n: scores[n].numel() if max_per_tensor is None else math.floor(max_per_tensor * scores[n].numel())
             for n in names}
     masks = {n: torch.zeros(s.shape, dtype=torch.bool, device=s.device) for n, s in scores.items()}
+    for n, kept in (keep or {}).items():
+        if n not in names:
+            if bool(kept.any()):
+                raise FisherTuneError(f"kept entries of {n!r}, which is not a candidate")
+            continue
+        if kept.shape != scores[n].shape:
+            raise FisherTuneError(f"keep mask of {n!r} has shape {list(kept.shape)}, "
+                                  f"scores {list(scores[n].shape)}")
+        masks[n] |= kept.to(masks[n].device)
     if scope == "global":
         k = int(count) if count is not None else math.floor(ratio * total + 0.5)
         _select(scores, names, k, granularity, caps, masks)
@@ -90,16 +105,23 @@ def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, cou
 
 
 def _select(scores, names, k, granularity, caps, masks) -> None:
-    capacity = sum(caps[n] for n in names)
-    if k > capacity:
-        where = names[0] if len(names) == 1 else "the candidates"
-        raise FisherTuneError(f"budget of {k} entries exceeds max_per_tensor capacity {capacity} of {where}")
-    if k == 0:
+    """Add k − (already selected) entries of `names` to `masks`."""
+    where = repr(names[0]) if len(names) == 1 else "the candidates"
+    left = {n: caps[n] - int(masks[n].sum()) for n in names}
+    remaining = k - sum(int(masks[n].sum()) for n in names)
+    if remaining < 0:
+        raise FisherTuneError(f"budget of {k} entries is below the {k - remaining} already selected "
+                              f"in {where}")
+    if any(v < 0 for v in left.values()):
+        raise FisherTuneError(f"already selected entries exceed max_per_tensor in {where}")
+    if remaining > sum(left.values()):
+        raise FisherTuneError(f"budget of {k} entries exceeds max_per_tensor capacity of {where}")
+    if remaining == 0:
         return
     if granularity == "element":
-        _select_elements(scores, names, k, caps, masks)
+        _select_elements(scores, names, remaining, left, masks)
     else:
-        _select_units(scores, names, k, granularity, caps, masks)
+        _select_units(scores, names, remaining, granularity, left, masks)
 
 
 def _descending(values: torch.Tensor) -> torch.Tensor:
@@ -107,13 +129,13 @@ def _descending(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(values, descending=True, stable=True).indices
 
 
-def _select_elements(scores, names, k, caps, masks) -> None:
+def _select_elements(scores, names, k, left, masks) -> None:
     pools, owners = [], []
     for i, n in enumerate(names):
         flat = scores[n].detach().reshape(-1).float()
-        index = torch.arange(flat.numel(), device=flat.device)
-        if caps[n] < flat.numel():
-            index = torch.sort(_descending(flat)[:caps[n]]).values
+        index = (~masks[n].reshape(-1)).nonzero().squeeze(1)
+        if left[n] < index.numel():
+            index = torch.sort(index[_descending(flat[index])[:left[n]]]).values
         pools.append((flat[index], index))
         owners.append(torch.full((index.numel(),), i, dtype=torch.long, device=flat.device))
     values = torch.cat([v for v, _ in pools])
@@ -121,31 +143,30 @@ def _select_elements(scores, names, k, caps, masks) -> None:
     owner = torch.cat(owners)
     chosen = _descending(values)[:k]
     for i, n in enumerate(names):
-        picked = indices[chosen[owner[chosen] == i]]
-        masks[n].view(-1)[picked] = True
+        masks[n].view(-1)[indices[chosen[owner[chosen] == i]]] = True
 
 
-def _units(score: torch.Tensor, granularity: str) -> torch.Tensor:
-    """Element scores as [units, unit size]."""
-    if granularity == "tensor" or score.dim() == 0:
-        return score.reshape(1, -1)
-    return score.reshape(score.shape[0], -1) if score.dim() > 1 else score.reshape(-1, 1)
+def _units(t: torch.Tensor, granularity: str) -> torch.Tensor:
+    """A tensor's entries as [units, unit size]."""
+    if granularity == "tensor" or t.dim() == 0:
+        return t.reshape(1, -1)
+    return t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
 
 
-def _select_units(scores, names, k, granularity, caps, masks) -> None:
+def _select_units(scores, names, k, granularity, left, masks) -> None:
     grids = [_units(scores[n].detach().float(), granularity) for n in names]
+    taken = [_units(masks[n], granularity) for n in names]
     unit_scores = torch.cat([g.mean(1) for g in grids])
     unit_owner = [(i, u) for i, g in enumerate(grids) for u in range(g.shape[0])]
-    left = dict(caps)
     remaining = k
     for position in _descending(unit_scores).tolist():
         i, u = unit_owner[position]
         n, row = names[i], grids[i][u]
-        take = min(row.numel(), remaining, left[n])
+        free = (~taken[i][u]).nonzero().squeeze(1)
+        take = min(free.numel(), remaining, left[n])
         if take == 0:
             continue
-        whole = take == row.numel()
-        columns = torch.arange(row.numel(), device=row.device) if whole else _descending(row)[:take]
+        columns = free if take == free.numel() else free[_descending(row[free])[:take]]
         masks[n].view(-1)[u * row.numel() + columns] = True
         left[n] -= take
         remaining -= take
