@@ -1,61 +1,45 @@
-"""Tiny segmentors for the tuner tests (stand-in until fishertune.models lands)."""
+"""Tiny random segmentors (the project's real backbones and linear head) and data for the tuner tests."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import Dinov2Config, Dinov2Model
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=4,
-            image_size=32)
+from fishertune.models import build_segmentor, tiny_backbone_config
 
-
-class StandInBackbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.model = Dinov2Model(Dinov2Config(**TINY))
-        self.embed_dim, self.patch_size, self.num_prefix_tokens = 32, 4, 1
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.encoder.layer
-
-    def forward(self, x):
-        tokens = self.model(pixel_values=x).last_hidden_state[:, self.num_prefix_tokens:]
-        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        return [tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)]
-
-
-class StandInSegmentor(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.backbone = StandInBackbone()
-        self.head = nn.Conv2d(32, 19, 1)
-
-    def forward(self, images):
-        return self.head(self.backbone(images)[-1])
-
-    def loss(self, images, labels, reduction="mean"):
-        logits = F.interpolate(self(images), size=labels.shape[-2:], mode="bilinear")
-        loss = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
-        valid = (labels != 255).flatten(1).sum(1).clamp(min=1)
-        per_image = loss.flatten(1).sum(1) / valid
-        return per_image if reduction == "none" else per_image.mean()
+FAMILIES = ["dinov2", "dinov2_reg", "clip", "mae", "sam"]
 
 
 def make_segmentor(family: str = "dinov2", seed: int = 0) -> nn.Module:
+    """The same random weights for the same (family, seed): the "base model" a tuner reloads onto."""
     torch.manual_seed(seed)
-    return StandInSegmentor()
+    model = build_segmentor({"name": family, "config": tiny_backbone_config(family)}, "linear").eval()
+    if family == "sam":
+        # transformers' random SamVisionModel comes out with weights of ~1e-10 (features ~1e-9), under which
+        # Adam's steps vanish below float resolution; give its matrices a usable scale.
+        with torch.no_grad():
+            for p in model.backbone.parameters():
+                if p.dim() >= 2:
+                    p.normal_(0.0, 0.1)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other jobs on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
-def batches():
+def batches() -> list[dict]:
     g = torch.Generator().manual_seed(0)
     return [{"image": torch.rand(2, 3, 32, 32, generator=g),
              "label": torch.randint(0, 19, (2, 32, 32), generator=g)} for _ in range(2)]
 
 
-def segmentation_loss(model, batch):
+def segmentation_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return model.loss(batch["image"], batch["label"], reduction="none")

@@ -76,7 +76,7 @@ class AdaptFormerTuner(Tuner):
 
     def _add_branch(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         normed = self.normed.pop(layer)
-        return hidden + self.config.scale * self.backbone.adapters[layer](normed)
+        return hidden + self.config.scale * self.backbone.adapters[layer](normed).reshape_as(hidden)
 
     @classmethod
     def count_trainable(cls, model: nn.Module, config: AdaptFormerConfig) -> int:

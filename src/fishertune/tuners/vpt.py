@@ -40,6 +40,9 @@ class VptTuner(Tuner):
         super().__init__(model, **options)
         backbone, p = model.backbone, self.config.num_prompts
         blocks = blocks_of(model)
+        if any(hasattr(block, "grid") for block in blocks):
+            raise FisherTuneError(f"VPT cannot insert prompts into {type(backbone).__name__}: its blocks "
+                                  "fold the tokens into a fixed spatial grid (windowed attention)")
         bound = math.sqrt(6.0 / (3 * backbone.patch_size**2 + backbone.embed_dim))
         with seeded(self.config.seed):
             prompts = torch.empty(len(blocks), p, backbone.embed_dim).uniform_(-bound, bound)
