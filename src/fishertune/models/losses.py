@@ -40,7 +40,7 @@ def semantic_to_masks(label: torch.Tensor, num_classes: int) -> tuple[torch.Tens
     """One binary mask per class present in a label map [H, W]: (classes [K], masks [K, H, W] float)."""
     classes = torch.unique(label)
     classes = classes[(classes != IGNORE_INDEX) & (classes < num_classes)]
-    return classes, (label[None] == classes[:, None, None]).float()
+    return classes, (label[None] == classes.view(-1, *[1] * label.dim())).float()
 
 
 def pairwise_mask_costs(mask_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
