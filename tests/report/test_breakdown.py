@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fishertune.errors import FisherTuneError
-from fishertune.report.breakdown import aggregate_scores, count_selection, score_grid
+from fishertune.report.breakdown import aggregate_scores, count_selection, score_grid, selection_rows
 
 SCORES = {
     "embeddings.cls_token": torch.tensor([[[4.0, 8.0]]]),
@@ -79,3 +79,16 @@ def test_global_ratio_is_the_expected_fraction_of_a_random_selection():
         fractions.append([s / t for s, t in counts.by_type.values()])
     assert counts.global_ratio == pytest.approx(k / total)
     np.testing.assert_allclose(np.mean(fractions, axis=0), k / total, atol=0.02)
+
+
+def test_selection_rows_in_heatmap_order_with_fraction_and_share():
+    masks = {
+        "encoder.layer.1.mlp.fc1.weight": torch.tensor([True, True, True, False]),
+        "encoder.layer.0.attention.q_proj.weight": torch.tensor([True, False]),
+        "embeddings.cls_token": torch.tensor([False, False, False, False]),
+    }
+    assert selection_rows(masks) == [
+        {"block": None, "module": "embeddings", "selected": 0, "total": 4, "fraction": 0.0, "share": 0.0},
+        {"block": 0, "module": "Q", "selected": 1, "total": 2, "fraction": 0.5, "share": 0.25},
+        {"block": 1, "module": "FFN", "selected": 3, "total": 4, "fraction": 0.75, "share": 0.75},
+    ]

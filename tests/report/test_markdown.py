@@ -2,9 +2,16 @@
 
 import numpy as np
 import pytest
+import torch
 
 from fishertune.report import plots
-from fishertune.report.markdown import format_count, format_summary_table, print_summary_table, write_report
+from fishertune.report.markdown import (
+    format_count,
+    format_selection_table,
+    format_summary_table,
+    print_summary_table,
+    write_report,
+)
 
 
 def table(text, first_header_cell):
@@ -98,3 +105,14 @@ def test_terminal_table(capsys, multi_seed_results):
                                          (22_056_576, "22.06M")])
 def test_format_count(n, text):
     assert format_count(n) == text
+
+
+def test_selection_table():
+    masks = {"encoder.layer.0.attention.q_proj.weight": torch.tensor([True, False, False, False]),
+             "encoder.layer.0.mlp.fc2.weight": torch.ones(2999, dtype=torch.bool),
+             "layernorm.weight": torch.zeros(5, dtype=torch.bool)}
+    lines = format_selection_table(masks).splitlines()
+    assert lines[0] == "| block | module | selected | entries | % of entries | % of selection |"
+    assert lines[2:] == ["| outside blocks | norm | 0 | 5 | 0.00% | 0.00% |",
+                         "| 0 | Q | 1 | 4 | 25.00% | 0.03% |",
+                         "| 0 | FFN | 2,999 | 2,999 | 100.00% | 99.97% |"]

@@ -62,6 +62,8 @@ def test_selection_breakdown(tmp_path):
 def test_selection_growth(tmp_path):
     assert_png(plots.selection_growth([(0, 100), (20, 250), (40, 300)], tmp_path / "list.png", total=1000))
     assert_png(plots.selection_growth({40: 300, 0: 100, 20: 250}, tmp_path / "dict.png"))
+    tuner_history = [{"step": 0, "ratio": 0.01, "selected": 10}, {"step": 50, "ratio": 0.02, "selected": 20}]
+    assert_png(plots.selection_growth(tuner_history, tmp_path / "tuner.png"))
     with pytest.raises(FisherTuneError, match="empty"):
         plots.selection_growth([], tmp_path / "none.png")
 

@@ -110,3 +110,19 @@ def score_grid(scores: Mapping[str, Any],
     for (block, kind), value in cells.items():
         grid[rows.index(block), cols.index(kind)] = value
     return rows, cols, grid
+
+
+def selection_rows(masks: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (block, module type) cell, in heatmap order: block (None outside the blocks), module,
+    selected, total, fraction (of the cell's entries) and share (of the whole selection); for CSV/markdown."""
+    counts = count_selection(masks)
+    rows, kinds = grid_axes(counts.by_cell)
+    out = []
+    for block in rows:
+        for kind in kinds:
+            if (block, kind) in counts.by_cell:
+                selected, total = counts.by_cell[block, kind]
+                out.append({"block": block, "module": kind, "selected": selected, "total": total,
+                            "fraction": selected / total if total else 0.0,
+                            "share": selected / counts.selected if counts.selected else 0.0})
+    return out

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from fishertune.report import results as R
 from fishertune.report.atomic import write_text
+from fishertune.report.breakdown import selection_rows
 from fishertune.report.stats import (
     PairedDifference,
     Summary,
@@ -95,6 +96,15 @@ def format_summary_table(results: Mapping[str, Any]) -> str:
 
 def print_summary_table(results: Mapping[str, Any], file: TextIO | None = None) -> None:
     print(format_summary_table(results), file=file or sys.stdout)
+
+
+def format_selection_table(masks: Mapping[str, Any]) -> str:
+    """Markdown table of what a selection took per block and module type (see breakdown.selection_rows)."""
+    rows = [["outside blocks" if r["block"] is None else str(r["block"]), r["module"], f"{r['selected']:,}",
+             f"{r['total']:,}", f"{100 * r['fraction']:.2f}%", f"{100 * r['share']:.2f}%"]
+            for r in selection_rows(masks)]
+    header = ["block", "module", "selected", "entries", "% of entries", "% of selection"]
+    return "\n".join(_md_table(header, rows, right_from=2)) + "\n"
 
 
 def _md_row(cells: list[str]) -> str:

@@ -158,7 +158,10 @@ def _percent(value: float) -> str:
 
 
 def _history_points(history) -> tuple[np.ndarray, np.ndarray]:
-    pairs = sorted(history.items()) if isinstance(history, Mapping) else sorted(tuple(p) for p in history)
+    if isinstance(history, Mapping):
+        pairs = sorted(history.items())
+    else:
+        pairs = sorted((p["step"], p["selected"]) if isinstance(p, Mapping) else tuple(p) for p in history)
     if not pairs:
         raise FisherTuneError("selection history is empty: expected (step, selected_count) pairs")
     steps, selected = zip(*pairs)
@@ -167,8 +170,8 @@ def _history_points(history) -> tuple[np.ndarray, np.ndarray]:
 
 def selection_growth(history, path: PathLike, total: int | None = None, title: str | None = None) -> Path:
     """The selected-entry count over training steps (the δ(t) schedule as it ran). `history` is a list
-    of (step, selected_count) pairs or a {step: selected_count} dict; with `total` (the candidates) a
-    right axis shows the count as a % of it."""
+    of (step, selected_count) pairs, a {step: selected_count} dict, or FisherTuner.history (dicts with
+    "step" and "selected"); with `total` (the candidates) a right axis shows the count as a % of it."""
     steps, selected = _history_points(history)
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = fig.add_subplot()
