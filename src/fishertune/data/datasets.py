@@ -32,11 +32,23 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 @dataclass(frozen=True)
 class Pair:
     """One image file and its label file; ``label_lut`` maps stored label values to train ids (None: the
-    file already holds train ids)."""
+    file already holds train ids). ``label`` may not exist: ``check_dataset`` reports it, a dataset
+    refuses it."""
 
     image: Path
     label: Path
     label_lut: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """What a spec resolves to: display name, root, the pairs, and label files that have no image
+    (found for folder specs, whose label folder holds nothing else)."""
+
+    name: str
+    root: Path
+    pairs: list[Pair]
+    labels_without_images: list[Path]
 
 
 class SegmentationDataset(Dataset):
@@ -51,6 +63,9 @@ class SegmentationDataset(Dataset):
                  seed: int = 0):
         if not pairs:
             raise FisherTuneError(f"no image/label pairs found in {root}")
+        for pair in pairs:
+            if not pair.label.is_file():
+                raise FisherTuneError(f"image {pair.image} has no label {pair.label}")
         self.pairs = pairs
         self.name = name
         self.root = Path(root)
@@ -90,11 +105,9 @@ class SegmentationDataset(Dataset):
 
 
 def _item_name(image: Path) -> str:
-    """The image file's stem without the dataset's image suffix (``_leftImg8bit``, ``_rgb_anon``)."""
-    stem = image.stem
-    for suffix in ("_leftImg8bit", "_rgb_anon"):
-        stem = stem.removesuffix(suffix)
-    return stem
+    """The image file's stem without the dataset's image suffix (``_leftImg8bit[_foggy_beta_*]``,
+    ``_rgb_anon``)."""
+    return image.stem.split("_leftImg8bit")[0].removesuffix("_rgb_anon")
 
 
 def _require_dir(path: Path) -> Path:
@@ -109,40 +122,40 @@ def _images_in(folder: Path, pattern: str = "*") -> list[Path]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _pair_or_error(image: Path, candidates: list[tuple[Path, np.ndarray | None]]) -> Pair:
-    """The first existing label among candidates (train-id files first); an error naming the first one."""
+def _find_label(image: Path, candidates: list[tuple[Path, np.ndarray | None]]) -> Pair:
+    """The first existing label among (path, lut) candidates, train-id files first; the first candidate
+    when none exists (a missing pair, reported later)."""
     for label, lut in candidates:
         if label.is_file():
             return Pair(image, label, lut)
-    raise FisherTuneError(f"image {image} has no label {candidates[0][0]}")
+    return Pair(image, *candidates[0])
 
 
 # --------------------------------------------------------------------------------------------- folder
 
 
-def folder_pairs(root: str | Path) -> list[Pair]:
-    """``ROOT/images/<id>.(png|jpg)`` with ``ROOT/labels/<id>.png`` holding train ids (the synth layout).
-
-    A label without an image is as much an error as an image without a label: both mean the folder is
-    not what the user thinks it is.
-    """
+def folder_files(root: str | Path) -> DatasetFiles:
+    """``ROOT/images/<id>.(png|jpg)`` with ``ROOT/labels/<id>.png`` holding train ids (the synth layout);
+    the display name is the folder's name."""
     root = Path(root)
     images = _images_in(root / "images")
     labels_dir = _require_dir(root / "labels")
-    pairs = [_pair_or_error(image, [(labels_dir / f"{image.stem}.png", None)]) for image in images]
+    pairs = [_find_label(image, [(labels_dir / f"{image.stem}.png", None)]) for image in images]
     image_stems = {image.stem for image in images}
-    for label in sorted(labels_dir.glob("*.png")):
-        if label.stem not in image_stems:
-            raise FisherTuneError(f"label {label} has no image in {root / 'images'}")
-    return pairs
+    orphans = [label for label in sorted(labels_dir.glob("*.png")) if label.stem not in image_stems]
+    return DatasetFiles(root.resolve().name, root, pairs, orphans)
 
 
 class FolderDataset(SegmentationDataset):
-    """A folder in the synth layout; its display name is the folder's name."""
+    """A folder in the synth layout. A label without an image is refused as firmly as an image without a
+    label: either means the folder is not what the user thinks it is."""
 
     def __init__(self, root: str | Path, transform: Transform | None = None, seed: int = 0):
-        root = Path(root)
-        super().__init__(folder_pairs(root), root.resolve().name, root, transform, seed)
+        files = folder_files(root)
+        if files.labels_without_images:
+            orphan = files.labels_without_images[0]
+            raise FisherTuneError(f"label {orphan} has no image in {files.root / 'images'}")
+        super().__init__(files.pairs, files.name, files.root, transform, seed)
 
 
 # ------------------------------------------------------------------------------- official datasets
@@ -187,7 +200,7 @@ def gtav_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     if split != "all":
         wanted = _gtav_split_stems(root, split)
         images = [image for image in images if image.stem in wanted]
-    return [_pair_or_error(image, [(root / "labels" / f"{image.stem}_labelTrainIds.png", None),
+    return [_find_label(image, [(root / "labels" / f"{image.stem}_labelTrainIds.png", None),
                                    (root / "labels" / f"{image.stem}.png", ID_TO_TRAINID)])
             for image in images]
 
@@ -210,7 +223,7 @@ def _gtav_split_stems(root: Path, split: str) -> set[str]:
 def _cityscapes_label(gt_dir: Path, image: Path, image_suffix: str) -> Pair:
     stem = image.name.removesuffix(image_suffix)
     folder = gt_dir / image.parent.name
-    return _pair_or_error(image, [(folder / f"{stem}_gtFine_labelTrainIds.png", None),
+    return _find_label(image, [(folder / f"{stem}_gtFine_labelTrainIds.png", None),
                                   (folder / f"{stem}_gtFine_labelIds.png", ID_TO_TRAINID)])
 
 
@@ -246,11 +259,11 @@ def bdd100k_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     ``seg/images/<split>/<name>.jpg`` with ``seg/labels/<split>/<name>_train_id.png`` is read too."""
     if (root / "images" / "10k").is_dir():
         labels = _require_dir(root / "labels" / "sem_seg" / "masks" / split)
-        return [_pair_or_error(image, [(labels / f"{image.stem}.png", None)])
+        return [_find_label(image, [(labels / f"{image.stem}.png", None)])
                 for image in _images_in(root / "images" / "10k" / split)]
     if (root / "seg").is_dir():
         labels = _require_dir(root / "seg" / "labels" / split)
-        return [_pair_or_error(image, [(labels / f"{image.stem}_train_id.png", None)])
+        return [_find_label(image, [(labels / f"{image.stem}_train_id.png", None)])
                 for image in _images_in(root / "seg" / "images" / split)]
     raise FisherTuneError(f"folder not found: {root / 'images' / '10k'} (nor the older {root / 'seg'})")
 
@@ -272,12 +285,11 @@ for _ids, _train_id in (((13, 24, 41), 0), ((2, 15), 1), ((17,), 2), ((6,), 3), 
 def mapillary_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     """Mapillary Vistas, Neuhold et al. 2017 (mapillary.com/dataset/vistas): ``<split>/images/<key>.jpg``
     with the v1.2 palette labels ``<split>/labels/<key>.png`` (v1.2 release) or ``<split>/v1.2/labels/``
-    (v2.0 release), mapped 66 -> 19 by ``MAPILLARY_TO_TRAINID``. ``train``/``val`` are accepted for
+    (v2.0 release), mapped 66 -> 19 by ``MAPILLARY_TO_TRAINID``. The spec accepts ``train``/``val`` for
     ``training``/``validation``."""
-    split = {"train": "training", "val": "validation"}.get(split, split)
     labels = root / split / "v1.2" / "labels"
     labels = labels if labels.is_dir() else _require_dir(root / split / "labels")
-    return [_pair_or_error(image, [(labels / f"{image.stem}.png", MAPILLARY_TO_TRAINID)])
+    return [_find_label(image, [(labels / f"{image.stem}.png", MAPILLARY_TO_TRAINID)])
             for image in _images_in(root / split / "images", "*.jpg")]
 
 
@@ -292,7 +304,7 @@ def _anon_pairs(image_dir: Path, gt_dir: Path) -> list[Pair]:
     for image in _images_in(image_dir, "*/*_rgb_anon.png"):
         stem = image.name.removesuffix("_rgb_anon.png")
         folder = gt_dir / image.parent.name
-        pairs.append(_pair_or_error(image, [(folder / f"{stem}_gt_labelTrainIds.png", None),
+        pairs.append(_find_label(image, [(folder / f"{stem}_gt_labelTrainIds.png", None),
                                             (folder / f"{stem}_gt_labelIds.png", ID_TO_TRAINID)]))
     return pairs
 
@@ -336,7 +348,7 @@ def foggy_zurich_pairs(root: Path, split: str, option: str | None) -> list[Pair]
         if not image.is_file():
             raise FisherTuneError(f"image {image} listed in {listing} does not exist")
         tail = Path(*relative.parts[1:])
-        pairs.append(_pair_or_error(image, [(root / "gt_labelTrainIds" / tail, None),
+        pairs.append(_find_label(image, [(root / "gt_labelTrainIds" / tail, None),
                                             (root / "gt_labelIds" / tail, ID_TO_TRAINID)]))
     return pairs
 
@@ -349,8 +361,8 @@ def _nearest(name: str, options) -> str:
     return f" (did you mean '{match[0]}'?)" if match else f" (valid: {', '.join(options)})"
 
 
-def resolve_spec(spec: str) -> tuple[str, list[Pair], Path]:
-    """Parse ``folder:PATH`` or ``<dataset>:ROOT[:split[:option]]`` -> (display name, pairs, root).
+def resolve_spec(spec: str) -> DatasetFiles:
+    """Parse ``folder:PATH`` or ``<dataset>:ROOT[:split[:option]]`` and find its files.
 
     The display name is the folder's name for a folder spec, else the dataset name, with the option
     appended (``acdc-night``) and the split when it is not the default (``cityscapes-train``).
@@ -359,8 +371,7 @@ def resolve_spec(spec: str) -> tuple[str, list[Pair], Path]:
     if not sep or not rest:
         raise FisherTuneError(f"bad dataset spec '{spec}': expected folder:PATH or <dataset>:ROOT[:split]")
     if name == "folder":
-        root = Path(rest)
-        return root.resolve().name, folder_pairs(root), root
+        return folder_files(rest)
     if name not in DATASETS:
         raise FisherTuneError(f"unknown dataset '{name}'" + _nearest(name, ["folder", *DATASETS]))
     layout = DATASETS[name]
@@ -370,8 +381,9 @@ def resolve_spec(spec: str) -> tuple[str, list[Pair], Path]:
     root = Path(fields[0])
     split = fields[1] if len(fields) > 1 and fields[1] else layout.default_split
     option = fields[2] if len(fields) > 2 and fields[2] else None
-    aliases = {"train": "training", "val": "validation"} if name == "mapillary" else {}
-    if aliases.get(split, split) not in layout.splits:
+    if name == "mapillary":
+        split = {"train": "training", "val": "validation"}.get(split, split)
+    if split not in layout.splits:
         raise FisherTuneError(f"{name} has no split '{split}'" + _nearest(split, layout.splits))
     if option is not None and (layout.options is None or option not in layout.options):
         valid = layout.options or ()
@@ -379,7 +391,7 @@ def resolve_spec(spec: str) -> tuple[str, list[Pair], Path]:
     _require_dir(root)
     shown_split = None if split == layout.default_split else split
     display = "-".join(part for part in (name, shown_split, option) if part)
-    return display, layout.pairs(root, split, option), root
+    return DatasetFiles(display, root, layout.pairs(root, split, option), [])
 
 
 def build_dataset(spec: str, transform: Transform | None = None, seed: int = 0) -> SegmentationDataset:
@@ -388,5 +400,7 @@ def build_dataset(spec: str, transform: Transform | None = None, seed: int = 0) 
     Examples: ``folder:synth/fog``, ``cityscapes:/data/cityscapes:val``, ``acdc:/data/acdc:val:night``,
     ``gtav:/data/gta`` (all images), ``mapillary:/data/vistas:validation``.
     """
-    display, pairs, root = resolve_spec(spec)
-    return SegmentationDataset(pairs, display, root, transform, seed)
+    if spec.startswith("folder:"):
+        return FolderDataset(spec.removeprefix("folder:"), transform, seed)
+    files = resolve_spec(spec)
+    return SegmentationDataset(files.pairs, files.name, files.root, transform, seed)
