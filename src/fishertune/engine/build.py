@@ -34,9 +34,9 @@ def build_train_dataset(config: Config):
         raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")
     transform = None
     if config.data.crop:
-        from fishertune.data.transforms import train_transform
+        from fishertune.data.transforms import TrainTransform
 
-        transform = train_transform(config.data.crop)
+        transform = TrainTransform(config.data.crop)
     dataset = build_dataset(config.data.train, transform=transform, seed=config.train.seed)
     if len(dataset) < config.data.batch_size:
         raise FisherTuneError(f"data.train has {len(dataset)} images, fewer than data.batch_size "
