@@ -17,7 +17,6 @@ selection) so that the untouched base can be rebuilt for the delta's hashes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,8 +51,9 @@ def _help(text: str) -> dict:
 class FisherTuneConfig:
     """Settings of FisherTune; every field's `metadata["help"]` says what it does."""
 
-    ratio: float | None = field(default=0.05, metadata=_help(
-        "Final selected fraction δ_max of the candidate entries (give ratio or count)."))
+    ratio: float | None = field(default=None, metadata=_help(
+        "Final selected fraction δ_max of the candidate entries; 0.05 when neither ratio nor count "
+        "is given."))
     count: int | None = field(default=None, metadata=_help(
         "Final number of selected candidate entries, instead of ratio."))
     ratio_min: float | None = field(default=None, metadata=_help(
@@ -97,8 +97,10 @@ class FisherTuneConfig:
         "Seed of perturbation draws, weight samples and random scores."))
 
     def __post_init__(self) -> None:
-        if (self.ratio is None) == (self.count is None):
+        if self.ratio is not None and self.count is not None:
             raise FisherTuneError("FisherTuneConfig: give exactly one of ratio or count")
+        if self.ratio is None and self.count is None:
+            self.ratio = 0.05
         if self.ratio is not None and not 0 <= self.ratio <= 1:
             raise FisherTuneError(f"FisherTuneConfig: ratio must be in [0, 1], got {self.ratio}")
         if self.count is not None and self.count < 0:
@@ -153,14 +155,16 @@ class FisherTuner:
         was_training = self.model.training
         self.model.eval()
         try:
-            self.fisher = self._fisher(batches, loss_fn)
             if cfg.selection == "fim":
-                self.scores = self.fisher
+                self.fisher = self.scores = self._fisher(batches, loss_fn)
                 return self.scores
             if not cfg.perturb_layers:
                 raise FisherTuneError("selection 'dr_fim' needs perturb_layers (module names to perturb)")
             perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
                                                seed=cfg.seed + 104729 * self._estimates)
+            # F and F' by the same backend (the loop: the perturbation draws per sample), so that |F − F'|
+            # holds no rounding differences between backends
+            self.fisher = self._fisher(batches, loss_fn, backend="loop")
             with perturbation:
                 with perturbation.recording(), torch.no_grad():
                     for batch in batches:
@@ -200,9 +204,7 @@ class FisherTuner:
         if not self.scores:
             raise FisherTuneError("call estimate() before select()")
         cfg = self.config
-        ratio = self.ratio_at(step)
-        if cfg.count is not None and cfg.scope == "global" and math.isclose(ratio, self.ratio_at(math.inf)):
-            ratio = cfg.count / self.total_candidates  # exact count at the final budget
+        ratio = self.ratio_at(step)  # a count c becomes c/N, which select_topk rounds back to exactly c
         self.masks = grow_masks(self.masks, self.scores, ratio, granularity=cfg.granularity, scope=cfg.scope,
                                 max_per_tensor=cfg.max_per_tensor)
         self._remember_base()
