@@ -1,0 +1,67 @@
+"""FisherTune (CVPR 2025) under the tuner interface: DR-FIM selection, mask growth, sparse delta.
+
+A thin adapter from the segmentor to `fishertune.method.FisherTuner` (see DESIGN.md §1): `prepare`
+estimates the clean Fisher F and the Fisher F' under the DSU feature perturbation of `perturb_layers`,
+combines them into DR-FIM scores (optionally variational) and selects δ(0); `after_step` grows the mask
+towards the budget every `update_every` steps (δ(t) = δ_max − (δ_max − δ_min)·e^(−t/T)), re-estimating if
+asked. The options are FisherTuneConfig's, plus the mask baselines' `budget` (which sets ratio or count),
+with `perturb_layers` that may name backbone blocks by index (default: the first two blocks, the "early
+blocks" of §1.2) and candidates restricted to the backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+from fishertune.method import FisherTuneConfig
+from fishertune.tuners.base import register_tuner
+from fishertune.tuners.blocks import block_module, blocks_of
+from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, check_budget
+
+
+@dataclass
+class FisherTuneTunerConfig(FisherTuneConfig):
+    budget: float | None = field(default=None, metadata={
+        "help": "final selected backbone weights δ_max: a fraction of the candidates (<= 1) or a count "
+                "(> 1); sets ratio or count, as for the other mask methods"})
+    perturb_layers: list = field(default_factory=lambda: [0, 1], metadata={
+        "help": "where the DSU perturbation acts: backbone block indices or module names"})
+
+    def __post_init__(self):
+        if self.budget is not None:
+            check_budget(self.budget)
+            self.ratio, self.count = budget_fields(self.budget).values()
+        super().__post_init__()
+
+
+def module_names(model: nn.Module, layers: list) -> list[str]:
+    """Module names for block indices (ints); strings are module names or globs, kept as given."""
+    names = {id(m): n for n, m in model.named_modules()}
+    blocks = blocks_of(model)
+    out = []
+    for layer in layers:
+        if isinstance(layer, int):
+            if not -len(blocks) <= layer < len(blocks):
+                raise FisherTuneError(f"perturb_layers: block {layer} does not exist "
+                                      f"(the backbone has {len(blocks)} blocks)")
+            out.append(names[id(block_module(blocks[layer]))])
+        else:
+            out.append(str(layer))
+    return out
+
+
+@register_tuner
+class FisherTuneTuner(MaskTuner):
+    name = "fishertune"
+    paper = "FisherTune (CVPR 2025), this project's formulation (DESIGN.md §1)"
+    config_class = FisherTuneTunerConfig
+
+    def fisher_config(self) -> FisherTuneConfig:
+        c = self.config
+        options = {f.name: getattr(c, f.name) for f in fields(FisherTuneConfig)}
+        options.update(include=c.include or [BACKBONE], exclude=[*c.exclude, "head.*"],
+                       perturb_layers=module_names(self.model, c.perturb_layers))
+        return FisherTuneConfig(**options)

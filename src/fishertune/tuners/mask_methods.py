@@ -1,0 +1,191 @@
+"""Sparse fine-tuning baselines: a fixed mask over the backbone's own weights, trained with MaskedAdamW.
+
+All of them run on `fishertune.method.FisherTuner` (estimate → select → masked AdamW → sparse delta) and
+differ only in how entries are scored:
+- childtune: ChildTune-D (Xu et al., EMNLP 2021): Fisher over the task data from squared mini-batch
+  gradients, F_i = (1/N) Σ_b B_b·ḡ_{b,i}² (its reference code accumulates grad² of each batch), top-p.
+- fish: FISH mask (Sung et al., NeurIPS 2021): per-sample squared gradients, F_i = (1/N) Σ_n g_{n,i}²,
+  global top-k.
+- random: uniformly random entries (seeded), the same budget.
+The mask is chosen once in `prepare` and stays fixed. Unselected entries keep their pretrained values bit
+for bit, so the method saves a sparse delta (indices + values, safetensors) against the base.
+
+Budget, one value for every mask method: `budget` <= 1 is a fraction of the candidate backbone weights,
+`budget` > 1 a count of them. Candidates are all backbone weights (`backbone.*`) unless `include`/
+`exclude` globs (on Segmentor parameter names, e.g. "backbone.model.embeddings.*") say otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from fishertune.method import FisherTuneConfig, FisherTuner, MaskedAdamW, candidate_names, load_delta
+from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
+
+DELTA_FILE = "delta.safetensors"
+BACKBONE = "backbone.*"
+
+
+@dataclass
+class MaskConfig(TunerConfig):
+    budget: float = field(default=0.05, metadata={
+        "help": "selected backbone weights: a fraction of the candidates (<= 1) or a count (> 1)"})
+    include: list[str] | None = field(default=None, metadata={
+        "help": "glob patterns of candidate parameter names (default: every backbone weight)"})
+    exclude: list[str] = field(default_factory=list, metadata={
+        "help": "glob patterns of parameter names never selected, e.g. '*embeddings*'"})
+    max_per_tensor: float | None = field(default=None, metadata={
+        "help": "cap on the selected fraction of any one tensor (None: no cap)"})
+    seed: int = field(default=0, metadata={"help": "seed of the random scores (random method)"})
+
+    def __post_init__(self):
+        check_budget(self.budget)
+
+    @property
+    def ratio(self) -> float | None:
+        return budget_fields(self.budget)["ratio"]
+
+    @property
+    def count(self) -> int | None:
+        return budget_fields(self.budget)["count"]
+
+
+def check_budget(budget: float) -> None:
+    require(budget > 0 and (budget <= 1 or float(budget).is_integer()),
+            f"budget must be a fraction in (0, 1] or a whole count > 1, got {budget}")
+
+
+def budget_fields(budget: float) -> dict[str, Any]:
+    """FisherTuneConfig's ratio/count for a `budget` value."""
+    return {"ratio": float(budget), "count": None} if budget <= 1 else {"ratio": None, "count": int(budget)}
+
+
+def backbone_candidates(model: nn.Module, include: list[str] | None, exclude: list[str]) -> list[str]:
+    """Candidate names: the include globs (default all backbone weights), never the head."""
+    names = [n for n, _ in model.named_parameters() if n.startswith("backbone.")]
+    return candidate_names(names, include or [BACKBONE], exclude)
+
+
+class MaskTuner(Tuner):
+    """A FisherTuner over the segmentor's backbone weights; subclasses say how it scores."""
+
+    fisher_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, **options):
+        super().__init__(model, **options)
+        self.fisher_tuner = FisherTuner(model, self.fisher_config())
+
+    def fisher_config(self) -> FisherTuneConfig:
+        c = self.config
+        return FisherTuneConfig(**budget_fields(c.budget), include=c.include or [BACKBONE],
+                                exclude=[*c.exclude, "head.*"], max_per_tensor=c.max_per_tensor, seed=c.seed,
+                                **self.fisher_options)
+
+    @classmethod
+    def count_trainable(cls, model: nn.Module, config: MaskConfig) -> int:
+        """The final budget: ⌊ratio·N + ½⌋ of the N candidate entries, or the count."""
+        if config.count is not None:
+            return int(config.count)
+        params = dict(model.named_parameters())
+        total = sum(params[n].numel() for n in backbone_candidates(model, config.include, config.exclude))
+        return int(config.ratio * total + 0.5)
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        return self.fisher_tuner.masks
+
+    def num_trainable(self) -> int:
+        if not self.masks:  # before prepare: what the selection will give
+            return self.count_trainable(self.model, self.config)
+        return self.fisher_tuner.num_selected()
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Tensors with selected entries (only those entries train)."""
+        params = dict(self.model.named_parameters())
+        return [(n, params[n]) for n, m in self.masks.items() if bool(m.any())]
+
+    def prepare(self, batches: Iterable[dict], loss_fn: Callable[[nn.Module, dict], torch.Tensor]) -> None:
+        self.fisher_tuner.estimate(batches, loss_fn)
+        self.fisher_tuner.select(step=0)
+
+    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
+                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        """MaskedAdamW: the head dense at head_lr, the candidate backbone weights masked at lr."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        for p in self.model.head.parameters():
+            p.requires_grad_(True)
+        params = dict(self.model.named_parameters())
+        groups = [{"params": list(self.model.head.named_parameters(prefix="head")), "lr": head_lr},
+                  {"params": [(n, params[n]) for n in self.fisher_tuner.candidates], "lr": lr}]
+        return self.fisher_tuner.build_optimizer(groups, lr=lr, weight_decay=weight_decay, betas=betas)
+
+    def after_step(self, step: int, total_steps: int, batches: Iterable[dict],
+                   loss_fn: Callable[[nn.Module, dict], torch.Tensor], optimizer: MaskedAdamW) -> None:
+        self.fisher_tuner.after_step(step, batches, loss_fn, optimizer)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.fisher_tuner.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.fisher_tuner.load_state_dict(state)
+
+    def save_pretrained(self, directory: str) -> None:
+        super().save_pretrained(directory)
+        self.fisher_tuner.save_delta(os.path.join(directory, DELTA_FILE))
+
+    def saved_tensors(self) -> dict[str, torch.Tensor]:
+        return {}  # the sparse delta is the only tensor file
+
+    def load_pretrained(self, directory: str) -> None:
+        """Apply the delta onto the base, and take its entries as the masks (base values kept to resume)."""
+        path = os.path.join(directory, DELTA_FILE)
+        params = dict(self.model.named_parameters())
+        state = {}
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118  (safe_open is not a mapping)
+                if key.endswith(".indices"):
+                    name = key[: -len(".indices")]
+                    index = f.get_tensor(key).to(params[name].device)
+                    mask = torch.zeros(params[name].numel(), dtype=torch.bool, device=index.device)
+                    mask[index] = True
+                    state[f"mask.{name}"] = mask.view(params[name].shape)
+                    state[f"base.{name}"] = params[name].detach().reshape(-1)[index].clone()
+        load_delta(self.model, path)
+        for name in self.fisher_tuner.candidates:
+            state.setdefault(f"mask.{name}", torch.zeros_like(params[name], dtype=torch.bool))
+            state.setdefault(f"base.{name}", params[name].new_empty(0))
+        self.fisher_tuner.load_state_dict(state)
+
+
+@register_tuner
+class ChildTuneTuner(MaskTuner):
+    name = "childtune"
+    paper = "ChildTune-D (Xu et al., EMNLP 2021)"
+    config_class = MaskConfig
+    fisher_options = {"selection": "fim", "per_sample": False}
+
+
+@register_tuner
+class FishMaskTuner(MaskTuner):
+    name = "fish"
+    paper = "FISH mask (Sung et al., NeurIPS 2021)"
+    config_class = MaskConfig
+    fisher_options = {"selection": "fim", "per_sample": True}
+
+
+@register_tuner
+class RandomMaskTuner(MaskTuner):
+    name = "random"
+    paper = "random mask of the same size (control)"
+    config_class = MaskConfig
+    fisher_options = {"selection": "random"}
+
+
