@@ -1,5 +1,6 @@
 """Segmentation models: VFM backbones, decode heads, the Segmentor, losses, the offline DINOv2-S."""
 
+from fishertune.models import offline_dinov2  # noqa: F401  (registers "dinov2_s_offline")
 from fishertune.models.backbones import BACKBONES, Backbone, build_backbone, tiny_backbone_config
 from fishertune.models.heads import HEADS, DecodeHead, build_head, tiny_head_config
 from fishertune.models.losses import MaskClassificationLoss, pixel_cross_entropy
