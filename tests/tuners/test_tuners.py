@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import FAMILIES, make_segmentor, segmentation_loss
@@ -200,3 +202,34 @@ def test_match_budget_picks_the_closest_adapter_size(method):
     for other in (k - 1, k + 1):
         if other >= low:
             assert error <= abs(count_trainable(method, model, **{**chosen, knob: other}) - target)
+
+
+def _train(model, tuner, optimizer, batches, steps):
+    for step in steps:
+        optimizer.zero_grad()
+        segmentation_loss(model, batches[step % len(batches)]).mean().backward()
+        optimizer.step()
+        tuner.after_step(step, 4, batches, segmentation_loss, optimizer)
+
+
+@pytest.mark.parametrize("method", sorted(TUNERS))
+def test_resume_from_state_dicts_continues_exactly(method, batches):
+    """The engine's resume: model, optimiser and tuner state restored onto a fresh build, no prepare."""
+    model = make_segmentor()
+    tuner = build_tuner(method, model, **OPTIONS[method])
+    tuner.prepare(batches, segmentation_loss)
+    optimizer = tuner.build_optimizer(lr=1e-2, head_lr=1e-2, weight_decay=0.01)
+    _train(model, tuner, optimizer, batches, range(2))
+    saved = {"model": {k: v.clone() for k, v in model.state_dict().items()},
+             "optimizer": copy.deepcopy(optimizer.state_dict()), "tuner": copy.deepcopy(tuner.state_dict())}
+    _train(model, tuner, optimizer, batches, range(2, 4))
+
+    fresh = make_segmentor()
+    resumed = build_tuner(method, fresh, **OPTIONS[method])
+    fresh.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["tuner"])
+    fresh_optimizer = resumed.build_optimizer(lr=1e-2, head_lr=1e-2, weight_decay=0.01)
+    fresh_optimizer.load_state_dict(saved["optimizer"])
+    _train(fresh, resumed, fresh_optimizer, batches, range(2, 4))
+    assert resumed.num_trainable() == tuner.num_trainable()
+    assert all(torch.equal(p, fresh.state_dict()[n]) for n, p in model.state_dict().items())
