@@ -197,6 +197,7 @@ class Trainer:
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
         self.inference = Inference(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
         self.checkpoint = open_run(self.run_dir, config, resume)
+        distributed.barrier()  # every process has checked the run folder before rank 0 creates it
         self.total = t.warmup_steps + t.steps
         self.phase = ""
         self.optimizer: torch.optim.Optimizer | None = None
