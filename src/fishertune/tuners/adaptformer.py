@@ -76,7 +76,9 @@ class AdaptFormerTuner(Tuner):
 
     def _add_branch(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         normed = self.normed.pop(layer)
-        return hidden + self.config.scale * self.backbone.adapters[layer](normed).reshape_as(hidden)
+        # reshape: SAM's layers norm a [B, h, w, D] grid while its blocks pass [B, h*w, D] tokens
+        branch = self.backbone.adapters[layer](normed).reshape_as(hidden)
+        return (hidden + self.config.scale * branch).to(hidden.dtype)
 
     @classmethod
     def count_trainable(cls, model: nn.Module, config: AdaptFormerConfig) -> int:

@@ -97,10 +97,9 @@ class ReinTuner(Tuner):
         return self.backbone.reins
 
     def _refine(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.dim() == 4:  # [B, H, W, D] windowed backbones (SAM): every token is a patch token
-            return self.reins(hidden.flatten(1, 2), layer).view_as(hidden)
+        """Refine the patch tokens; the result keeps the block's dtype (bf16 under autocast)."""
         prefix, patches = hidden[:, :self.prefix], hidden[:, self.prefix:]
-        return torch.cat([prefix, self.reins(patches, layer)], dim=1)
+        return torch.cat([prefix, self.reins(patches, layer).to(hidden.dtype)], dim=1)
 
     @classmethod
     def count_trainable(cls, model: nn.Module, config: ReinConfig) -> int:
