@@ -11,10 +11,10 @@ from fishertune.models import build_segmentor, tiny_backbone_config
 FAMILIES = ["dinov2", "dinov2_reg", "clip", "mae", "sam"]
 
 
-def make_segmentor(family: str = "dinov2", seed: int = 0) -> nn.Module:
+def make_segmentor(family: str = "dinov2", seed: int = 0, head: str | dict = "linear") -> nn.Module:
     """The same random weights for the same (family, seed): the "base model" a tuner reloads onto."""
     torch.manual_seed(seed)
-    model = build_segmentor({"name": family, "config": tiny_backbone_config(family)}, "linear").eval()
+    model = build_segmentor({"name": family, "config": tiny_backbone_config(family)}, head).eval()
     if family == "sam":
         # transformers' random SamVisionModel comes out with weights of ~1e-10 (features ~1e-9), under which
         # Adam's steps vanish below float resolution; give its matrices a usable scale.

@@ -10,6 +10,7 @@ from conftest import FAMILIES, make_segmentor, segmentation_loss
 
 from fishertune.errors import FisherTuneError
 from fishertune.method import read_delta_config
+from fishertune.models import tiny_head_config
 from fishertune.tuners import TUNERS, build_tuner, load_tuner
 from fishertune.tuners.budget import SIZE_KNOBS, count_trainable, match_budget
 from fishertune.tuners.mask_methods import DELTA_FILE, MaskTuner
@@ -140,6 +141,8 @@ def test_bad_options_are_one_clear_error():
         build_tuner("reinn", make_segmentor())
     with pytest.raises(FisherTuneError, match="num_tokens"):
         build_tuner("rein", make_segmentor(), num_tokens=0)
+    with pytest.raises(FisherTuneError, match="mask2former"):
+        build_tuner("rein", make_segmentor(), link_queries=True)
     with pytest.raises(FisherTuneError, match="budget"):
         build_tuner("fish", make_segmentor(), budget=2.5)
 
@@ -166,7 +169,30 @@ def test_rein_refines_patch_tokens_only_by_its_formula():
                 expected[b, t] = f + 0.5 * reins.mlp_out(delta + f)
     assert torch.equal(refined[:, :prefix], hidden[:, :prefix])
     torch.testing.assert_close(refined, expected)
-    assert tuner.query_tokens().shape == (4, 3 * 32)
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_rein_tokens_as_mask2former_queries(link, batches, tmp_path):
+    """With link_queries the head decodes m more queries and the tokens learn through them (the
+    zero-initialised output path gives them no gradient at the start otherwise)."""
+    head = {"name": "mask2former", **tiny_head_config("mask2former")}
+    model = make_segmentor(head=head)
+    tuner = build_tuner("rein", model, num_tokens=4, token_rank=2, link_queries=link)
+    assert tuner.num_trainable() == count_trainable("rein", make_segmentor(head=head), num_tokens=4,
+                                                    token_rank=2, link_queries=link)
+    images = batches[0]["image"]
+    out = model.head(model.backbone(model.normalise(images)))
+    assert out["class_logits"].shape[1] == tiny_head_config("mask2former")["num_queries"] + 4 * link
+    tuner.build_optimizer(lr=1e-3, head_lr=1e-3, weight_decay=0.0)
+    segmentation_loss(model, batches[0]).mean().backward()
+    assert (tuner.reins.tokens_a.grad is not None and bool(tuner.reins.tokens_a.grad.any())) == link
+    if link:
+        tuner.save_pretrained(str(tmp_path / "rein"))
+        fresh = make_segmentor(head=head)
+        fresh.head.load_state_dict(model.head.state_dict())
+        load_tuner(str(tmp_path / "rein"), fresh)
+        with torch.no_grad():
+            assert torch.equal(fresh(images), model(images))
 
 
 def test_vpt_blocks_see_prompts_downstream_does_not():

@@ -14,9 +14,11 @@ register tokens pass through untouched. MLP_out starts at zero, so at initialisa
 output equals the plain backbone's (the reference's `zero_mlp_delta_f` option; here the scale stays
 learnable as well).
 
-`ReinTuner.query_tokens()` gives the tokens pooled over layers for a Mask2Former-style head to use as
-object queries, as Rein links them ("link_token_to_query"): [m, 3·D] = concat(max over layers,
-mean over layers, last layer); the head projects them to its query width with its own linear layer.
+With `link_queries` the tokens also serve a Mask2Former-style head as extra object queries, as Rein's
+"link_token_to_query" does: Q = merge(concat(max_i, mean_i, last)(transform(T_i))) [m, q], with the
+linear layers transform: D -> q and merge: 3q -> q (q the head's query width) trained with the tokens.
+The head calls `ReinTuner.query_tokens()` at every forward (through its `extra_queries` attribute), so
+the tokens learn from the decoder as well.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fishertune.errors import FisherTuneError
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require, seeded
 from fishertune.tuners.blocks import blocks_of, hook_block_outputs
 
@@ -37,6 +40,8 @@ class ReinConfig(TunerConfig):
     num_tokens: int = field(default=100, metadata={"help": "m: learnable tokens per block"})
     token_rank: int = field(default=16, metadata={"help": "r: rank of the token factorisation T = A·B"})
     scale_init: float = field(default=1e-3, metadata={"help": "initial value of the learnable output scale"})
+    link_queries: bool = field(default=False, metadata={
+        "help": "also feed the tokens to a Mask2Former-style head as extra object queries"})
     seed: int = field(default=0, metadata={"help": "seed of the token and MLP initialisation"})
 
     def __post_init__(self):
@@ -76,6 +81,14 @@ class Reins(nn.Module):
         return feats + self.scale * self.mlp_out(delta + feats)
 
 
+def query_width(head: nn.Module) -> int:
+    """Width of the object queries of a head that takes extra queries (the Mask2Former-style head)."""
+    if not hasattr(head, "extra_queries") or not hasattr(head, "query_feat"):
+        raise FisherTuneError(f"link_queries needs a head that takes extra object queries (mask2former), "
+                              f"not {type(head).__name__}")
+    return head.query_feat.embedding_dim
+
+
 @register_tuner
 class ReinTuner(Tuner):
     name = "rein"
@@ -89,6 +102,11 @@ class ReinTuner(Tuner):
         with seeded(c.seed):
             backbone.reins = Reins(len(blocks), backbone.embed_dim, backbone.patch_size, c.num_tokens,
                                    c.token_rank, c.scale_init)
+            if c.link_queries:
+                dim, width = backbone.embed_dim, query_width(model.head)
+                backbone.reins.transform = nn.Linear(dim, width)
+                backbone.reins.merge = nn.Linear(3 * width, width)
+                model.head.extra_queries = self.query_tokens
         self.prefix = backbone.num_prefix_tokens
         self.handles = hook_block_outputs(blocks, self._refine)
 
@@ -103,14 +121,21 @@ class ReinTuner(Tuner):
 
     @classmethod
     def count_trainable(cls, model: nn.Module, config: ReinConfig) -> int:
-        """L·(m·r + r·D) token factors + 2·(D² + D) shared MLPs + 1 scale."""
+        """L·(m·r + r·D) token factors + 2·(D² + D) shared MLPs + 1 scale, and with link_queries
+        (D·q + q) + (3q·q + q) for transform and merge."""
         layers, dim = len(blocks_of(model)), model.backbone.embed_dim
-        return layers * config.token_rank * (config.num_tokens + dim) + 2 * (dim * dim + dim) + 1
+        count = layers * config.token_rank * (config.num_tokens + dim) + 2 * (dim * dim + dim) + 1
+        if config.link_queries:
+            q = query_width(model.head)
+            count += dim * q + q + 3 * q * q + q
+        return count
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(f"backbone.reins.{n}", p) for n, p in self.reins.named_parameters()]
 
     def query_tokens(self) -> torch.Tensor:
-        """[m, 3·D]: the tokens of all layers pooled as max, mean and last layer (see module docstring)."""
-        tokens = torch.stack([self.reins.tokens(i) for i in range(self.reins.tokens_a.shape[0])])
-        return torch.cat([tokens.amax(0), tokens.mean(0), tokens[-1]], dim=-1)
+        """[m, q] object queries from the tokens of all layers (module docstring); needs link_queries."""
+        if not self.config.link_queries:
+            raise FisherTuneError("Rein's query tokens need the option link_queries: true")
+        tokens = self.reins.transform(self.reins.tokens_a @ self.reins.tokens_b)  # [L, m, q]
+        return self.reins.merge(torch.cat([tokens.amax(0), tokens.mean(0), tokens[-1]], dim=-1))
