@@ -259,3 +259,17 @@ def test_resume_from_state_dicts_continues_exactly(method, batches):
     _train(fresh, resumed, fresh_optimizer, batches, range(2, 4))
     assert resumed.num_trainable() == tuner.num_trainable()
     assert all(torch.equal(p, fresh.state_dict()[n]) for n, p in model.state_dict().items())
+
+
+def test_a_saved_delta_refuses_another_base(batches, tmp_path):
+    model = make_segmentor()
+    tuner = build_tuner("fish", model, budget=0.05)
+    tuner.prepare(batches, segmentation_loss)
+    optimizer = tuner.build_optimizer(lr=1e-2, head_lr=1e-2, weight_decay=0.0)
+    _train(model, tuner, optimizer, batches, range(1))
+    tuner.save_pretrained(str(tmp_path / "fish"))
+    other = make_segmentor(seed=1)
+    with pytest.raises(FisherTuneError, match="different base"):
+        load_tuner(str(tmp_path / "fish"), other)
+    with pytest.raises(FisherTuneError, match="no saved tuner"):
+        load_tuner(str(tmp_path / "nothing"), other)

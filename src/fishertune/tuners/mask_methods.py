@@ -26,7 +26,15 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from fishertune.method import FisherTuneConfig, FisherTuner, MaskedAdamW, candidate_names, load_delta
+from fishertune.errors import FisherTuneError
+from fishertune.method import (
+    FisherTuneConfig,
+    FisherTuner,
+    MaskedAdamW,
+    candidate_names,
+    load_delta,
+    read_delta_config,
+)
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
 
 DELTA_FILE = "delta.safetensors"
@@ -148,17 +156,21 @@ class MaskTuner(Tuner):
         """Apply the delta onto the base, and take its entries as the masks (base values kept to resume)."""
         path = os.path.join(directory, DELTA_FILE)
         params = dict(self.model.named_parameters())
+        names = list(read_delta_config(path)["tensors"])
+        strangers = [n for n in names if n not in self.fisher_tuner.candidates]
+        if strangers:
+            raise FisherTuneError(f"the saved delta changes {strangers[0]!r}, which is not a candidate "
+                                  f"weight of this {self.name} tuner's model")
         state = {}
         with safe_open(path, framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118  (safe_open is not a mapping)
-                if key.endswith(".indices"):
-                    name = key[: -len(".indices")]
-                    index = f.get_tensor(key).to(params[name].device)
-                    mask = torch.zeros(params[name].numel(), dtype=torch.bool, device=index.device)
-                    mask[index] = True
-                    state[f"mask.{name}"] = mask.view(params[name].shape)
-                    state[f"base.{name}"] = params[name].detach().reshape(-1)[index].clone()
-        load_delta(self.model, path)
+            for name in names:
+                p = params[name]
+                index = f.get_tensor(f"{name}.indices").to(p.device)
+                mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+                mask[index] = True
+                state[f"mask.{name}"] = mask.view(p.shape)
+                state[f"base.{name}"] = p.detach().reshape(-1)[index].clone()
+        load_delta(self.model, path)  # checks every touched tensor against the base it was made from
         for name in self.fisher_tuner.candidates:
             state.setdefault(f"mask.{name}", torch.zeros_like(params[name], dtype=torch.bool))
             state.setdefault(f"base.{name}", params[name].new_empty(0))
