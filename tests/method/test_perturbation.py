@@ -105,3 +105,23 @@ def test_errors():
         FeaturePerturbation(model, ["0"], alpha=-1)
     with FeaturePerturbation(model, ["0"]), pytest.raises(FisherTuneError, match="expected a"):
         model(torch.randn(3, 4))
+
+
+def test_vmap_path_under_perturbation_equals_loop_draw_for_draw(vit):
+    batches = make_batches([3, 2], (3, 8, 8))
+    results = {}
+    for backend in ("vmap", "loop"):
+        pert = FeaturePerturbation(vit, ["blocks.0", "blocks.1"], alpha=1.0, seed=5)
+        with pert:
+            with torch.no_grad(), pert.recording():
+                for b in batches:
+                    classification_loss(vit, b)
+            results[backend] = empirical_fisher(vit, batches, classification_loss, backend=backend,
+                                                perturbation=pert)
+            results[backend + " draws"] = pert.draw_magnitudes()
+            assert pert._draws == 2 * 5
+    for n in results["loop"]:
+        torch.testing.assert_close(results["vmap"][n], results["loop"][n], rtol=1e-4, atol=1e-9)
+    assert results["vmap draws"] == pytest.approx(results["loop draws"])
+    with pytest.raises(FisherTuneError, match="forward pass"):
+        FeaturePerturbation(vit, ["blocks.0"]).presample(2)

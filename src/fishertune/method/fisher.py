@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from torch.func import functional_call, grad, vmap
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.batching import batch_size, per_sample_tensors, rebuild_one, sample
+from fishertune.method.perturbation import FeaturePerturbation
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 BACKENDS = ("auto", "vmap", "loop")
@@ -35,7 +36,8 @@ BACKENDS = ("auto", "vmap", "loop")
 
 def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
                      params: Sequence[str] | None = None, per_sample: bool = True,
-                     backend: str = "auto", chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+                     backend: str = "auto", chunk_size: int | None = None,
+                     perturbation: FeaturePerturbation | None = None) -> dict[str, torch.Tensor]:
     """The diagonal empirical Fisher of the parameters `params`, in float32 with each parameter's shape.
 
     per_sample=True (exact): F_i = (1/N) Σ_n g_{n,i}², g_n = ∇ℓ_n, over all N samples of all batches.
@@ -50,14 +52,18 @@ def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     the total count. Under an initialised torch.distributed process group, sums and counts are
     all-reduced, so N processes give the Fisher of the union of their data.
     chunk_size: samples per vmap call (bounds the memory of per-sample gradients); None = whole batch.
+    perturbation: an attached FeaturePerturbation whose random draws the vmap path makes ahead
+    (`presample`) and maps over, so that it equals the loop path draw for draw; without it the draws of
+    an attached perturbation make vmap fail over to the loop.
     """
-    sums, count = fisher_sums(model, batches, loss_fn, params, per_sample, backend, chunk_size)
+    sums, count = fisher_sums(model, batches, loss_fn, params, per_sample, backend, chunk_size, perturbation)
     return {name: s / count for name, s in sums.items()}
 
 
 def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
                 params: Sequence[str] | None = None, per_sample: bool = True,
-                backend: str = "auto", chunk_size: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                backend: str = "auto", chunk_size: int | None = None,
+                perturbation: FeaturePerturbation | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Σ_n g_n² (or Σ_b B_b ḡ_b²) and N, all-reduced across processes; `empirical_fisher` divides them."""
     if backend not in BACKENDS:
         raise FisherTuneError(f"unknown Fisher backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -71,7 +77,7 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
             _accumulate_batch(model, batch, size, loss_fn, named, sums)
         elif use_vmap:
             try:
-                _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size)
+                _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation)
             except Exception as error:  # vmap cannot batch this model: fall back to one sample at a time
                 if backend == "vmap" or count > 0:
                     raise
@@ -152,17 +158,24 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size) -> None:
+def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation) -> None:
     wrapper = _LossModule(model, loss_fn)
     values = {name: p.detach() for name, p in named.items()}
     leaves = per_sample_tensors(batch, size)
+    draws = perturbation.presample(size) if perturbation is not None else {}
 
-    def one_loss(theta: dict[str, torch.Tensor], sample_leaves: list[torch.Tensor]) -> torch.Tensor:
+    def one_loss(theta: dict[str, torch.Tensor], sample_leaves: list[torch.Tensor],
+                 sample_draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         swapped = {f"model.{name}": v for name, v in theta.items()}
-        losses = functional_call(wrapper, swapped, (rebuild_one(batch, size, sample_leaves),), strict=False)
+        with perturbation.using(sample_draws) if perturbation is not None else nullcontext():
+            one = rebuild_one(batch, size, sample_leaves)
+            losses = functional_call(wrapper, swapped, (one,), strict=False)
         return losses.reshape(())
 
-    per_sample_grads = vmap(grad(one_loss), in_dims=(None, 0), chunk_size=chunk_size)(values, leaves)
+    with warnings.catch_warnings():  # torch's note that some op (e.g. CPU SDPA) is batched by a slow loop
+        warnings.filterwarnings("ignore", message="There is a performance drop")
+        per_sample_grad = vmap(grad(one_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
+        per_sample_grads = per_sample_grad(values, leaves, draws)
     for name, g in per_sample_grads.items():
         sums[name].add_(g.detach().float().square().sum(0))
 

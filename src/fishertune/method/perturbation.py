@@ -63,7 +63,10 @@ class FeaturePerturbation:
         self._generators: dict[torch.device, torch.Generator] = {}
         self._handles: list = []
         self._abs_mu = self._abs_sigma = 0.0
-        self._draws = 0
+        self._draws = 0  # per-sample draws (one per sample and module)
+        self._entries = 0  # drawn numbers per ε kind
+        self._draw_shapes: dict[str, tuple[tuple[int, ...], torch.device, torch.dtype]] = {}
+        self._given: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     # -- attaching ------------------------------------------------------------------------------------
     def __enter__(self) -> FeaturePerturbation:
@@ -83,12 +86,42 @@ class FeaturePerturbation:
         """Inside: forward passes are not perturbed; their batch Σ are averaged into `recorded`."""
         return _Recording(self)
 
+    # -- draws made ahead, for vmap ------------------------------------------------------------------
+    def presample(self, batch_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The draws a one-sample-at-a-time loop over `batch_size` samples would make, in its order
+        (sample by sample, module by module), as {name: (ε_μ, ε_σ)} of shape [B, *per-sample shape].
+
+        Needs one forward pass with the hooks attached first (e.g. under `recording()`), which tells the
+        modules' order and channel counts. Used by the vmap path of the per-sample Fisher."""
+        if not self._draw_shapes:
+            raise FisherTuneError("presample() needs a forward pass with the perturbation attached first")
+        draws: dict[str, list[torch.Tensor]] = {name: [] for name in self._draw_shapes}
+        for _ in range(batch_size):
+            for name, (shape, device, dtype) in self._draw_shapes.items():
+                generator = self._generator(device)
+                pair = [torch.randn(shape, generator=generator, device=device, dtype=dtype) for _ in range(2)]
+                self._account(*pair)
+                draws[name].append(pair)
+        return {name: (torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]))
+                for name, pairs in draws.items()}
+
+    def using(self, draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> _Using:
+        """Inside: the hooks take their ε from `draws` (one per sample) instead of the generator."""
+        return _Using(self, draws)
+
     # -- reporting ------------------------------------------------------------------------------------
     def draw_magnitudes(self) -> tuple[float, float]:
         """(α·mean|ε_μ|, α·mean|ε_σ|) over every draw so far; (0, 0) before any."""
-        if self._draws == 0:
+        if self._entries == 0:
             return 0.0, 0.0
-        return self.alpha * self._abs_mu / self._draws, self.alpha * self._abs_sigma / self._draws
+        scale = self.alpha / self._entries
+        return scale * float(self._abs_mu), scale * float(self._abs_sigma)
+
+    def _account(self, eps_mu: torch.Tensor, eps_sigma: torch.Tensor) -> None:
+        self._abs_mu = self._abs_mu + eps_mu.detach().abs().sum().float()  # tensors: no device sync here
+        self._abs_sigma = self._abs_sigma + eps_sigma.detach().abs().sum().float()
+        self._entries += eps_mu.numel()
+        self._draws += eps_mu.shape[0]
 
     # -- the transform --------------------------------------------------------------------------------
     def _hook(self, name: str):
@@ -108,6 +141,7 @@ class FeaturePerturbation:
                                   f"got shape {list(x.shape)}")
         mu = x.mean(dim=dims, keepdim=True)
         sigma = (x.var(dim=dims, keepdim=True) + STAT_EPS).sqrt()
+        self._draw_shapes.setdefault(name, (channel_shape[1:], x.device, x.dtype))
         if self._recording is not None:
             if x.shape[0] > 1:
                 self._recording.setdefault(name, []).append(_batch_uncertainty(mu, sigma))
@@ -121,12 +155,13 @@ class FeaturePerturbation:
                                        for s in self.recorded[name])
         else:
             spread_mu = spread_sigma = sigma
-        generator = self._generator(x.device)
-        eps_mu = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)
-        eps_sigma = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)
-        self._abs_mu += eps_mu.detach().abs().mean().item()
-        self._abs_sigma += eps_sigma.detach().abs().mean().item()
-        self._draws += 1
+        if self._given is not None:  # already counted by presample(); may be batched tensors under vmap
+            eps_mu, eps_sigma = (e.reshape(channel_shape) for e in self._given[name])
+        else:
+            generator = self._generator(x.device)
+            eps_mu = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)
+            eps_sigma = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)
+            self._account(eps_mu, eps_sigma)
         new_mu = mu + self.alpha * eps_mu * spread_mu
         new_sigma = sigma + self.alpha * eps_sigma * spread_sigma
         return (x - mu) / sigma * new_sigma + new_mu
@@ -158,3 +193,15 @@ class _Recording:
             p.recorded[name] = tuple(torch.stack([pair[i].detach() for pair in pairs]).mean(0).squeeze(0)
                                      for i in range(2))
         p._recording = None
+
+
+class _Using:
+    def __init__(self, perturbation: FeaturePerturbation, draws: dict):
+        self.perturbation, self.draws = perturbation, draws
+
+    def __enter__(self) -> FeaturePerturbation:
+        self.perturbation._given = self.draws
+        return self.perturbation
+
+    def __exit__(self, *exc) -> None:
+        self.perturbation._given = None

@@ -162,14 +162,13 @@ class FisherTuner:
                 raise FisherTuneError("selection 'dr_fim' needs perturb_layers (module names to perturb)")
             perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
                                                seed=cfg.seed + 104729 * self._estimates)
-            # F and F' by the same backend (the loop: the perturbation draws per sample), so that |F − F'|
-            # holds no rounding differences between backends
-            self.fisher = self._fisher(batches, loss_fn, backend="loop")
+            self.fisher = self._fisher(batches, loss_fn)
             with perturbation:
+                # DSU's Σ of these batches, used by the batches of one of per-sample estimation
                 with perturbation.recording(), torch.no_grad():
                     for batch in batches:
                         loss_fn(self.model, batch)
-                self.fisher_perturbed = self._fisher(batches, loss_fn, backend="loop")
+                self.fisher_perturbed = self._fisher(batches, loss_fn, perturbation)
             eps_mu, eps_sigma = perturbation.draw_magnitudes()
             self.draws = {"eps_mu": eps_mu, "eps_sigma": eps_sigma}
             self.scores = dr_fim(self.fisher, self.fisher_perturbed, eps_mu, eps_sigma,
@@ -178,15 +177,17 @@ class FisherTuner:
         finally:
             self.model.train(was_training)
 
-    def _fisher(self, batches: list, loss_fn: LossFn, backend: str = "auto") -> dict[str, torch.Tensor]:
+    def _fisher(self, batches: list, loss_fn: LossFn,
+                perturbation: FeaturePerturbation | None = None) -> dict[str, torch.Tensor]:
+        """F (or F' with an attached perturbation); both use the same backend and weight samples, so that
+        |F − F'| holds no differences but the perturbation's."""
         cfg = self.config
+        common = dict(per_sample=cfg.per_sample, chunk_size=cfg.chunk_size, perturbation=perturbation)
         if cfg.variational:
             return variational_fisher(self.model, batches, loss_fn, self.candidates, gamma=cfg.var_gamma,
                                       tau=cfg.var_tau, samples=cfg.var_samples, beta=cfg.var_beta,
-                                      seed=cfg.seed + 15485863 * self._estimates, per_sample=cfg.per_sample,
-                                      backend=backend, chunk_size=cfg.chunk_size)
-        return empirical_fisher(self.model, batches, loss_fn, self.candidates, per_sample=cfg.per_sample,
-                                backend=backend, chunk_size=cfg.chunk_size)
+                                      seed=cfg.seed + 15485863 * self._estimates, **common)
+        return empirical_fisher(self.model, batches, loss_fn, self.candidates, **common)
 
     # -- selection ------------------------------------------------------------------------------------
     def ratio_at(self, step: int) -> float:
@@ -286,6 +287,7 @@ class FisherTuner:
             out[f"base.{name}"] = self.base_values[name]
         for name, s in self.scores.items():
             out[f"score.{name}"] = s
+        out["estimates"] = torch.tensor(self._estimates)  # seeds the next estimate's draws
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -293,3 +295,4 @@ class FisherTuner:
         self.scores = {k[6:]: v for k, v in state.items() if k.startswith("score.")}
         self.base_values = {k[5:]: v for k, v in state.items() if k.startswith("base.")}
         self._base_index = {n: m.reshape(-1).nonzero().squeeze(1) for n, m in self.masks.items()}
+        self._estimates = int(state.get("estimates", self._estimates))

@@ -30,6 +30,7 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.fisher import LossFn, _named_params, fisher_sums
+from fishertune.method.perturbation import FeaturePerturbation
 
 DEFAULT_GAMMA = 1e-4   # data scale: the posterior of a weight whose Fisher is h has precision τ⁻² + h/γ
 DEFAULT_TAU = 1e-3     # prior std around the weights, also the first batch's noise
@@ -41,8 +42,11 @@ def variational_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn
                        params: Sequence[str] | None = None, gamma: float = DEFAULT_GAMMA,
                        tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
                        beta: float | None = DEFAULT_BETA, seed: int = 0, per_sample: bool = True,
-                       backend: str = "auto", chunk_size: int | None = None) -> dict[str, torch.Tensor]:
-    """The stabilised Fisher γ(Λ − τ⁻²) of the module docstring, float32, one tensor per parameter."""
+                       backend: str = "auto", chunk_size: int | None = None,
+                       perturbation: FeaturePerturbation | None = None) -> dict[str, torch.Tensor]:
+    """The stabilised Fisher γ(Λ − τ⁻²) of the module docstring, float32, one tensor per parameter.
+
+    The other arguments are those of `empirical_fisher`, applied at every weight sample."""
     if gamma < 0 or tau < 0 or samples < 1 or (beta is not None and not 0 <= beta < 1):
         raise FisherTuneError(f"variational settings out of range: gamma={gamma} >= 0, tau={tau} >= 0, "
                               f"samples={samples} >= 1, beta={beta} in [0, 1) or None")
@@ -63,7 +67,8 @@ def variational_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn
                     for name, p in named.items():
                         noise = torch.randn(p.shape, generator=generator).to(p.device)
                         p.copy_((mean[name].float() + std[name] * noise).to(p.dtype))
-                sums, count = fisher_sums(model, [batch], loss_fn, names, per_sample, backend, chunk_size)
+                sums, count = fisher_sums(model, [batch], loss_fn, names, per_sample, backend, chunk_size,
+                                          perturbation)
                 for name in names:
                     total[name] = total[name] + sums[name] if name in total else sums[name]
             batch_fisher = {name: total[name] / (samples * count) for name in names}
