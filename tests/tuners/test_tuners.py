@@ -11,7 +11,7 @@ from conftest import FAMILIES, make_segmentor, segmentation_loss
 from fishertune.errors import FisherTuneError
 from fishertune.method import read_delta_config
 from fishertune.models import tiny_head_config
-from fishertune.tuners import TUNERS, build_tuner, load_tuner
+from fishertune.tuners import TUNERS, build_tuner, config_help, load_tuner
 from fishertune.tuners.budget import SIZE_KNOBS, count_trainable, match_budget
 from fishertune.tuners.mask_methods import DELTA_FILE, MaskTuner
 
@@ -32,6 +32,12 @@ STEPS = 3
 
 def test_every_registered_method_is_tested():
     assert set(OPTIONS) == set(TUNERS)
+
+
+@pytest.mark.parametrize("method", sorted(TUNERS))
+def test_every_option_has_help_text(method):
+    lines = config_help(TUNERS[method].config_class).splitlines()
+    assert all(line.split(": ", 1)[1].strip() for line in lines)
 
 
 def may_train(tuner, name: str, p: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,11 @@ Lifecycle, as the engine's trainer runs it:
 trained and always saved by the engine's checkpoint, so a tuner only accounts for the backbone side.
 
 Each method has a config dataclass (`config_class`) whose fields carry help text in their metadata, as
-PEFT's configs do; `build_tuner(name, model, **options)` checks the options against it. A saved tuner
-is a folder with `tuner_config.json` ({"method", "config"}) plus the method's tensors in safetensors.
+PEFT's configs do; `build_tuner(name, model, **options)` checks the options against it, and
+`config_help(cls.config_class)` lists them. A saved tuner is a folder with `tuner_config.json`
+({"method", "config"}) plus what the method changed: `tuner_weights.safetensors` (adapters, full) or the
+mask methods' sparse delta `delta.safetensors`. For resuming, the engine stores the model (added modules
+included, as they live under `model.backbone`), the optimiser and `tuner.state_dict()` (e.g. masks).
 """
 
 from __future__ import annotations
@@ -78,7 +81,9 @@ def make_config(config_class: type, options: dict[str, Any], method: str) -> Any
 
 def config_help(config_class: type) -> str:
     """One line per option: `name (default): help`, for `--help` texts and the docs."""
-    return "\n".join(f"{f.name} ({f.default!r}): {f.metadata.get('help', '')}"
+    def default(f: dataclasses.Field) -> Any:
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return "\n".join(f"{f.name} ({default(f)!r}): {f.metadata.get('help', '')}"
                      for f in dataclasses.fields(config_class))
 
 

@@ -29,11 +29,16 @@ class FisherTuneTunerConfig(FisherTuneConfig):
                 "(> 1); sets ratio or count, as for the other mask methods"})
     perturb_layers: list = field(default_factory=lambda: [0, 1], metadata={
         "help": "where the DSU perturbation acts: backbone block indices or module names"})
+    include: list[str] | None = field(default=None, metadata={
+        "help": "glob patterns of candidate parameter names (default: every backbone weight)"})
 
     def __post_init__(self):
         if self.budget is not None:
             check_budget(self.budget)
-            self.ratio, self.count = budget_fields(self.budget).values()
+            implied = budget_fields(self.budget)
+            if (self.ratio, self.count) not in ((None, None), (implied["ratio"], implied["count"])):
+                raise FisherTuneError("fishertune: give budget, or ratio/count, not both")
+            self.ratio, self.count = implied["ratio"], implied["count"]
         super().__post_init__()
 
 
