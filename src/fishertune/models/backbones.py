@@ -138,7 +138,7 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
     """Random init (weights=None), a local `save_pretrained` folder, a .safetensors file, or a hub id.
 
     A .safetensors file uses `config.json` next to it when present, else the family's default config; the
-    `overrides` are applied on top in every case. Keys may carry a `backbone.model.` prefix (a Segmentor's).
+    `overrides` are applied on top in every case.
     """
     overrides = dict(overrides or {})
     if weights is None:
@@ -156,19 +156,17 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
             setattr(cfg, key, value)
         model = model_class(cfg)
         state = load_file(str(path))
-        prefix = "backbone.model."
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
+        hint = "" if sidecar.is_file() else " (no config.json next to it, so the default config was used)"
         if missing or extra:
             raise FisherTuneError(f"{text} does not match {model_class.__name__}: missing keys "
-                                  f"{missing[:3]}, unexpected keys {extra[:3]}")
+                                  f"{missing[:3]}, unexpected keys {extra[:3]}{hint}")
         bad = [k for k in own if own[k].shape != state[k].shape]
         if bad:
-            raise FisherTuneError(f"{text}: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, the config "
-                                  f"gives {tuple(own[bad[0]].shape)} (put its config.json next to the file)")
+            raise FisherTuneError(f"{text}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the config "
+                                  f"gives {tuple(own[bad[0]].shape)}{hint}")
         model.load_state_dict(state)
         return model.eval()
     if path.exists() or text.startswith(("/", ".", "~")):
