@@ -23,7 +23,7 @@ OPTIONS = {
     "vpt": dict(num_prompts=3),
     "adaptformer": dict(bottleneck=4),
     "childtune": dict(budget=0.1), "fish": dict(budget=0.1), "random": dict(budget=300),
-    "fishertune": dict(budget=0.1, ratio_min=0.05, growth_steps=0.2, update_every=1),
+    "fishertune": dict(budget=0.1, ratio_min=0.05, growth_steps=0.2, update_every=1, reestimate=False),
 }
 ZERO_INIT = {"lora", "rein", "adaptformer"}  # the backbone function is the base one at initialisation
 ADDS_MODULES = {"lora", "rein", "vpt", "adaptformer"}
