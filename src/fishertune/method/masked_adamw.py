@@ -20,6 +20,7 @@ LR schedulers work and `state_dict()` / `load_state_dict()` round-trip exactly (
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -148,15 +149,22 @@ class MaskedAdamW(torch.optim.Optimizer):
         if index.numel() == 0:
             return
         flat = p.view(-1)
-        grad = p.grad.reshape(-1)[index]
-        value = flat[index]
+        grad = p.grad.reshape(-1).index_select(0, index)
+        value = flat.index_select(0, index)
         state["entry_step"] += 1
-        step = state["entry_step"].double()
+        step = state["entry_step"].float()
+        bias_correction1 = _one_minus_power(beta1, step).to(p.dtype)
+        bias_correction2_sqrt = _one_minus_power(beta2, step).sqrt().to(p.dtype)
         value.mul_(1 - lr * wd)
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = (1 - beta1 ** step).to(p.dtype)
-        bias_correction2_sqrt = (1 - beta2 ** step).sqrt().to(p.dtype)
         denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
         value.sub_(lr * state["exp_avg"] / (bias_correction1 * denom))
-        flat[index] = value
+        flat.index_copy_(0, index, value)
+
+
+def _one_minus_power(beta: float, step: torch.Tensor) -> torch.Tensor:
+    """1 − β^t for a vector of step counts, as −expm1(t·ln β) (one exp instead of a pow per entry)."""
+    if beta == 0.0:
+        return torch.ones_like(step)
+    return -torch.expm1(step * math.log(beta))
