@@ -30,7 +30,7 @@ def tiny_config(synth_dir: Path, **sections) -> dict:
                  "val": f"folder:{synth_dir / 'eval' / 'source_val'}",
                  "targets": [f"folder:{synth_dir / 'eval' / 'fog'}"], "batch_size": 4},
         "train": {"warmup_steps": 2, "steps": 4, "lr": 1e-3, "head_lr": 1e-2, "checkpoint_every": 2,
-                  "eval_every": 3, "log_every": 1, "seed": 3},
+                  "eval_every": 3, "log_every": 1, "seed": 3, "prepare_batches": 1},
     }
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)

@@ -41,6 +41,9 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
                                            "eval_every": 3,
                                            "perturb": {"enabled": True, "alpha": 1.0, "layers": [0]}})
     config["model"]["backbone_config"].update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    # FisherTune with a growing mask: masks, MaskedAdamW state and the growth schedule must be restored
+    options = {"ratio": 0.05, "ratio_min": 0.01, "growth_steps": 2.0, "update_every": 2}
+    config["method"] = {"name": "fishertune", "options": options}
     path = write_config(tmp_path / "c.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / "straight"), "--no-progress"]) == 0
 
@@ -57,9 +60,7 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
     assert process.returncode == -signal.SIGKILL
     assert not (killed / "results.json").exists(), "the run finished before it was killed"
 
-    resumed = subprocess.run(cli("train", str(path), "--out", str(killed), "--resume", "--no-progress"),
-                             env=ENV, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    assert main(["train", str(path), "--out", str(killed), "--resume", "--no-progress"]) == 0
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

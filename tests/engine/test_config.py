@@ -94,8 +94,15 @@ def test_saved_config_loads_back_equal(tmp_path: Path):
     assert load_config(tmp_path / "config.yaml") == config
 
 
-def test_every_shipped_config_is_valid():
-    files = sorted(PACKAGED_CONFIGS.rglob("*.yaml"))
-    assert files, "no configs shipped"
-    for path in files:
-        load_config(path)
+RUN_CONFIGS = [path for pattern in ("*.yaml", "protocols/*.yaml", "methods/*.yaml", "backbones/*.yaml")
+               for path in PACKAGED_CONFIGS.glob(pattern)]
+
+
+@pytest.mark.parametrize("path", sorted(RUN_CONFIGS), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_is_valid(path):
+    """The schema accepts it, and the method's options are valid for that tuner's own config class."""
+    from fishertune.tuners import TUNERS
+    from fishertune.tuners.base import make_config
+
+    config = load_config(path)
+    make_config(TUNERS[config.method.name].config_class, config.method.options, config.method.name)

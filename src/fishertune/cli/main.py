@@ -120,6 +120,15 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: Exception) -> str:
+    """The message of `error`; for an error re-raised from a DataLoader worker (whose message holds the
+    worker's traceback) the original message, which is the traceback's last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    return lines[-1].split(f"{type(error).__name__}: ", 1)[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return getattr(commands, f"run_{command}")(args) or 0
     except FisherTuneError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

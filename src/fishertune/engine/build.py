@@ -26,6 +26,19 @@ def build_model(config: Config) -> tuple[nn.Module, object]:
     return model, tuner
 
 
+def check_options(options: dict, function, where: str, skip: tuple[str, ...] = ()) -> None:
+    """Every key of `options` must be a keyword of `function` (a class: its __init__)."""
+    import difflib
+    import inspect
+
+    valid = [name for name in inspect.signature(function).parameters if name not in skip]
+    for key in options:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {where}.{near[0]}?)" if near else f"; valid: {', '.join(valid)}"
+            raise FisherTuneError(f"unknown option {where}.{key}{hint}")
+
+
 def build_train_dataset(config: Config):
     """The source training set with the seeded training augmentation (random crop, flip)."""
     from fishertune.data.datasets import build_dataset
@@ -36,7 +49,8 @@ def build_train_dataset(config: Config):
     if config.data.crop:
         from fishertune.data.transforms import TrainTransform
 
-        transform = TrainTransform(config.data.crop)
+        check_options(config.data.augment, TrainTransform, "data.augment", skip=("crop_size",))
+        transform = TrainTransform(config.data.crop, **config.data.augment)
     dataset = build_dataset(config.data.train, transform=transform, seed=config.train.seed)
     if len(dataset) < config.data.batch_size:
         raise FisherTuneError(f"data.train has {len(dataset)} images, fewer than data.batch_size "

@@ -66,6 +66,9 @@ class DataConfig:
     """Unseen target-domain SPECs evaluated after training."""
     crop: int | None = None
     """Training crop size in pixels (square); None = full images (they must share one size)."""
+    augment: dict = field(default_factory=dict)
+    """Options of the training augmentation `fishertune.data.transforms.TrainTransform` used with a crop:
+    scale_range, base_short_side, flip_prob, jitter."""
     batch_size: int = 8
     """Global batch size (split evenly over the processes of a distributed run)."""
     workers: int = 0

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from fishertune.engine import distributed
@@ -101,6 +101,15 @@ def epoch_indices(n: int, batch_size: int, seed: int, epoch: int, rank: int, wor
     return permutation[rank::world].tolist()
 
 
+def collate(items: list[dict]) -> dict:
+    """The default collate, with a one-line error when images of one batch differ in size."""
+    sizes = {tuple(item["image"].shape[1:]) for item in items}
+    if len(sizes) > 1:
+        raise FisherTuneError(f"training images differ in size ({' vs '.join(map(str, sorted(sizes)[:2]))}, "
+                              f"e.g. {items[0]['name']}); set data.crop to train on crops")
+    return default_collate(items)
+
+
 def source_batches(dataset: Dataset, config: Config, start: int) -> Iterator[dict]:
     """Endless stream of this process's training micro-batches, from global micro-batch `start` on."""
     batch_size, world = config.data.batch_size, distributed.world_size()
@@ -111,7 +120,7 @@ def source_batches(dataset: Dataset, config: Config, start: int) -> Iterator[dic
         dataset.set_epoch(epoch)
         indices = epoch_indices(len(dataset), batch_size, config.train.seed, epoch, distributed.rank(), world)
         loader = DataLoader(dataset, batch_size=local, sampler=indices[offset * local:], drop_last=True,
-                            num_workers=config.data.workers)
+                            num_workers=config.data.workers, collate_fn=collate)
         yield from loader
         epoch, offset = epoch + 1, 0
 
@@ -122,7 +131,8 @@ def prepare_batches(dataset: Dataset, config: Config) -> list[dict]:
     world, batch_size = distributed.world_size(), config.data.batch_size
     indices = epoch_indices(len(dataset), batch_size, config.train.seed, PREPARE_EPOCH, distributed.rank(),
                             world)
-    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=indices, drop_last=True)
+    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=indices, drop_last=True,
+                        collate_fn=collate)
     return [batch for batch, _ in zip(loader, range(config.train.prepare_batches))]
 
 
