@@ -10,7 +10,7 @@ from conftest import FAMILIES, make_segmentor, segmentation_loss
 
 from fishertune.errors import FisherTuneError
 from fishertune.method import read_delta_config
-from fishertune.models import tiny_head_config
+from fishertune.models import build_segmentor, tiny_backbone_config, tiny_head_config
 from fishertune.tuners import TUNERS, build_tuner, config_help, load_tuner
 from fishertune.tuners.budget import SIZE_KNOBS, count_trainable, match_budget
 from fishertune.tuners.mask_methods import DELTA_FILE, MaskTuner
@@ -279,3 +279,13 @@ def test_a_saved_delta_refuses_another_base(batches, tmp_path):
         load_tuner(str(tmp_path / "fish"), other)
     with pytest.raises(FisherTuneError, match="no saved tuner"):
         load_tuner(str(tmp_path / "nothing"), other)
+
+
+@pytest.mark.parametrize("method", ["lora", "rein", "adaptformer"])
+def test_adapters_refuse_a_backbone_of_another_width(method, tmp_path):
+    build_tuner(method, make_segmentor(), **OPTIONS[method]).save_pretrained(str(tmp_path / method))
+    torch.manual_seed(0)
+    config = {**tiny_backbone_config("dinov2"), "hidden_size": 48}
+    wider = build_segmentor({"name": "dinov2", "config": config}, "linear")
+    with pytest.raises(FisherTuneError, match="do not fit|has shape"):
+        load_tuner(str(tmp_path / method), wider)

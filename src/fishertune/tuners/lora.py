@@ -82,7 +82,11 @@ class LoraTuner(Tuner):
         return peft.get_peft_model_state_dict(self.backbone.model, adapter_name=ADAPTER)
 
     def load_saved_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        result = peft.set_peft_model_state_dict(self.backbone.model, tensors, adapter_name=ADAPTER)
+        try:
+            result = peft.set_peft_model_state_dict(self.backbone.model, tensors, adapter_name=ADAPTER)
+        except RuntimeError as err:  # shape mismatch: adapters saved on a backbone of another size
+            raise FisherTuneError(f"saved LoRA weights do not fit this model: "
+                                  f"{str(err).strip().splitlines()[-1].strip()}") from None
         missing = [k for k in result.missing_keys if ".lora_" in k]
         if result.unexpected_keys or missing:
             bad = (result.unexpected_keys or missing)[0]
