@@ -8,7 +8,11 @@ Backends of the exact (per-sample) mode:
   sample's gradient comes from one batched pass. Needs a model that is a pure function of one sample.
 - "loop": one forward and backward per sample (a batch of one). Works for every model, including
   BatchNorm in train mode, dropout, data-dependent control flow and forward hooks that draw random numbers.
-- "auto": "vmap", falling back to "loop" (with a warning) when vmap fails on the first batch.
+- "auto": "vmap", falling back to "loop" (with a warning) when vmap fails on the first batch (draws an
+  attached perturbation presampled for that batch are then spent, so its later draws shift).
+
+vmap holds the per-sample gradients of a chunk at once (chunk × candidate parameters floats): for large
+models set chunk_size (e.g. 1-4 on a ViT-L).
 
 Estimation runs in the model's current train/eval mode. `FisherTuner` switches the model to eval() while
 estimating, so BatchNorm does not couple the samples of a batch and dropout does not randomise them.
