@@ -184,3 +184,41 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                              "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"error: config file not found: {tmp_path / 'x.yaml'}"
+
+
+def test_fisher_writes_scores_heatmap_and_selection_table(synth_dir, tmp_path):
+    config = tiny_config(synth_dir, method={"name": "fishertune", "options": {"count": 300}},
+                         train={"warmup_steps": 1})
+    out = tmp_path / "fisher"
+    assert main(["fisher", str(write_config(tmp_path / "c.yaml", config)), "--out", str(out),
+                 "--no-progress"]) == 0
+    scores = load_file(out / "scores.safetensors")
+    masks = {k.removeprefix("mask/"): v for k, v in scores.items() if k.startswith("mask/")}
+    assert masks and all(name.startswith("backbone.") for name in masks)  # the head is never a candidate
+    assert {k.removeprefix("dr_fim/") for k in scores if k.startswith("dr_fim/")} == set(masks)
+    assert sum(int(m.sum()) for m in masks.values()) == 300  # the count asked for, exactly
+    import csv
+
+    rows = list(csv.DictReader((out / "selection.csv").open()))
+    assert sum(int(r["selected"]) for r in rows) == 300
+    assert sum(int(r["total"]) for r in rows) == sum(m.numel() for m in masks.values())
+    for image in ("heatmap.png", "selection.png"):
+        assert Image.open(out / image).size[0] > 100
+    assert "| block |" in (out / "selection.md").read_text()
+    # a second call must not overwrite the first one's files
+    assert main(["fisher", str(tmp_path / "c.yaml"), "--out", str(out), "--no-progress"]) == 2
+
+
+def test_data_check_names_every_bad_file(synth_dir, tmp_path, capsys):
+    assert main(["data", "check", f"folder:{synth_dir / 'source'}"]) == 0
+    assert "fine" in capsys.readouterr().out
+    folder = make_bad_folder(tmp_path, synth_dir, "corrupt_image")
+    Image.fromarray(np.zeros((20, 32), np.uint8)).save(folder / "labels" / "00002.png")
+    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(folder / "labels" / "00003.png")
+    (folder / "labels" / "00004.png").unlink()
+    assert main(["data", "check", f"folder:{folder}"]) == 1
+    out = capsys.readouterr().out
+    for name in ("images/00001.png", "labels/00002.png", "labels/00003.png", "00004"):
+        assert name in out, name
+    assert main(["data", "check", f"folder:{tmp_path / 'none'}"]) == 2
+    assert capsys.readouterr().err.startswith("error: folder not found")

@@ -123,11 +123,15 @@ def save_checkpoint(directory: str | Path, step: int, model: nn.Module, state: d
     temp = directory / f".step_{step:07d}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
-    tensors: dict[str, torch.Tensor] = {}
-    structure = flatten(state, tensors)
-    save_model(model, temp / "model.safetensors")
-    save_tensors(temp / "state.safetensors", tensors)
-    write_json(temp / "state.json", {"step": step, "state": structure})
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        structure = flatten(state, tensors)
+        save_model(model, temp / "model.safetensors")
+        save_tensors(temp / "state.safetensors", tensors)
+        write_json(temp / "state.json", {"step": step, "state": structure})
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     temp.rename(final)
     write_json(directory / LATEST, {"step": step, "path": final.name})

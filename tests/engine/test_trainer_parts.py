@@ -1,0 +1,31 @@
+"""The trainer's pure parts: data order shared out over processes, learning-rate schedules."""
+
+import math
+
+import pytest
+
+from fishertune.engine.trainer import epoch_indices, lr_factor
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_each_global_batch_is_split_over_the_processes(world):
+    n, batch = 22, 4
+    single = epoch_indices(n, batch, seed=5, epoch=1, rank=0, world=1)
+    shards = [epoch_indices(n, batch, seed=5, epoch=1, rank=r, world=world) for r in range(world)]
+    local = batch // world
+    assert len(single) == (n // batch) * batch and len(set(single)) == len(single)
+    for k in range(n // batch):
+        parts = [i for shard in shards for i in shard[k * local:(k + 1) * local]]
+        assert sorted(parts) == sorted(single[k * batch:(k + 1) * batch])
+    assert epoch_indices(n, batch, 5, 2, 0, 1) != single  # a new order every epoch
+    assert epoch_indices(n, batch, 5, 1, 0, 1) == single  # ... fixed by (seed, epoch)
+
+
+def test_learning_rate_schedules():
+    poly, cosine = lr_factor("poly", 10, 2), lr_factor("cosine", 10, 2)
+    assert [poly(0), poly(1)] == [0.5, 1.0]  # linear warm-up
+    assert poly(2) == 1.0 and poly(6) == pytest.approx(0.5 ** 0.9)
+    assert cosine(6) == pytest.approx(0.5) and cosine(2) == 1.0
+    assert 0 < cosine(9) < 0.05 and 0 < poly(9) < 0.2
+    assert lr_factor("constant", 10, 0)(7) == 1.0
+    assert math.isclose(lr_factor("poly", 10, 0)(0), 1.0)
