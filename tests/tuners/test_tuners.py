@@ -89,8 +89,10 @@ def test_tuner(method, family, batches, tmp_path):
         tuner.after_step(step, STEPS, batches, segmentation_loss, optimizer)
 
     # Entry by entry: everything allowed with a gradient moved, nothing outside what was allowed did.
+    moved_count = 0
     for n, p in base.items():
         moved = p.detach() != base_values[n]
+        moved_count += int(moved.sum())
         assert not (must_move[n] & ~moved).any(), f"{n}: an entry with a gradient did not move"
         assert not (moved & ~may_move[n]).any(), f"{n}: an entry outside the method's reach moved"
     assert tuner.num_trainable() == expected_count
@@ -104,6 +106,8 @@ def test_tuner(method, family, batches, tmp_path):
         assert added and added_grad and tuner.num_trainable() == sum(p.numel() for p in added.values())
         assert {n for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad} \
             == set(added)
+    if method in ("childtune", "fish", "random"):  # fixed masks: every selected entry moved (weight decay)
+        assert moved_count == tuner.num_trainable()
     if isinstance(tuner, MaskTuner):
         assert not added
         assert tuner.num_trainable() == sum(int(m.sum()) for m in may_move.values())
