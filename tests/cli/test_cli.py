@@ -222,3 +222,17 @@ def test_data_check_names_every_bad_file(synth_dir, tmp_path, capsys):
         assert name in out, name
     assert main(["data", "check", f"folder:{tmp_path / 'none'}"]) == 2
     assert capsys.readouterr().err.startswith("error: folder not found")
+
+
+def test_docs_cover_every_command():
+    import argparse
+
+    from fishertune.cli.main import build_parser
+
+    docs = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    parser = build_parser(["demo"])
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    names = [n if n != "data" else "data check" for n in commands.choices]
+    assert {"synth", "train", "eval", "fisher", "predict", "data check"} <= set(names)
+    for name in names:
+        assert f"## `fishertune {name}`" in docs, name

@@ -15,8 +15,11 @@ TRAIN_CLASSES = 19
 def build_model(config: Config) -> tuple[nn.Module, object]:
     """(segmentor, tuner): the base segmentor from `model`, wrapped by the tuner of `method`."""
     from fishertune.models import build_segmentor
-    from fishertune.tuners import build_tuner
+    from fishertune.tuners import TUNERS, build_tuner
+    from fishertune.tuners.base import make_config
 
+    if config.method.name in TUNERS:  # options checked before the (possibly large) model is built
+        make_config(TUNERS[config.method.name].config_class, config.method.options, config.method.name)
     m = config.model
     backbone = {"name": m.backbone, "weights": m.weights, "config": m.backbone_config or None,
                 "out_indices": m.out_indices}

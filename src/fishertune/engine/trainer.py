@@ -199,6 +199,8 @@ class Trainer:
                                   f"{world} processes")
         seed_everything(config.train.seed)
         self.model, self.tuner = build_model(config)
+        if distributed.is_distributed() and self.device.type == "cuda":  # BatchNorm statistics over all GPUs
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         self.train_set = build_train_dataset(config)
         self.val_sets = build_eval_datasets([config.data.val]) if config.data.val else {}
