@@ -11,5 +11,6 @@ from fishertune.tuners import (  # noqa: F401  (registration)
     vpt,
 )
 from fishertune.tuners.base import TUNERS, Tuner, build_tuner, config_help, load_tuner, register_tuner
+from fishertune.tuners.mask_methods import load_selection
 
-__all__ = ["TUNERS", "Tuner", "build_tuner", "config_help", "load_tuner", "register_tuner"]
+__all__ = ["TUNERS", "Tuner", "build_tuner", "config_help", "load_tuner", "load_selection", "register_tuner"]

@@ -17,6 +17,8 @@ Budget, one value for every mask method: `budget` <= 1 is a fraction of the cand
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,9 +37,10 @@ from fishertune.method import (
     load_delta,
     read_delta_config,
 )
-from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
+from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require, write_json
 
 DELTA_FILE = "delta.safetensors"
+SELECTION_FILE = "selection.json"
 BACKBONE = "backbone.*"
 
 
@@ -79,6 +82,25 @@ def backbone_candidates(model: nn.Module, include: list[str] | None, exclude: li
     """Candidate names: the include globs (default all backbone weights), never the head."""
     names = [n for n, _ in model.named_parameters() if n.startswith("backbone.")]
     return candidate_names(names, include or [BACKBONE], exclude)
+
+
+def load_selection(directory: str) -> dict[str, Any]:
+    """What a saved mask tuner selected, for plots: {"masks": {name: BoolTensor}, "history": [...],
+    "scores": {name: Tensor}} where each tensor's scores are its mean score repeated (an expanded view,
+    no memory): the selection file keeps per-tensor score sums, not the full score tensors."""
+    with open(os.path.join(directory, SELECTION_FILE)) as f:
+        summary = json.load(f)
+    masks = {}
+    with safe_open(os.path.join(directory, DELTA_FILE), framework="pt") as f:
+        for name, spec in read_delta_config(os.path.join(directory, DELTA_FILE))["tensors"].items():
+            mask = torch.zeros(math.prod(spec["shape"]), dtype=torch.bool)
+            mask[f.get_tensor(f"{name}.indices")] = True
+            masks[name] = mask.view(spec["shape"])
+    for name, numel in summary["numel"].items():  # candidates the delta does not touch
+        masks.setdefault(name, torch.zeros(numel, dtype=torch.bool))
+    scores = {n: torch.tensor(summary["score_sum"][n] / max(k, 1)).expand(k)
+              for n, k in summary["numel"].items()}
+    return {"masks": masks, "history": summary["history"], "scores": scores}
 
 
 class MaskTuner(Tuner):
@@ -148,6 +170,11 @@ class MaskTuner(Tuner):
     def save_pretrained(self, directory: str) -> None:
         super().save_pretrained(directory)
         self.fisher_tuner.save_delta(os.path.join(directory, DELTA_FILE))
+        scores = self.fisher_tuner.scores
+        write_json({"history": self.fisher_tuner.history,
+                    "score_sum": {n: float(t.double().sum()) for n, t in scores.items()},
+                    "numel": {n: t.numel() for n, t in scores.items()}},
+                   os.path.join(directory, SELECTION_FILE))
 
     def saved_tensors(self) -> dict[str, torch.Tensor]:
         return {}  # the sparse delta is the only tensor file
