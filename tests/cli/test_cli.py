@@ -109,6 +109,9 @@ def make_bad_folder(root: Path, synth_dir: Path, problem: str) -> Path:
         Image.fromarray(np.zeros((20, 32), np.uint8)).save(label)
     elif problem == "label_values":
         Image.fromarray(np.full((32, 32), 40, np.uint8)).save(label)
+    elif problem == "mixed_sizes":
+        Image.fromarray(np.zeros((24, 28, 3), np.uint8)).save(folder / "images" / "00001.png")
+        Image.fromarray(np.zeros((24, 28), np.uint8)).save(label)
     return folder
 
 
@@ -119,6 +122,9 @@ BAD_TRAIN = {
     "label_out_of_range": ("label_values", "holds values outside 0-18 and 255"),
     "unknown_config_key": ({"train": {"stepz": 3}},
                            "unknown config key 'train.stepz' (did you mean 'train.steps'?)"),
+    "mixed_sizes_without_crop": ("mixed_sizes", "training images differ in size"),
+    "unknown_augment_option": ({"data": {"crop": 24, "augment": {"flip": 0.5}}},
+                               "unknown option data.augment.flip (did you mean data.augment.flip_prob?)"),
     "wrong_backbone": ({"model": {"backbone": "dinov3"}}, "unknown backbone 'dinov3'"),
     "unknown_method": ({"method": {"name": "lorra"}}, "unknown method 'lorra' (did you mean 'lora'?)"),
     "bad_method_option": ({"method": {"name": "lora", "options": {"rnak": 2}}}, "'rnak'"),

@@ -21,6 +21,7 @@ import torch
 
 from fishertune.engine.atomic import save_tensors, write_text
 from fishertune.engine.config import Config, MethodConfig
+from fishertune.errors import FisherTuneError
 
 
 def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> list[Path]:
@@ -32,7 +33,9 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     config = dataclasses.replace(config, method=MethodConfig("fishertune", dict(options)),
                                  data=dataclasses.replace(config.data, val=None, targets=[]))
     out_dir = Path(out_dir)
-    trainer = Trainer(config, out_dir, progress=progress)  # checks out_dir is new, builds model and data
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FisherTuneError(f"{out_dir} already exists and is not empty; choose another --out")
+    trainer = Trainer(config, out_dir, progress=progress)  # builds model, tuner and data
     trainer.prepare = prepare_batches(trainer.train_set, config)
     batches = source_batches(trainer.train_set, config, start=0)
     trainer.enter_phase("warmup")

@@ -290,16 +290,17 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> dict:
-        created = False
-        if distributed.is_main() and self.checkpoint is None:
-            created = not self.run_dir.exists()
+        fresh = distributed.is_main() and self.checkpoint is None  # the run folder is new (or empty)
+        if fresh:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / "config.yaml")
         try:
             return self._run()
         except BaseException:
-            if created and distributed.is_main() and latest_checkpoint(self.run_dir / "checkpoints") is None:
-                shutil.rmtree(self.run_dir, ignore_errors=True)  # nothing worth keeping was written
+            if fresh and latest_checkpoint(self.run_dir / "checkpoints") is None:
+                for path in self.run_dir.iterdir():  # nothing worth keeping was written
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                self.run_dir.rmdir()
             raise
 
     def _run(self) -> dict:
