@@ -1,0 +1,68 @@
+"""`fishertune demo` end to end on a tiny random backbone and tiny synthetic data."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from fishertune.cli.main import main
+
+TINY = ["--backbone", "backbones/tiny.yaml", "--images", "8", "--size", "32", "--no-progress",
+        "--set", "train.steps=4", "--set", "train.warmup_steps=2", "--set", "data.crop=28",
+        "--set", "data.batch_size=4"]
+FIELDS = {"trainable_params", "source_miou", "target_miou", "mean_target_miou", "train_seconds"}
+TARGETS = {"photo", "fog", "night", "rain", "snow", "shift"}
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), "--methods", "frozen,full,fishertune", *TINY]) == 0
+    return out
+
+
+def test_results_follow_the_contract(demo_dir):
+    results = json.loads((demo_dir / "results.json").read_text())
+    assert set(results["methods"]) == {"frozen", "full", "fishertune"}
+    for name, entry in results["methods"].items():
+        assert set(entry) >= FIELDS, name
+        assert set(entry["target_miou"]) == TARGETS
+        assert entry["mean_target_miou"] == pytest.approx(sum(entry["target_miou"].values()) / len(TARGETS))
+        assert all(0 <= v <= 100 for v in entry["target_miou"].values())
+    assert results["methods"]["frozen"]["trainable_params"] == 0
+    full = results["methods"]["full"]["trainable_params"]
+    assert 0 < results["methods"]["fishertune"]["trainable_params"] < full
+
+
+def test_every_run_folder_holds_a_model_and_frozen_keeps_the_backbone(demo_dir):
+    frozen = load_file(demo_dir / "runs" / "frozen" / "model.safetensors")
+    full = load_file(demo_dir / "runs" / "full" / "model.safetensors")
+    backbone = [k for k in frozen if k.startswith("backbone.")]
+    assert backbone
+    # same seed, same base: the frozen run's backbone is the untouched initialisation; full moved it
+    assert any(not (frozen[k] == full[k]).all() for k in backbone)
+    assert (demo_dir / "runs" / "fishertune" / "tuner" / "delta.safetensors").is_file()
+
+
+def test_report_links_existing_figures(demo_dir):
+    report = (demo_dir / "report.md").read_text()
+    links = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert {Path(link).name for link in links} == {"miou.png", "dr_fim_heatmap.png", "selection.png",
+                                                   "growth.png", "predictions.png"}
+    for link in links:
+        assert (demo_dir / link).stat().st_size > 1000
+    assert "| frozen |" in report and "| fishertune |" in report
+
+
+def test_rerun_reuses_finished_runs(demo_dir, capsys):
+    before = (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--out", str(demo_dir), "--methods", "frozen,full,fishertune", *TINY]) == 0
+    assert (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns == before
+    assert "[demo] full:" not in capsys.readouterr().out  # nothing was trained again
+
+
+def test_unknown_method_is_one_clear_error(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--methods", "frozen,fishtune", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown demo method 'fishtune'") and "Traceback" not in err
