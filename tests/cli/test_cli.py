@@ -77,6 +77,12 @@ def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, ca
     assert result["mean_target_miou"] == pytest.approx(np.mean(list(result["target_miou"].values())))
     assert set(result["per_class_iou"]["fog"]) >= {"road", "sky", "car"}
     assert "fog" in capsys.readouterr().out
+    slide = tmp_path / "slide.json"
+    assert main(["eval", str(trained_run), "--mode", "slide", "--crop", "16", "--stride", "12", "--json",
+                 str(slide), "--no-progress"]) == 0  # default data: the run's targets
+    result = json.loads(slide.read_text())
+    assert result["inference"] == {"mode": "slide", "crop": 16, "stride": 12}
+    assert list(result["target_miou"]) == ["fog"] and 0 <= result["target_miou"]["fog"] <= 100
 
 
 def test_predict_writes_masks_and_overlays(trained_run, synth_dir, tmp_path):

@@ -197,6 +197,8 @@ class Trainer:
         if config.data.batch_size % world:
             raise FisherTuneError(f"data.batch_size {config.data.batch_size} is not divisible by the "
                                   f"{world} processes")
+        self.checkpoint = open_run(self.run_dir, config, resume)
+        distributed.barrier()  # every process has checked the run folder before rank 0 creates it
         seed_everything(config.train.seed)
         self.model, self.tuner = build_model(config)
         if distributed.is_distributed() and self.device.type == "cuda":  # BatchNorm statistics over all GPUs
@@ -208,9 +210,8 @@ class Trainer:
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
         self.inference = Inference(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
-        self.checkpoint = open_run(self.run_dir, config, resume)
-        distributed.barrier()  # every process has checked the run folder before rank 0 creates it
         self.total = t.warmup_steps + t.steps
+        self.prepare: list[dict] = []  # the tuner's source batches, drawn when the run starts
         self.phase = ""
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
@@ -319,10 +320,10 @@ class Trainer:
                    disable=not (self.progress and distributed.is_main()))
         while step < self.total:
             phase = "warmup" if step < t.warmup_steps else "tune"
-            if phase != self.phase:
-                self.enter_phase(phase)
-            lrs = [group["lr"] for group in self.optimizer.param_groups]  # the lrs of this step
             start = time.perf_counter()
+            if phase != self.phase:
+                self.enter_phase(phase)  # the tuner's prepare (e.g. Fisher estimation) counts as training
+            lrs = [group["lr"] for group in self.optimizer.param_groups]  # the lrs of this step
             loss = self.train_step(step, batches)
             if phase == "tune":
                 self.tuner.after_step(step - t.warmup_steps, t.steps, self.prepare, per_sample_loss,
@@ -338,6 +339,7 @@ class Trainer:
             if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == self.total:
                 self.save(step, seconds)
         bar.close()
+        batches.close()  # stops the DataLoader's workers
         source = self.evaluate_source() if self.val_sets else {"source_miou": None}
         logger.log(step, "val", **source)
         targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
