@@ -437,16 +437,16 @@ def _place_objects(road: _Road, rng: np.random.Generator, lamps: list) -> list[t
         objects.append((z, _billboard(primitives, x_road, float(rng.random()))))
 
     for centre in road.lane_centres:
-        for z in _spaced(rng, 5.0, 70.0, int(rng.poisson(1.3)), 9.0):
+        for z in _spaced(rng, 5.0, 70.0, int(rng.poisson(1.8)), 9.0):
             make = rng.choice([_car, _truck, _bus], p=[0.78, 0.11, 0.11])
             add(z, make(rng), centre + rng.uniform(-0.3, 0.3))
     for side in (-1, 1):
         edge = road.left if side < 0 else road.right
-        if rng.random() < 0.55:
-            for z in _spaced(rng, 4.0, 60.0, int(rng.integers(1, 5)), 5.5):
+        if rng.random() < 0.7:
+            for z in _spaced(rng, 4.0, 60.0, int(rng.integers(1, 6)), 5.5):
                 add(z, _car(rng), edge - side * 1.1)
         walk = road.walk[0 if side < 0 else 1]
-        for z in _spaced(rng, 3.0, 45.0, int(rng.poisson(1.6)), 1.0):
+        for z in _spaced(rng, 3.0, 45.0, int(rng.poisson(2.2)), 1.0):
             add(z, _person(rng), edge + side * rng.uniform(0.4, walk - 0.3))
         for z in _spaced(rng, 3.0, 90.0, int(rng.integers(2, 6)), 8.0):
             x_road = edge + side * 0.45
