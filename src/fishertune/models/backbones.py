@@ -55,8 +55,8 @@ def resample_grid(pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Backbone(nn.Module):
     """A ViT returning `len(out_indices)` feature maps [B, embed_dim, H/p, W/p] from the chosen blocks.
 
-    Subclasses provide `build_model` (the HF model from weights/config), `blocks` (the transformer layers,
-    each called as `block(hidden [B, T, D], **block_kwargs)`), and `embed` (image -> tokens, block kwargs).
+    Subclasses provide `build` (weights/config -> backbone), `blocks` (the transformer layers, each called as
+    `block(hidden [B, T, D], **block_kwargs)`), and `embed` (image -> tokens, block kwargs).
     """
 
     name: ClassVar[str] = ""

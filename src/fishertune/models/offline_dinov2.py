@@ -14,7 +14,8 @@ albumentations and opencv). The graph was exported from transformers' `Dinov2Mod
   (N = 37² for 518 px): concatenated back;
 - the saliency decoder (`decoder.*`) is dropped; DINOv2's mask token is not in the graph (zeros).
 The result is cached as `<cache>/dinov2_s_offline-<sha12>/{config.json, model.safetensors}` (a
-`save_pretrained` layout) under $FISHERTUNE_CACHE or ~/.cache/fishertune, written atomically.
+`save_pretrained` layout) under $FISHERTUNE_CACHE or ~/.cache/fishertune, written atomically. Convert ahead
+of time with `python -m fishertune.models.offline_dinov2`.
 """
 
 from __future__ import annotations
@@ -215,3 +216,7 @@ class OfflineDinov2Backbone(Dinov2Backbone):
             return cls.from_model(load_offline_dinov2(), out_indices)
         overrides = None if weights is not None else dict(VIT_S14, **config)
         return cls.from_model(load_hf_model(Dinov2Config, Dinov2Model, weights, overrides), out_indices)
+
+
+if __name__ == "__main__":  # python -m fishertune.models.offline_dinov2: convert now, print the folder
+    print(convert())

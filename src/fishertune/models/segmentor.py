@@ -126,6 +126,10 @@ def build_segmentor(backbone: str | dict, head: str | dict, num_classes: int = 1
     head_spec = {"name": head} if isinstance(head, str) else dict(head)
     if "name" not in spec or "name" not in head_spec:
         raise FisherTuneError("backbone and head specs need a 'name'")
+    unknown = sorted(set(spec) - {"name", "weights", "config", "out_indices"})
+    if unknown:
+        raise FisherTuneError(f"unknown backbone option {unknown[0]!r}; available: config, name, "
+                              "out_indices, weights")
     net = build_backbone(spec.pop("name"), **spec)
     decode = build_head(head_spec.pop("name"), net.embed_dim, len(net.out_indices), num_classes, **head_spec)
     return Segmentor(net, decode, num_classes)
