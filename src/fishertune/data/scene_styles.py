@@ -210,7 +210,7 @@ def night_style(layout: SceneLayout, rng: np.random.Generator) -> np.ndarray:
     """Dark blue ambient light, pools of lamp light on the ground, lit windows, glowing lamps and
     tail lights, and the sensor noise of a high-gain exposure."""
     albedo = photo_style(layout, rng)
-    rgb = albedo * (rng.uniform(0.08, 0.16) * np.array([0.75, 0.85, 1.2], np.float32))
+    rgb = albedo * (rng.uniform(0.1, 0.2) * np.array([0.75, 0.85, 1.2], np.float32))
     light = np.zeros(layout.label.shape, np.float32)
     ground = layout.facing == FACING_GROUND
     for x, _height, z in layout.lamps:
@@ -227,7 +227,7 @@ def night_style(layout: SceneLayout, rng: np.random.Generator) -> np.ndarray:
     width = layout.label.shape[1]
     rgb += _glow(emitters, width / 60) * 2.5 + _glow(emitters, width / 20) * 1.5
     rgb[layout.label == SKY] += np.array([0.02, 0.03, 0.07], np.float32)
-    gain = rng.uniform(0.04, 0.07)
+    gain = rng.uniform(0.02, 0.04)
     noisy = _noise(rgb, rng, gain) + rng.normal(0, gain * 0.5, rgb.shape[:2] + (1,)).astype(np.float32)
     return np.clip(noisy, 0, 1)
 
