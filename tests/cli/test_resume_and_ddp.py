@@ -79,7 +79,9 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
     # GroupNorm head without dropout: BatchNorm statistics (no SyncBatchNorm on CPU) and dropout masks
     # would legitimately differ between one process and two
     head = {"head": "multilevel", "head_options": {"channels": 16, "dropout": 0.0}}
-    config = tiny_config(synth_dir, model=head,
+    # FisherTune selecting by the Fisher (all-reduced over the processes): both runs select the same entries
+    options = {"count": 500, "selection": "fim"}
+    config = tiny_config(synth_dir, model=head, method={"name": "fishertune", "options": options},
                          train={"warmup_steps": 1, "steps": 3, "checkpoint_every": 0, "eval_every": 0})
     path = write_config(tmp_path / "c.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / "single"), "--no-progress"]) == 0
@@ -91,6 +93,11 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = load_file(tmp_path / "single" / "model.safetensors")
     multi = load_file(tmp_path / "ddp" / "model.safetensors")
+    selected = [{k: v for k, v in load_file(tmp_path / run / "tuner" / "delta.safetensors").items()
+                 if k.endswith(".indices")} for run in ("single", "ddp")]
+    assert selected[0].keys() == selected[1].keys()
+    assert all(torch.equal(selected[0][k], selected[1][k]) for k in selected[0])
+    assert sum(v.numel() for v in selected[0].values()) == 500
     # Weight matrices agree to float rounding. (Vectors are left out: a bias followed by a normalisation
     # has a zero true gradient, so Adam's g/sqrt(v) turns rounding noise into steps of +-lr.)
     for name in single:
@@ -99,8 +106,8 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
             assert relative < 1e-4, (name, float(relative))
     loss = [[r["loss"] for r in log_records(tmp_path / run) if "loss" in r] for run in ("single", "ddp")]
     assert loss[0] == pytest.approx(loss[1], rel=1e-5)
-    ddp_results = results(tmp_path / "ddp")["full"]
-    single_results = results(tmp_path / "single")["full"]
+    ddp_results = results(tmp_path / "ddp")["fishertune"]
+    single_results = results(tmp_path / "single")["fishertune"]
     assert ddp_results["source_miou"] == pytest.approx(single_results["source_miou"], abs=0.5)
     # the distributed evaluation (confusion matrices all-reduced) equals one process on the same weights
     out = tmp_path / "eval.json"
