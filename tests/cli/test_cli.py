@@ -165,6 +165,25 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(synth_
     assert not (run / "model.safetensors").exists() and not (run / "results.json").exists()
 
 
+def test_gradient_accumulation_equals_the_larger_batch(synth_dir, tmp_path):
+    """Batch 2 x 2 accumulated micro-batches takes the same steps as batch 4 (same images, same order)."""
+    head = {"head": "multilevel", "head_options": {"channels": 16, "dropout": 0.0}}  # batch-independent
+    weights, losses = [], []
+    for name, batch, accum in (("big", 4, 1), ("accum", 2, 2)):
+        config = tiny_config(synth_dir, model=head, data={"batch_size": batch, "val": None, "targets": []},
+                             train={"grad_accum": accum, "checkpoint_every": 0, "eval_every": 0})
+        run = tmp_path / name
+        assert main(["train", str(write_config(tmp_path / f"{name}.yaml", config)), "--out", str(run),
+                     "--no-progress"]) == 0
+        weights.append(load_file(run / "model.safetensors"))
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        losses.append([r["loss"] for r in records if "loss" in r])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for name, tensor in weights[0].items():
+        if tensor.dim() >= 2:  # matrices (vectors: see the DDP test); Adam amplifies rounding a little
+            assert (weights[1][name] - tensor).norm() / tensor.norm() < 1e-3, name
+
+
 def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
     before = (trained_run / "model.safetensors").read_bytes()
     assert main(["train", str(trained_run / "config.yaml"), "--out", str(trained_run)]) == 2
@@ -180,6 +199,8 @@ def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
     (["train", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "config file not found"),
     (["train", "{run}/config.yaml", "--set", "train.lr", "--out", "{tmp}/r"], "--set expects key.sub=value"),
     (["train", "{run}/config.yaml", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
+    (["train", "{run}/config.yaml", "--set", "train.steps=9", "--out", "{run}", "--resume"],
+     "the config differs from"),
     (["synth", "--out", "{tmp}/s", "--domains", "fgo"], "unknown synthetic domain 'fgo' (did you mean 'fog'"),
 ])
 def test_other_bad_input(args, message, trained_run, tmp_path, capsys):

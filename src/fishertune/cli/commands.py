@@ -44,7 +44,8 @@ def run_eval(args: argparse.Namespace) -> int:
     datasets = build_eval_datasets(specs)
     inference = _inference(args, config)
     results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
-                               amp=config.train.amp, progress=not args.no_progress)
+                               amp=config.train.amp, workers=config.data.workers,
+                               progress=not args.no_progress)
     if distributed.is_main():
         for name, miou in results["target_miou"].items():
             print(f"{name:>24s}  mIoU {miou:6.2f}")

@@ -35,7 +35,7 @@ class Inference:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
-             batch_size: int = 1, amp: bool = True, num_classes: int = 19,
+             batch_size: int = 1, amp: bool = True, num_classes: int = 19, workers: int = 0,
              progress: bool = False) -> dict:
     """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n}."""
     from fishertune.data.labels import CLASS_NAMES
@@ -43,7 +43,7 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     was_training = model.training
     model.eval()
     shard = list(range(distributed.rank(), len(dataset), distributed.world_size()))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers)
     matrix = ConfusionMatrix(num_classes)
     name = getattr(dataset, "name", "data")
     use_amp = amp and device.type == "cuda"

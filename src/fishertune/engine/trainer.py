@@ -340,10 +340,13 @@ class Trainer:
                 self.save(step, seconds)
         bar.close()
         batches.close()  # stops the DataLoader's workers
-        source = self.evaluate_source() if self.val_sets else {"source_miou": None}
-        logger.log(step, "val", **source)
+        source = {"source_miou": None}
+        if self.val_sets:
+            source = self.evaluate_source()
+            logger.log(step, "val", **source)
         targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
-                                   batch_size=self.config.eval.batch_size, amp=t.amp, progress=self.progress)
+                                   batch_size=self.config.eval.batch_size, amp=t.amp,
+                                   workers=self.config.data.workers, progress=self.progress)
         entry = {"trainable_params": self.tuner.num_trainable(),
                  "head_params": sum(p.numel() for p in self.model.head.parameters()),
                  "source_miou": source["source_miou"],
@@ -362,7 +365,8 @@ class Trainer:
     def evaluate_source(self) -> dict:
         (dataset,) = self.val_sets.values()
         result = evaluate(self.model, dataset, self.inference, self.device,
-                          batch_size=self.config.eval.batch_size, amp=self.config.train.amp)
+                          batch_size=self.config.eval.batch_size, amp=self.config.train.amp,
+                          workers=self.config.data.workers)
         self.model.train()
         return {"source_miou": result["miou"]}
 
