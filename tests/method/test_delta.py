@@ -3,8 +3,8 @@ import os
 
 import pytest
 import torch
-from conftest import MLP, classification_loss, make_batches
 from safetensors import safe_open
+from tiny_models import MLP, classification_loss, make_batches
 
 from fishertune import FisherTuneError, MaskedAdamW, load_delta, read_delta_config, save_delta, select_topk
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import MLP, classification_loss, make_batches
+from tiny_models import MLP, classification_loss, make_batches
 
 from fishertune import empirical_fisher
 

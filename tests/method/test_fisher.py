@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import brute_force_fisher, classification_loss, make_batches
+from tiny_models import brute_force_fisher, classification_loss, make_batches
 from torch import nn
 
 from fishertune import FisherTuneError, empirical_fisher

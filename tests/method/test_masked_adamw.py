@@ -3,7 +3,7 @@ import io
 
 import pytest
 import torch
-from conftest import classification_loss, make_batches
+from tiny_models import classification_loss, make_batches
 
 from fishertune import FisherTuneError, MaskedAdamW, select_topk
 

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import brute_force_fisher, classification_loss, make_batches
+from tiny_models import brute_force_fisher, classification_loss, make_batches
 from torch import nn
 
 from fishertune import FeaturePerturbation, FisherTuneError, empirical_fisher

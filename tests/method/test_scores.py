@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import classification_loss, make_batches
+from tiny_models import classification_loss, make_batches
 
 from fishertune import (
     FisherTuneError,

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from conftest import TinyViT, classification_loss, make_batches
+from tiny_models import TinyViT, classification_loss, make_batches
 
 from fishertune import FisherTuneConfig, FisherTuneError, FisherTuner, empirical_fisher, load_delta
 
