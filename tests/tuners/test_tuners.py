@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import FAMILIES, make_segmentor, segmentation_loss
+from tuner_helpers import FAMILIES, make_segmentor, segmentation_loss
 
 from fishertune.errors import FisherTuneError
 from fishertune.method import read_delta_config

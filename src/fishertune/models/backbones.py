@@ -340,6 +340,14 @@ class SamBackbone(HFBackbone):
         return SamVisionConfig, SamVisionModel
 
     @classmethod
+    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
+        # SamVisionConfig's initializer_range defaults to 1e-10, which leaves a random SAM with weights so
+        # small that features (~1e-9) and Adam steps vanish below float resolution; use ViT's usual 0.02.
+        if weights is None:
+            config = {"initializer_range": 0.02, **(config or {})}
+        return super().build(weights, config, out_indices)
+
+    @classmethod
     def from_model(cls, model, out_indices=None) -> Backbone:
         model.vision_encoder.neck = nn.Identity()
         cfg = model.config

@@ -1,0 +1,20 @@
+"""Tiny random segmentors (the project's real backbones and linear head) and the loss of the tuner tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fishertune.models import build_segmentor, tiny_backbone_config
+
+FAMILIES = ["dinov2", "dinov2_reg", "clip", "mae", "sam"]
+
+
+def make_segmentor(family: str = "dinov2", seed: int = 0, head: str | dict = "linear") -> nn.Module:
+    """The same random weights for the same (family, seed): the "base model" a tuner reloads onto."""
+    torch.manual_seed(seed)
+    return build_segmentor({"name": family, "config": tiny_backbone_config(family)}, head).eval()
+
+
+def segmentation_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    return model.loss(batch["image"], batch["label"], reduction="none")
