@@ -4,7 +4,6 @@ bit; a 2-process gloo DDP run equals a single-process run within float tolerance
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -68,12 +67,6 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
     assert log_records(killed) == log_records(tmp_path / "straight")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
     # GroupNorm head without dropout: BatchNorm statistics (no SyncBatchNorm on CPU) and dropout masks
@@ -85,9 +78,8 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
                          train={"warmup_steps": 1, "steps": 3, "checkpoint_every": 0, "eval_every": 0})
     path = write_config(tmp_path / "c.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / "single"), "--no-progress"]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(free_port()), "-m", "fishertune.cli", "train", str(path),
-               "--out", str(tmp_path / "ddp"), "--no-progress"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "fishertune.cli", "train", str(path), "--out", str(tmp_path / "ddp"), "--no-progress"]
     # one thread per process: the 2 processes share the 2 cores
     ddp = subprocess.run(command, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
