@@ -221,7 +221,6 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise FisherTuneError(f"{where or 'config'} must be a mapping, got {raw!r}")

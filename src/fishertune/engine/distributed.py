@@ -65,11 +65,3 @@ def any_true(flag: bool, device: torch.device) -> bool:
     """True on every process when `flag` is true on any process (e.g. a non-finite loss)."""
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
-
-def broadcast_object(obj):
-    """Rank 0's `obj` on every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
