@@ -31,15 +31,6 @@ def _tiny_segmentor(backbone: str, head: str, seed: int = 0):
                            dict(name=head, **tiny_head_config(head)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine, two threads spin and stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def tiny_segmentor():
     """tiny_segmentor(backbone, head, seed=0) -> a random-initialised tiny Segmentor."""
