@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, write_config
+from cli_helpers import tiny_config, write_config
 from safetensors.torch import load_file
 
 from fishertune.cli.main import main
@@ -47,8 +47,9 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
     assert main(["train", str(path), "--out", str(tmp_path / "straight"), "--no-progress"]) == 0
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(cli("train", str(path), "--out", str(killed), "--no-progress"), env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}  # the in-process runs' float arithmetic
+    process = subprocess.Popen(cli("train", str(path), "--out", str(killed), "--no-progress"),
+                               env={**ENV, **threads}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = killed / "checkpoints" / "latest.json"
     deadline = time.time() + 120
     while not (latest.is_file() and json.loads(latest.read_text())["step"] >= 4) and process.poll() is None:
