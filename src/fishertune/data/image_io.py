@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fishertune.atomic import write_atomic
 from fishertune.errors import FisherTuneError
 
 
@@ -50,13 +49,5 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a uint8 [H, W] or [H, W, 3] array as PNG atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(file, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    write_atomic(path, lambda temp: image.save(temp, format="PNG"))

@@ -20,9 +20,6 @@ domain by ``(seed, s, i, domain)``: the same arguments write identical bytes.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from fishertune.atomic import write_json
 from fishertune.data import scene_styles
 from fishertune.data.image_io import write_png
 from fishertune.data.scene_layout import SceneLayout, make_layout
@@ -131,12 +129,5 @@ def generate(out_dir: str | Path, domains: Sequence[str] | None = None, n: int =
                 bar.update()
     bar.close()
     manifest = {"domains": domains, "n": n, "size": [height, width], "seed": seed}
-    _write_manifest(out_dir / "synth.json", manifest)
+    write_json(out_dir / "synth.json", manifest)
     return folders
-
-
-def _write_manifest(path: Path, content: dict) -> None:
-    handle, temp = tempfile.mkstemp(suffix=".json.tmp", dir=path.parent)
-    with os.fdopen(handle, "w") as file:
-        json.dump(content, file, indent=2)
-    os.replace(temp, path)

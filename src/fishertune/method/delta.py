@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from fishertune.atomic import save_tensors
 from fishertune.errors import FisherTuneError
 
 FORMAT = "fishertune-delta"
@@ -64,17 +63,7 @@ def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dic
         tensors[f"{name}.values"] = current.reshape(-1).cpu()[index].clone()
         config["tensors"][name] = {"shape": list(current.shape), "dtype": _dtype_name(current),
                                    "count": index.numel(), "base_sha256": tensor_sha256(base)}
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".delta-", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(config)})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    save_tensors(path, tensors, metadata={METADATA_KEY: json.dumps(config)})
     return config
 
 

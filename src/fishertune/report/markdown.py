@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from fishertune.atomic import write_text
 from fishertune.report import results as R
-from fishertune.report.atomic import write_text
 from fishertune.report.breakdown import selection_rows
 from fishertune.report.stats import (
     PairedDifference,

@@ -15,16 +15,21 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from fishertune.atomic import write_atomic
 from fishertune.data.labels import CLASS_NAMES, PALETTE, colorize
 from fishertune.errors import FisherTuneError
 from fishertune.report import results as R
-from fishertune.report.atomic import save_figure
 from fishertune.report.breakdown import count_selection, grid_axes, score_grid, to_numpy
 from fishertune.report.palette import OKABE_ITO, method_colors
 from fishertune.report.stats import summarize
 
 PathLike = str | os.PathLike
 
+
+
+def save_figure(fig: Figure, path: PathLike, dpi: int = 120) -> Path:
+    """The figure as a PNG, written atomically."""
+    return write_atomic(path, lambda temp: fig.savefig(temp, format="png", dpi=dpi))
 
 def _block_label(block: int | None) -> str:
     return "outside blocks" if block is None else f"block {block}"

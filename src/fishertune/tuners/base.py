@@ -31,14 +31,14 @@ import dataclasses
 import difflib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError
 
 TUNERS: dict[str, type[Tuner]] = {}
@@ -100,32 +100,6 @@ def seeded(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: str) -> None:
-    """Atomic safetensors write (tensors made contiguous and detached)."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
-
-
-def write_json(data: Any, path: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-    _atomic_write(path, write)
 
 
 class Tuner:
@@ -226,9 +200,9 @@ class Tuner:
         os.makedirs(directory, exist_ok=True)
         tensors = self.saved_tensors()
         if tensors:
-            save_tensors(tensors, os.path.join(directory, WEIGHTS_FILE))
-        write_json({"method": self.name, "config": dataclasses.asdict(self.config)},
-                   os.path.join(directory, CONFIG_FILE))
+            save_tensors(os.path.join(directory, WEIGHTS_FILE), tensors)
+        write_json(os.path.join(directory, CONFIG_FILE),
+                   {"method": self.name, "config": dataclasses.asdict(self.config)})
 
     def load_pretrained(self, directory: str) -> None:
         """Read what `save_pretrained` wrote (the config is read by `load_tuner`)."""

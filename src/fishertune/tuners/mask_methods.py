@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from fishertune.atomic import write_json
 from fishertune.errors import FisherTuneError
 from fishertune.method import (
     FisherTuneConfig,
@@ -37,7 +38,7 @@ from fishertune.method import (
     load_delta,
     read_delta_config,
 )
-from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require, write_json
+from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
 
 DELTA_FILE = "delta.safetensors"
 SELECTION_FILE = "selection.json"
@@ -171,10 +172,10 @@ class MaskTuner(Tuner):
         super().save_pretrained(directory)
         self.fisher_tuner.save_delta(os.path.join(directory, DELTA_FILE))
         scores = self.fisher_tuner.scores
-        write_json({"history": self.fisher_tuner.history,
+        write_json(os.path.join(directory, SELECTION_FILE),
+                   {"history": self.fisher_tuner.history,
                     "score_sum": {n: float(t.double().sum()) for n, t in scores.items()},
-                    "numel": {n: t.numel() for n, t in scores.items()}},
-                   os.path.join(directory, SELECTION_FILE))
+                    "numel": {n: t.numel() for n, t in scores.items()}})
 
     def saved_tensors(self) -> dict[str, torch.Tensor]:
         return {}  # the sparse delta is the only tensor file

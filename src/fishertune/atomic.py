@@ -1,0 +1,50 @@
+"""Atomic file writes: write a temporary file in the destination folder, then `os.replace` it into place.
+
+A reader, or a run killed mid-write, sees either the old file or the complete new one, never a
+half-written one; a failed write leaves nothing behind. Every module that writes files users keep
+(checkpoints, deltas, results, reports, images) goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(temporary path)` to produce the file, then move it to `path` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temp)
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """A safetensors file of `tensors` (detached, contiguous, on CPU)."""
+    from safetensors.torch import save_file
+
+    tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    return write_atomic(path, lambda temp: save_file(tensors, temp, metadata=metadata))
