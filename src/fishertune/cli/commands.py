@@ -31,8 +31,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from fishertune.atomic import write_json
     from fishertune.engine import distributed
-    from fishertune.engine.atomic import write_json
     from fishertune.engine.build import build_eval_datasets, load_run
     from fishertune.engine.evaluator import evaluate_targets
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fishertune.engine.atomic import save_tensors, write_json
+from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError
 
 LATEST = "latest.json"

@@ -156,7 +156,7 @@ def config_from_dict(raw: dict) -> Config:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    from fishertune.engine.atomic import write_text
+    from fishertune.atomic import write_text
 
     write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from fishertune.engine.atomic import write_json, write_text
+from fishertune.atomic import write_json, write_text
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
 from fishertune.errors import FisherTuneError
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fishertune.engine.atomic import save_tensors, write_text
+from fishertune.atomic import save_tensors, write_text
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.errors import FisherTuneError
 

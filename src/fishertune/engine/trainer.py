@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
+from fishertune.atomic import write_json
 from fishertune.engine import distributed
-from fishertune.engine.atomic import write_json
 from fishertune.engine.build import build_eval_datasets, build_model, build_train_dataset
 from fishertune.engine.checkpoint import (
     latest_checkpoint,
