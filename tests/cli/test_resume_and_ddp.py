@@ -36,7 +36,8 @@ def results(run: Path) -> dict:
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
     # dropout and the training-time perturbation make the result depend on every RNG state being restored
-    config = tiny_config(synth_dir, train={"warmup_steps": 2, "steps": 6, "checkpoint_every": 2,
+    # checkpoints at steps 3 and 6 of 8: with 2 batches per epoch, step 3 is in the middle of an epoch
+    config = tiny_config(synth_dir, train={"warmup_steps": 2, "steps": 6, "checkpoint_every": 3,
                                            "eval_every": 3,
                                            "perturb": {"enabled": True, "alpha": 1.0, "layers": [0]}})
     config["model"]["backbone_config"].update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -52,7 +53,7 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
                                env={**ENV, **threads}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = killed / "checkpoints" / "latest.json"
     deadline = time.time() + 120
-    while not (latest.is_file() and json.loads(latest.read_text())["step"] >= 4) and process.poll() is None:
+    while not (latest.is_file() and json.loads(latest.read_text())["step"] >= 3) and process.poll() is None:
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)

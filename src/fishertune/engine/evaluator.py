@@ -43,7 +43,8 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     was_training = model.training
     model.eval()
     shard = list(range(distributed.rank(), len(dataset), distributed.world_size()))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))  # leaves the global RNG untouched
     matrix = ConfusionMatrix(num_classes)
     name = getattr(dataset, "name", "data")
     use_amp = amp and device.type == "cuda"

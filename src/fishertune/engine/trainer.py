@@ -11,8 +11,10 @@ DDP) computes the same gradient as one process on the whole batch.
 
 Determinism and resume: the data order of epoch e is a permutation seeded by (seed, e) and each item's
 augmentation is seeded by (seed, e, index), so the batch at any position is a function of the position
-alone. A checkpoint stores model, optimiser, scheduler, tuner state and all RNG states; a resumed run
-rebuilds the batch stream at `step * grad_accum` micro-batches and continues bit-identically on CPU.
+alone; every DataLoader has its own seeded generator, so loading data never draws from the global RNG
+that dropout and the like use. A checkpoint stores model, optimiser, scheduler, tuner state and all RNG
+states; a resumed run rebuilds the batch stream at `step * grad_accum` micro-batches and continues
+bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -93,11 +95,15 @@ def lr_factor(schedule: str, steps: int, warmup: int):
     return factor
 
 
+def seeded_generator(*key: int) -> torch.Generator:
+    """A torch.Generator seeded by a tuple of ints (numpy's SeedSequence mixes them)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+
+
 def epoch_indices(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
     """This process's item indices for `epoch`: a permutation seeded by (seed, epoch), cut to whole
     global batches; global batch k is perm[kB:(k+1)B] and process r takes every world-th of it."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
-    permutation = torch.randperm(n, generator=generator)[: (n // batch_size) * batch_size]
+    permutation = torch.randperm(n, generator=seeded_generator(seed, epoch))[: (n // batch_size) * batch_size]
     return permutation[rank::world].tolist()
 
 
@@ -119,8 +125,10 @@ def source_batches(dataset: Dataset, config: Config, start: int) -> Iterator[dic
     while True:
         dataset.set_epoch(epoch)
         indices = epoch_indices(len(dataset), batch_size, config.train.seed, epoch, distributed.rank(), world)
+        # its own generator: creating a loader draws its workers' base seed, never from the global RNG
         loader = DataLoader(dataset, batch_size=local, sampler=indices[offset * local:], drop_last=True,
-                            num_workers=config.data.workers, collate_fn=collate)
+                            num_workers=config.data.workers, collate_fn=collate,
+                            generator=seeded_generator(config.train.seed, epoch, distributed.rank()))
         yield from loader
         epoch, offset = epoch + 1, 0
 
@@ -132,7 +140,7 @@ def prepare_batches(dataset: Dataset, config: Config) -> list[dict]:
     indices = epoch_indices(len(dataset), batch_size, config.train.seed, PREPARE_EPOCH, distributed.rank(),
                             world)
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=indices, drop_last=True,
-                        collate_fn=collate)
+                        collate_fn=collate, generator=seeded_generator(config.train.seed, PREPARE_EPOCH))
     return [batch for batch, _ in zip(loader, range(config.train.prepare_batches))]
 
 
