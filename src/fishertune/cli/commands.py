@@ -69,12 +69,15 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_fisher(args: argparse.Namespace) -> int:
+    from fishertune.engine import distributed
     from fishertune.engine.config import load_config
     from fishertune.engine.fisher_map import fisher_map
 
     config = load_config(args.config, args.overrides)
-    for path in fisher_map(config, args.out, progress=not args.no_progress):
-        print(f"wrote {path}")
+    written = fisher_map(config, args.out, progress=not args.no_progress)
+    if distributed.is_main():
+        print("wrote " + ", ".join(str(path) for path in written))
+    distributed.teardown()
     return 0
 
 

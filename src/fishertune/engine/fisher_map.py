@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from fishertune.atomic import save_tensors, write_text
+from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.errors import FisherTuneError
 
@@ -42,16 +43,19 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     for step in range(config.train.warmup_steps):
         trainer.train_step(step, batches)
     trainer.tuner.prepare(trainer.prepare, per_sample_loss)
+    batches.close()
     estimate = trainer.tuner.fisher_tuner
     masks = estimate.masks
+    written = [out_dir / "scores.safetensors", out_dir / "heatmap.png", out_dir / "selection.png",
+               out_dir / "selection.csv", out_dir / "selection.md"]
+    if not distributed.is_main():  # under torchrun every process estimated (all-reduced); rank 0 writes
+        return written
 
     tensors = {}
     for prefix, values in (("dr_fim", estimate.scores), ("fisher", estimate.fisher),
                            ("fisher_perturbed", estimate.fisher_perturbed), ("mask", masks)):
         for name, tensor in values.items():
             tensors[f"{prefix}/{name}"] = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
-    written = [out_dir / "scores.safetensors", out_dir / "heatmap.png", out_dir / "selection.png",
-               out_dir / "selection.csv", out_dir / "selection.md"]
     save_tensors(written[0], tensors, metadata={"draws": str(estimate.draws)})
     report.fisher_heatmap(estimate.scores, written[1])
     report.selection_breakdown(masks, written[2])
