@@ -29,3 +29,27 @@ def test_learning_rate_schedules():
     assert 0 < cosine(9) < 0.05 and 0 < poly(9) < 0.2
     assert lr_factor("constant", 10, 0)(7) == 1.0
     assert math.isclose(lr_factor("poly", 10, 0)(0), 1.0)
+
+
+@pytest.mark.parametrize("family", ["dinov2", "clip", "mae", "sam"])
+def test_perturbation_layers_name_modules_the_forward_runs(family):
+    """Block indices resolve to hooked modules for every family (SAM's blocks are unregistered wrappers)."""
+    import torch
+
+    from fishertune.engine.trainer import perturbation_modules
+    from fishertune.errors import FisherTuneError
+    from fishertune.models import build_segmentor, tiny_backbone_config
+
+    model = build_segmentor({"name": family, "config": tiny_backbone_config(family)}, "linear")
+    names = perturbation_modules(model, [0, -1])
+    modules = dict(model.named_modules())
+    seen = []
+    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: seen.append(n)) for n in names]
+    model(torch.rand(1, 3, 32, 32))
+    for handle in handles:
+        handle.remove()
+    assert seen == names
+    with pytest.raises(FisherTuneError, match="block 9 does not exist"):
+        perturbation_modules(model, [9])
+    with pytest.raises(FisherTuneError, match="no module named"):
+        perturbation_modules(model, ["backbone.model.nope"])

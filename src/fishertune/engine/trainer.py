@@ -19,6 +19,7 @@ bit-identically on CPU.
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
 import shutil
@@ -146,23 +147,15 @@ def prepare_batches(dataset: Dataset, config: Config) -> list[dict]:
 
 def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]:
     """Module names for `train.perturb.layers`: an int is a backbone block index, a string a module name."""
-    names = {module: name for name, module in model.named_modules()}
-    blocks = model.backbone.blocks
-    out = []
-    for layer in layers:
-        if isinstance(layer, int):
-            if not -len(blocks) <= layer < len(blocks):
-                raise FisherTuneError(f"train.perturb.layers: block {layer} does not exist "
-                                      f"(the backbone has {len(blocks)} blocks)")
-            out.append(names[blocks[layer]])
-        elif layer in names.values():
-            out.append(layer)
-        else:
-            import difflib
+    from fishertune.tuners.blocks import layer_module_names
 
-            near = difflib.get_close_matches(layer, list(names.values()), n=1)
+    out = layer_module_names(model, layers, "train.perturb.layers")
+    names = [name for name, _ in model.named_modules()]
+    for name in out:
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise FisherTuneError(f"train.perturb.layers: no module named {layer!r}{hint}")
+            raise FisherTuneError(f"train.perturb.layers: no module named {name!r}{hint}")
     return out
 
 

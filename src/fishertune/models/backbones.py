@@ -176,6 +176,9 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
 
 
 def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> nn.Module:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per weight file would clutter the run's own progress
     try:
         return model_class.from_pretrained(str(source), **overrides).eval()
     except (OSError, ValueError) as err:

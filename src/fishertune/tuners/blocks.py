@@ -39,6 +39,23 @@ def block_module(block: nn.Module) -> nn.Module:
     return block
 
 
+def layer_module_names(model: nn.Module, layers: list, what: str = "layers") -> list[str]:
+    """Module names for a list of layers: an int is a backbone block index (negative counts from the end),
+    a string is a module name or glob, kept as given (globs are resolved by whoever hooks them)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    blocks = blocks_of(model)
+    out = []
+    for layer in layers:
+        if isinstance(layer, int):
+            if not -len(blocks) <= layer < len(blocks):
+                raise FisherTuneError(f"{what}: block {layer} does not exist (the backbone has {len(blocks)} "
+                                      f"blocks)")
+            out.append(names[id(block_module(blocks[layer]))])
+        else:
+            out.append(str(layer))
+    return out
+
+
 def hook_block_outputs(blocks: nn.ModuleList,
                        change: Callable[[int, torch.Tensor], torch.Tensor]) -> list:
     """After block i, replace its hidden states h by `change(i, h)`; returns the hook handles."""

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from torch import nn
-
 from fishertune.errors import FisherTuneError
 from fishertune.method import FisherTuneConfig
 from fishertune.tuners.base import register_tuner
-from fishertune.tuners.blocks import block_module, blocks_of
+from fishertune.tuners.blocks import layer_module_names
 from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, check_budget
 
 
@@ -42,22 +40,6 @@ class FisherTuneTunerConfig(FisherTuneConfig):
         super().__post_init__()
 
 
-def module_names(model: nn.Module, layers: list) -> list[str]:
-    """Module names for block indices (ints); strings are module names or globs, kept as given."""
-    names = {id(m): n for n, m in model.named_modules()}
-    blocks = blocks_of(model)
-    out = []
-    for layer in layers:
-        if isinstance(layer, int):
-            if not -len(blocks) <= layer < len(blocks):
-                raise FisherTuneError(f"perturb_layers: block {layer} does not exist "
-                                      f"(the backbone has {len(blocks)} blocks)")
-            out.append(names[id(block_module(blocks[layer]))])
-        else:
-            out.append(str(layer))
-    return out
-
-
 @register_tuner
 class FisherTuneTuner(MaskTuner):
     name = "fishertune"
@@ -68,5 +50,6 @@ class FisherTuneTuner(MaskTuner):
         c = self.config
         options = {f.name: getattr(c, f.name) for f in fields(FisherTuneConfig)}
         options.update(include=c.include or [BACKBONE], exclude=[*c.exclude, "head.*"],
-                       perturb_layers=module_names(self.model, c.perturb_layers))
+                       perturb_layers=layer_module_names(self.model, c.perturb_layers,
+                                                                 "perturb_layers"))
         return FisherTuneConfig(**options)
