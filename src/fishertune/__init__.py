@@ -1,25 +1,23 @@
-"""FisherTune: Fisher-guided robust fine-tuning of Vision Foundation Models for DGSS."""
+"""FisherTune: Fisher-guided robust fine-tuning of Vision Foundation Models for DGSS.
+
+The method core is importable from here (`from fishertune import FisherTuner, select_topk, ...`); it is
+loaded on first use, so that `import fishertune` (and `fishertune --help`) does not pay for torch.
+"""
 
 from fishertune.errors import FisherTuneError
-from fishertune.method import (
-    FeaturePerturbation,
-    FisherTuneConfig,
-    FisherTuner,
-    MaskedAdamW,
-    candidate_names,
-    dr_fim,
-    empirical_fisher,
-    grow_masks,
-    growth_ratio,
-    load_delta,
-    read_delta_config,
-    save_delta,
-    select_topk,
-    variational_fisher,
-)
 
 __version__ = "0.1.0"
 
-__all__ = ["FeaturePerturbation", "FisherTuneConfig", "FisherTuneError", "FisherTuner", "MaskedAdamW",
-           "__version__", "candidate_names", "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio",
-           "load_delta", "read_delta_config", "save_delta", "select_topk", "variational_fisher"]
+_METHOD_API = ("FeaturePerturbation", "FisherTuneConfig", "FisherTuner", "MaskedAdamW", "candidate_names",
+               "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
+               "save_delta", "select_topk", "variational_fisher")
+
+__all__ = ["FisherTuneError", "__version__", *_METHOD_API]
+
+
+def __getattr__(name: str):
+    if name in _METHOD_API:
+        from fishertune import method
+
+        return getattr(method, name)
+    raise AttributeError(f"module 'fishertune' has no attribute {name!r}")

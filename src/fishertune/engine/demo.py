@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backbone config every run uses (default: the offline DINOv2-S)")
     parser.add_argument("--images", type=int, metavar="N", help="images per domain (default: the plan's)")
     parser.add_argument("--size", type=int, metavar="S", help="image side in pixels (default: the plan's)")
+    parser.add_argument("--seeds", metavar="A,B", help="comma-separated seeds (default: the mode's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run, e.g. --set train.steps=50")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -64,6 +65,8 @@ def run_demo(args: argparse.Namespace) -> int:
     plan = yaml.safe_load(PLAN.read_text())
     mode = "full" if args.full else "quick"
     settings = plan[mode]
+    if getattr(args, "seeds", None):
+        settings["seeds"] = _seeds(args.seeds)
     variants = _variants(getattr(args, "methods", None), settings["variants"], plan["variants"])
     out = Path(args.out)
     progress = not getattr(args, "no_progress", False)
@@ -111,6 +114,13 @@ def _variants(requested: str | None, default: list[str], known: dict) -> list[st
         if name not in known:
             raise FisherTuneError(f"unknown demo method {name!r}; the plan has: {', '.join(known)}")
     return names
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise FisherTuneError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
 def ensure_data(folder: Path, plan: dict, mode: str, images: int | None, size: int | None,
