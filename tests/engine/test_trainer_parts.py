@@ -33,7 +33,8 @@ def test_learning_rate_schedules():
 
 @pytest.mark.parametrize("family", ["dinov2", "clip", "mae", "sam"])
 def test_perturbation_layers_name_modules_the_forward_runs(family):
-    """Block indices resolve to hooked modules for every family (SAM's blocks are unregistered wrappers)."""
+    """Block indices resolve to modules that the forward runs and whose outputs are tokens [B, T, D], the
+    layout the perturbation expects (SAM's own layers work on [B, h, w, D] grids)."""
     import torch
 
     from fishertune.engine.trainer import perturbation_modules
@@ -44,11 +45,12 @@ def test_perturbation_layers_name_modules_the_forward_runs(family):
     names = perturbation_modules(model, [0, -1])
     modules = dict(model.named_modules())
     seen = []
-    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: seen.append(n)) for n in names]
+    hooks = [lambda m, a, o, n=n: seen.append((n, o.dim())) for n in names]
+    handles = [modules[n].register_forward_hook(hook) for n, hook in zip(names, hooks)]
     model(torch.rand(1, 3, 32, 32))
     for handle in handles:
         handle.remove()
-    assert seen == names
+    assert seen == [(n, 3) for n in names]
     with pytest.raises(FisherTuneError, match="block 9 does not exist"):
         perturbation_modules(model, [9])
     with pytest.raises(FisherTuneError, match="no module named"):

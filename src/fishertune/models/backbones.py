@@ -327,9 +327,9 @@ class SamBackbone(HFBackbone):
 
     SAM's absolute position grid (64x64 for 1024 px) is resampled bicubically to the input's grid; windowed
     layers pad to the window size and global layers interpolate their relative positions (HF does that), so
-    any multiple of the patch size works. No prefix tokens. `blocks` are thin wrappers that fold tokens into
-    SAM's [B, h, w, D] layout, so they keep the common [B, T, D] interface; they are not registered
-    submodules (replace a block through `backbone.model`, not through `blocks`).
+    any multiple of the patch size works. No prefix tokens. `blocks` are thin wrappers (`grid_blocks.N`)
+    that fold tokens into SAM's [B, h, w, D] layout, so they keep the common [B, T, D] interface and hooks
+    on them see tokens; they own no parameters (replace a layer through `backbone.model`, not `blocks`).
     """
 
     name = "sam"
@@ -358,11 +358,10 @@ class SamBackbone(HFBackbone):
 
     @property
     def blocks(self) -> nn.ModuleList:
-        cached = self.__dict__.get("_grid_blocks")
-        if cached is None:
-            cached = nn.ModuleList(_TokenGridBlock(layer) for layer in self.model.vision_encoder.layers)
-            self.__dict__["_grid_blocks"] = cached
-        return cached
+        if "grid_blocks" not in self._modules:  # registered on first use, so hooks and names reach them
+            layers = self.model.vision_encoder.layers
+            self.grid_blocks = nn.ModuleList(_TokenGridBlock(layer) for layer in layers)
+        return self.grid_blocks
 
     def embed(self, x):
         encoder = self.model.vision_encoder

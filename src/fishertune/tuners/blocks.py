@@ -50,7 +50,7 @@ def layer_module_names(model: nn.Module, layers: list, what: str = "layers") -> 
             if not -len(blocks) <= layer < len(blocks):
                 raise FisherTuneError(f"{what}: block {layer} does not exist (the backbone has {len(blocks)} "
                                       f"blocks)")
-            out.append(names[id(block_module(blocks[layer]))])
+            out.append(names[id(blocks[layer])])
         else:
             out.append(str(layer))
     return out
