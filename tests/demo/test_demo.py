@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from fishertune.cli.main import main
+from fishertune.engine.config import load_config
+from fishertune.engine.trainer import train
 
 TINY = ["--backbone", "backbones/tiny.yaml", "--images", "8", "--size", "32", "--no-progress",
         "--set", "train.steps=4", "--set", "train.warmup_steps=2", "--set", "data.crop=28",
@@ -66,3 +69,23 @@ def test_unknown_method_is_one_clear_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--methods", "frozen,fishtune", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown demo method 'fishtune'") and "Traceback" not in err
+
+
+def test_full_mode_chooses_on_source_val_and_its_seed0_run_is_the_sweep_winner(tmp_path):
+    out = tmp_path / "full"
+    assert main(["demo", "--full", "--out", str(out), "--methods", "full", "--seeds", "0,1", *TINY]) == 0
+    hparams = yaml.safe_load((out / "hparams.yaml").read_text())["full"]
+    scores = {float(k): v for k, v in hparams["source_val_miou"].items()}
+    assert len(scores) >= 3 and hparams["lr"] == max(scores, key=lambda lr: (scores[lr], -lr))
+    for sweep in (out / "sweep" / "full").iterdir():  # the sweep never evaluated a target domain
+        (entry,) = json.loads((sweep / "results.json").read_text())["methods"].values()
+        assert entry["target_miou"] == {}
+    # independent check: seed 1's config (targets included) trained with seed 0 gives the seed-0 entry
+    config = load_config(out / "runs" / "full" / "seed1" / "config.yaml")
+    assert config.train.lr == hparams["lr"] and config.data.targets
+    config.train.seed = 0
+    retrained = train(config, tmp_path / "retrained", progress=False)
+    seed0, seed1 = json.loads((out / "results.json").read_text())["methods"]["full"]["seeds"]
+    assert seed0["source_miou"] == pytest.approx(retrained["source_miou"], abs=1e-9)
+    assert seed0["target_miou"] == pytest.approx(retrained["target_miou"], abs=1e-9)
+    assert seed1["seed"] == 1 and seed1["target_miou"] != seed0["target_miou"]

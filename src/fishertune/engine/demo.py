@@ -9,8 +9,10 @@ Quick mode (default): one seed per method, learning rates from `configs/demo/hpa
 
 Full mode (`--full`): for each variant, every learning rate of its grid is trained with seed 0 and scored
 on the *source validation split only* (these runs do not even evaluate a target domain); the best is
-then trained with every seed. Results hold mean ± std and per-seed paired differences, and the choice is
-written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the quick mode).
+then trained with every other seed. Its seed-0 run is the sweep run itself, evaluated on the targets once
+the choice is made (training never reads the targets: training it again would repeat it bit for bit).
+Results hold mean ± std and per-seed paired differences, and the choice is written to DIR/hparams.yaml
+(copy it to configs/demo/hparams.yaml for the quick mode).
 
 Every run is an ordinary run folder (DIR/runs/...) made from a config written to DIR/configs/, so any of
 them can be re-run, resumed or evaluated with `fishertune train/eval`. Finished runs are reused and
@@ -20,6 +22,7 @@ interrupted ones resumed when the demo is started again with the same DIR.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +37,7 @@ from fishertune.errors import FisherTuneError
 PLAN = PACKAGED_CONFIGS / "demo" / "plan.yaml"
 HPARAMS = PACKAGED_CONFIGS / "demo" / "hparams.yaml"
 SOURCE, SOURCE_VAL = "source", "source_val"
+SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
 
 NOTES = [
@@ -90,7 +94,10 @@ def run_demo(args: argparse.Namespace) -> int:
         entries = []
         for seed in settings["seeds"]:
             name = variant if mode == "quick" else f"{variant}/seed{seed}"
-            entry, run_dir = runner.run(name, variant, hparams.get(variant, {}), seed, perturb)
+            if mode == "full" and seed == SWEEP_SEED:
+                entry, run_dir = runner.evaluate_winner(variant)
+            else:
+                entry, run_dir = runner.run(name, variant, hparams.get(variant, {}), seed, perturb)
             entries.append({"seed": seed, **entry})
             run_dirs.setdefault(variant, run_dir)
         results["methods"][variant] = _combine(entries)
@@ -154,6 +161,8 @@ class _Runner:
                  progress: bool):
         self.out, self.plan, self.data, self.backbone = out, plan, data, backbone
         self.overrides, self.progress = overrides, progress
+        self.targets = [f"folder:{p.resolve()}" for d, p in data.items() if d not in (SOURCE, SOURCE_VAL)]
+        self.winners: dict[str, Path] = {}  # variant -> the sweep run of its chosen learning rate
 
     def config_file(self, name: str, variant: str, hparams: dict, seed: int, perturb: bool | None,
                     targets: bool) -> Path:
@@ -166,8 +175,7 @@ class _Runner:
             train["perturb"] = {"enabled": bool(perturb)}
         recipe["data"].update(
             train=f"folder:{self.data[SOURCE].resolve()}", val=f"folder:{self.data[SOURCE_VAL].resolve()}",
-            targets=[f"folder:{p.resolve()}" for d, p in self.data.items()
-                     if d not in (SOURCE, SOURCE_VAL)] if targets else [])
+            targets=self.targets if targets else [])
         config = {"base": ["protocols/synthetic.yaml", self.backbone, f"methods/{spec['method']}.yaml"],
                   **recipe}
         if spec.get("options"):
@@ -203,12 +211,34 @@ class _Runner:
         ((key, values),) = grid.items()
         scored = []
         for value in values:
-            entry, _ = self.run(f"{variant}/{key}={value:g}", variant, {key: value}, seed=0, perturb=perturb,
-                                targets=False, folder="sweep")
-            scored.append((entry["source_miou"], value))
+            entry, run_dir = self.run(f"{variant}/{key}={value:g}", variant, {key: value}, seed=SWEEP_SEED,
+                                      perturb=perturb, targets=False, folder="sweep")
+            scored.append((entry["source_miou"], value, run_dir))
             print(f"[demo] sweep {variant}: {key}={value:g} -> source_val mIoU {entry['source_miou']:.2f}")
-        best = max(scored, key=lambda pair: (pair[0], -pair[1]))  # ties: the smaller step
-        return {key: best[1], "source_val_miou": {f"{v:g}": round(s, 2) for s, v in scored}}
+        _, value, self.winners[variant] = max(scored, key=lambda t: (t[0], -t[1]))  # ties: smaller step
+        return {key: value, "source_val_miou": {f"{v:g}": round(s, 2) for s, v, _ in scored}}
+
+    def evaluate_winner(self, variant: str) -> tuple[dict, Path]:
+        """The chosen learning rate's seed-0 entry: its sweep run, now evaluated on the target domains."""
+        from fishertune.engine import distributed
+        from fishertune.engine.build import build_eval_datasets, load_run
+        from fishertune.engine.evaluator import Inference, evaluate_targets
+
+        run_dir = self.winners[variant]
+        (entry,) = json.loads((run_dir / "results.json").read_text())["methods"].values()
+        saved = run_dir / "targets.json"
+        if saved.is_file() and json.loads(saved.read_text())["data"] == self.targets:
+            targets = json.loads(saved.read_text())
+        else:
+            print(f"[demo] {variant}/seed{SWEEP_SEED}: the sweep run {run_dir.name}, on the target domains")
+            device = distributed.setup()
+            config, model = load_run(run_dir, device)
+            inference = Inference(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
+            targets = evaluate_targets(model, build_eval_datasets(self.targets), inference, device,
+                                       batch_size=config.eval.batch_size, amp=config.train.amp,
+                                       workers=config.data.workers, progress=self.progress)
+            write_json(saved, {"data": self.targets, **targets})
+        return entry | {k: targets[k] for k in ("target_miou", "mean_target_miou", "per_class_iou")}, run_dir
 
 
 def _combine(entries: list[dict]) -> dict:
