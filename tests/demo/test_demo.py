@@ -1,6 +1,7 @@
 """`fishertune demo` end to end on a tiny random backbone and tiny synthetic data."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,22 @@ def test_full_mode_chooses_on_source_val_and_its_seed0_run_is_the_sweep_winner(t
     assert seed0["source_miou"] == pytest.approx(retrained["source_miou"], abs=1e-9)
     assert seed0["target_miou"] == pytest.approx(retrained["target_miou"], abs=1e-9)
     assert seed1["seed"] == 1 and seed1["target_miou"] != seed0["target_miou"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path, capsys):
+    out, args = tmp_path / "d", ["demo", "--out", str(tmp_path / "d"), "--methods", "frozen", *TINY]
+    assert main(args) == 0
+    run = out / "runs" / "frozen"
+    first = json.loads((run / "results.json").read_text())["methods"]["frozen"]
+    for path in ("checkpoints", "model.safetensors", "results.json"):  # what a kill at step 1 leaves
+        shutil.rmtree(run / path) if (run / path).is_dir() else (run / path).unlink()
+    assert main(args) == 0
+    again = json.loads((run / "results.json").read_text())["methods"]["frozen"]
+    assert {**again, "train_seconds": 0} == {**first, "train_seconds": 0}
+    shutil.rmtree(run / "checkpoints")
+    (run / "results.json").unlink()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 0", "seed: 5"))
+    capsys.readouterr()
+    assert main(args) == 2  # a folder of another config is never deleted
+    assert "holds neither a run of this config nor a checkpoint" in capsys.readouterr().err
+    assert (run / "model.safetensors").is_file()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -188,6 +189,7 @@ class _Runner:
     def run(self, name: str, variant: str, hparams: dict, seed: int, perturb: bool | None,
             targets: bool = True, folder: str = "runs") -> tuple[dict, Path]:
         """Train (or reuse) one run; returns (its results entry, its folder)."""
+        from fishertune.engine.checkpoint import latest_checkpoint
         from fishertune.engine.trainer import train
 
         config = load_config(self.config_file(name, variant, hparams, seed, perturb, targets), self.overrides)
@@ -197,10 +199,13 @@ class _Runner:
         if results.is_file() and load_config(run_dir / "config.yaml").to_dict() == config.to_dict():
             (entry,) = yaml.safe_load(results.read_text())["methods"].values()
             return entry, run_dir
-        resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+        resume = latest_checkpoint(run_dir / "checkpoints") is not None
         if run_dir.exists() and not resume:
-            raise FisherTuneError(f"{run_dir} exists but holds neither a finished run of this config nor a "
-                                  f"checkpoint; remove it or choose another --out")
+            saved = run_dir / "config.yaml"
+            if not (saved.is_file() and load_config(saved).to_dict() == config.to_dict()):
+                raise FisherTuneError(f"{run_dir} exists but holds neither a run of this config nor a "
+                                      f"checkpoint; remove it or choose another --out")
+            shutil.rmtree(run_dir)  # this run, killed before its first checkpoint: start it again
         print(f"[demo] {name}: lr {config.train.lr:g}, head lr {config.train.head_lr:g}, "
               f"perturbation {'on' if config.train.perturb.enabled else 'off'}"
               + (" (resuming)" if resume else ""))
