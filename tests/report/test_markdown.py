@@ -116,3 +116,13 @@ def test_selection_table():
     assert lines[2:] == ["| outside blocks | norm | 0 | 5 | 0.00% | 0.00% |",
                          "| 0 | Q | 1 | 4 | 25.00% | 0.03% |",
                          "| 0 | FFN | 2,999 | 2,999 | 100.00% | 99.97% |"]
+
+
+def test_learning_rates_tried_are_listed_with_the_choice_in_bold(tmp_path, multi_seed_results):
+    sweep = {"full": {"lr": 3e-5, "source_val_miou": {"1e-05": 46.39, "3e-05": 46.42, "0.0001": 44.57}},
+             "frozen": {"head_lr": 0.01, "source_val_miou": {"0.003": 44.19, "0.01": 45.24}}}
+    text = write_report(tmp_path, {**multi_seed_results, "sweep": sweep}).read_text()
+    rows = table(text.split("## Learning rates tried")[1], "method")
+    assert rows["full"] == ["lr", "1e-05: 46.39, **3e-05: 46.42**, 0.0001: 44.57"]
+    assert rows["frozen"] == ["head_lr", "0.003: 44.19, **0.01: 45.24**"]
+    assert "## Learning rates tried" not in write_report(tmp_path, multi_seed_results).read_text()

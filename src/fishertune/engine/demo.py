@@ -102,6 +102,8 @@ def run_demo(args: argparse.Namespace) -> int:
             entries.append({"seed": seed, **entry})
             run_dirs.setdefault(variant, run_dir)
         results["methods"][variant] = _combine(entries)
+    if mode == "full":
+        results["sweep"] = {v: hparams[v] for v in variants}
     results = {"setup": _setup(mode, settings["seeds"], runner)
                | {"wall_seconds": round(time.perf_counter() - start, 1)}, **results}
     write_json(out / "results.json", results)

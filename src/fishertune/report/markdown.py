@@ -175,13 +175,29 @@ def _paired_lines(diffs: list[PairedDifference], results: Mapping[str, Any], alp
     return lines
 
 
+def _sweep_lines(sweep: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One row per method: every value tried with its source_val mIoU, the chosen one in bold.
+
+    `sweep` is {method: {"lr" or "head_lr": chosen value, "source_val_miou": {value: mIoU}}}."""
+    rows = []
+    for method, entry in sweep.items():
+        key = next(k for k in entry if k != "source_val_miou")
+        tried = [f"**{v}: {m:.2f}**" if float(v) == float(entry[key]) else f"{v}: {m:.2f}"
+                 for v, m in entry["source_val_miou"].items()]
+        rows.append([method, key, ", ".join(tried)])
+    return ["Each method's learning rate was chosen on the source validation split (seed 0) before any "
+            "target domain was evaluated. Values tried, with their source_val mIoU; **bold**: chosen.", "",
+            *_md_table(["method", "parameter", "tried (source_val mIoU)"], rows, right_from=3)]
+
+
 def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
                  figures: Mapping[str, str | os.PathLike] | None = None, notes: list[str] | None = None,
                  title: str = "FisherTune DGSS report", ours: str | None = None, alpha: float = 0.05) -> Path:
     """Writes out_dir/report.md (atomically) and returns its path.
 
     Sections: setup, the main table (best per column in bold), the ranking, the paired-difference
-    table and verdicts when any method has more than one seed, the figures (`{caption: path}`, linked
+    table and verdicts when any method has more than one seed, the learning rates tried (when results
+    hold a "sweep"), the figures (`{caption: path}`, linked
     relative to out_dir) and the notes on what the run does and does not show."""
     out_dir = Path(out_dir)
     names = list(R.methods_of(results))
@@ -202,6 +218,8 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
     else:
         lines += ["One seed per method: differences between methods cannot be told apart from seed noise "
                   "here; compare over several seeds (`fishertune demo --full`) before claiming a winner.", ""]
+    if results.get("sweep"):
+        lines += ["## Learning rates tried", "", *_sweep_lines(results["sweep"]), ""]
     if figures:
         lines += ["## Figures", ""]
         for caption, path in figures.items():
