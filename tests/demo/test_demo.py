@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from fishertune.cli.main import main
 from fishertune.engine.config import load_config
 from fishertune.engine.trainer import train
+from fishertune.tuners import load_selection
 
 TINY = ["--backbone", "backbones/tiny.yaml", "--images", "8", "--size", "32", "--no-progress",
         "--set", "train.steps=4", "--set", "train.warmup_steps=2", "--set", "data.crop=28",
@@ -109,3 +110,14 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path, cap
     assert main(args) == 2  # a folder of another config is never deleted
     assert "holds neither a run of this config nor a checkpoint" in capsys.readouterr().err
     assert (run / "model.safetensors").is_file()
+
+
+def test_report_states_how_much_the_selections_overlap(tmp_path):
+    out = tmp_path / "d"
+    assert main(["demo", "--out", str(out), "--methods", "fishertune,random-select", *TINY]) == 0
+    a, b = (load_selection(out / "runs" / v / "tuner")["masks"] for v in ("fishertune", "random-select"))
+    a, b = ({n: m.reshape(-1) for n, m in s.items()} for s in (a, b))
+    both = sum(int((a[n] & b[n]).sum()) for n in a)
+    union = sum(int((a[n] | b[n]).sum()) for n in a)
+    assert 0 < both < union
+    assert f"random-select {100 * both / union:.1f}%" in (out / "report.md").read_text()

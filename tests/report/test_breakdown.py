@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from fishertune.errors import FisherTuneError
-from fishertune.report.breakdown import aggregate_scores, count_selection, score_grid, selection_rows
+from fishertune.report.breakdown import (
+    aggregate_scores,
+    count_selection,
+    score_grid,
+    selection_overlap,
+    selection_rows,
+)
 
 SCORES = {
     "embeddings.cls_token": torch.tensor([[[4.0, 8.0]]]),
@@ -92,3 +98,21 @@ def test_selection_rows_in_heatmap_order_with_fraction_and_share():
         {"block": 0, "module": "Q", "selected": 1, "total": 2, "fraction": 0.5, "share": 0.25},
         {"block": 1, "module": "FFN", "selected": 3, "total": 4, "fraction": 0.75, "share": 0.75},
     ]
+
+
+def test_selection_overlap_is_the_jaccard_index():
+    a = {"w": torch.tensor([True, True, False, False]), "b": torch.tensor([True, False])}
+    b = {"w": torch.tensor([False, True, True, False]), "c": np.array([True])}  # "b" and "c": one side only
+    # |A ∩ B| = 1 (w[1]); |A ∪ B| = 3 (w) + 1 (b) + 1 (c) = 5
+    assert selection_overlap(a, b) == pytest.approx(1 / 5)
+    assert selection_overlap(a, a) == 1.0 and selection_overlap(a, {}) == 0.0
+    assert selection_overlap(a, {"w": torch.tensor([[False, True], [True, False]])}) == pytest.approx(1 / 4)
+    with pytest.raises(FisherTuneError, match="differ in size"):
+        selection_overlap(a, {"w": torch.ones(5, dtype=torch.bool)})
+
+
+def test_random_selections_overlap_as_expected():
+    generator = torch.Generator().manual_seed(0)
+    n, p = 2_000_000, 0.05  # the overlap count is about 5,000: a relative spread of 1.4%
+    a, b = ({"w": torch.rand(n, generator=generator) < p} for _ in range(2))
+    assert selection_overlap(a, b) == pytest.approx(p / (2 - p), rel=0.05)

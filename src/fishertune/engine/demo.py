@@ -89,7 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         hparams = yaml.safe_load(HPARAMS.read_text())
     results = {"methods": {}}
-    run_dirs: dict[str, Path] = {}
+    run_dirs: dict[str, list[Path]] = {}  # variant -> its run folder per seed
     for variant in variants:
         perturb = settings.get("perturb")
         entries = []
@@ -100,17 +100,18 @@ def run_demo(args: argparse.Namespace) -> int:
             else:
                 entry, run_dir = runner.run(name, variant, hparams.get(variant, {}), seed, perturb)
             entries.append({"seed": seed, **entry})
-            run_dirs.setdefault(variant, run_dir)
+            run_dirs.setdefault(variant, []).append(run_dir)
         results["methods"][variant] = _combine(entries)
     if mode == "full":
         results["sweep"] = {v: hparams[v] for v in variants}
     results = {"setup": _setup(mode, settings["seeds"], runner)
                | {"wall_seconds": round(time.perf_counter() - start, 1)}, **results}
     write_json(out / "results.json", results)
-    figures = draw_figures(out, results, run_dirs, data)
+    figures = draw_figures(out, results, {v: dirs[0] for v, dirs in run_dirs.items()}, data)
     from fishertune.report import print_summary_table, write_report
 
-    write_report(out, results, figures, NOTES + _mode_notes(mode, hparams), title="FisherTune demo: "
+    notes = NOTES + _mode_notes(mode, hparams) + _overlap_notes(run_dirs)
+    write_report(out, results, figures, notes, title="FisherTune demo: "
                  + ("multi-seed comparison" if mode == "full" else "quick comparison"))
     print_summary_table(results)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}   "
@@ -285,6 +286,28 @@ def _mode_notes(mode: str, hparams: dict) -> list[str]:
     return [f"Quick mode: one seed; learning rates from configs/demo/hparams.yaml ({hparams['origin']}). "
             "A single seed cannot tell methods apart: differences of about 5 mIoU were seed noise in "
             "earlier measurements. Run `fishertune demo --full` for the multi-seed comparison."]
+
+
+def _overlap_notes(run_dirs: dict[str, list[Path]]) -> list[str]:
+    """How much FisherTune's final selection shares with the other mask variants' (same seed)."""
+    from fishertune.report.breakdown import selection_overlap
+    from fishertune.tuners import load_selection
+
+    if "fishertune" not in run_dirs:
+        return []
+    ours = [load_selection(d / "tuner")["masks"] for d in run_dirs["fishertune"]]
+    parts = []
+    for other in ("fishertune-noperturb", "fim-select", "random-select"):
+        if other in run_dirs:
+            theirs = [load_selection(d / "tuner")["masks"] for d in run_dirs[other]]
+            overlaps = [100 * selection_overlap(a, b) for a, b in zip(ours, theirs)]
+            parts.append(f"{other} {statistics.fmean(overlaps):.1f}%")
+    if not parts:
+        return []
+    p = sum(int(m.sum()) for m in ours[0].values()) / sum(m.numel() for m in ours[0].values())
+    return [f"Overlap (Jaccard, |A ∩ B| / |A ∪ B|, mean over seeds) of FisherTune's final selection with "
+            f"that of {', '.join(parts)}. Two independent random selections of its size ({100 * p:.1f}% of "
+            f"the candidates) overlap by {100 * p / (2 - p):.1f}% on average."]
 
 
 def draw_figures(out: Path, results: dict, run_dirs: dict[str, Path],
