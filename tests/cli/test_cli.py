@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import tiny_config, write_config
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from fishertune.cli.main import main
+from fishertune.method import dr_fim
 
 COMMANDS = [["synth"], ["train"], ["eval"], ["fisher"], ["predict"], ["data"], ["data", "check"]]
 
@@ -230,6 +233,13 @@ def test_fisher_writes_scores_heatmap_and_selection_table(synth_dir, tmp_path):
     assert masks and all(name.startswith("backbone.") for name in masks)  # the head is never a candidate
     assert {k.removeprefix("dr_fim/") for k in scores if k.startswith("dr_fim/")} == set(masks)
     assert sum(int(m.sum()) for m in masks.values()) == 300  # the count asked for, exactly
+    with safe_open(out / "scores.safetensors", "pt") as f:  # the scores follow from F, F' and the draws
+        draws = json.loads(f.metadata()["draws"])
+    part = {p: {n.removeprefix(p): v for n, v in scores.items() if n.startswith(p)}
+            for p in ("fisher/", "fisher_perturbed/", "dr_fim/")}
+    expected = dr_fim(part["fisher/"], part["fisher_perturbed/"], draws["eps_mu"], draws["eps_sigma"])
+    assert draws["eps_mu"] > 0 and expected.keys() == part["dr_fim/"].keys()
+    assert all(torch.equal(expected[n], part["dr_fim/"][n]) for n in expected)
     import csv
 
     rows = list(csv.DictReader((out / "selection.csv").open()))

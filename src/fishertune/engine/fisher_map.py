@@ -4,7 +4,8 @@ Runs the config's head warm-up (backbone frozen), then FisherTune's estimate-and
 prepare batches, and writes
   scores.safetensors   DR-FIM scores, clean Fisher F and perturbed Fisher F' per backbone parameter,
                        and the selected masks (as uint8), under "dr_fim/", "fisher/", "fisher_perturbed/",
-                       "mask/" + parameter name
+                       "mask/" + parameter name; metadata "draws" is the JSON of the perturbation's
+                       {"eps_mu", "eps_sigma"}, so DR-FIM can be recomputed from F and F' under any setting
   heatmap.png          mean DR-FIM per entry, transformer blocks x module types (Q/K/V/proj/FFN/norm/...)
   selection.png        what the selection took per module type and block, against a random selection
   selection.csv, .md   selected / total entries per (block, module type)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import torch
@@ -56,7 +58,7 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
                            ("fisher_perturbed", estimate.fisher_perturbed), ("mask", masks)):
         for name, tensor in values.items():
             tensors[f"{prefix}/{name}"] = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
-    save_tensors(written[0], tensors, metadata={"draws": str(estimate.draws)})
+    save_tensors(written[0], tensors, metadata={"draws": json.dumps(estimate.draws)})
     report.fisher_heatmap(estimate.scores, written[1])
     report.selection_breakdown(masks, written[2])
     rows = report.selection_rows(masks)
