@@ -81,7 +81,8 @@ def run_demo(args: argparse.Namespace) -> int:
     runner = _Runner(out, plan, data, getattr(args, "backbone", "backbones/dinov2_s_offline.yaml"),
                      list(getattr(args, "overrides", [])), progress)
     if mode == "full":
-        hparams = {v: runner.choose_hparams(v, settings["lr_grid"][plan["variants"][v]["method"]],
+        grids = settings["lr_grid"]  # per variant, else per method
+        hparams = {v: runner.choose_hparams(v, grids.get(v) or grids[plan["variants"][v]["method"]],
                                             settings.get("perturb")) for v in variants}
         hparams["origin"] = (f"chosen on source_val only by `fishertune demo --full` "
                              f"({time.strftime('%Y-%m-%d')})")
