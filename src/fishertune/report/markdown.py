@@ -197,8 +197,8 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
 
     Sections: setup, the main table (best per column in bold), the ranking, the paired-difference
     table and verdicts when any method has more than one seed, the learning rates tried (when results
-    hold a "sweep"), the figures (`{caption: path}`, linked
-    relative to out_dir) and the notes on what the run does and does not show."""
+    hold a "sweep"), the figures (`{caption: path}`, linked relative to out_dir) and the notes on what
+    the run does and does not show."""
     out_dir = Path(out_dir)
     names = list(R.methods_of(results))
     if ours is None:
