@@ -298,7 +298,7 @@ def _overlap_notes(run_dirs: dict[str, list[Path]]) -> list[str]:
         return []
     ours = [load_selection(d / "tuner")["masks"] for d in run_dirs["fishertune"]]
     parts = []
-    for other in ("fishertune-noperturb", "fim-select", "random-select"):
+    for other in ("fishertune-noperturb", "fishertune-rank", "fim-select", "random-select"):
         if other in run_dirs:
             theirs = [load_selection(d / "tuner")["masks"] for d in run_dirs[other]]
             overlaps = [100 * selection_overlap(a, b) for a, b in zip(ours, theirs)]
