@@ -103,8 +103,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def _inference(args: argparse.Namespace, config):
     from fishertune.engine.evaluator import Inference
 
-    return Inference(args.mode or config.eval.mode, args.crop or config.eval.crop or config.data.crop,
-                     args.stride or config.eval.stride)
+    base = Inference.from_config(config)
+    return Inference(args.mode or base.mode, args.crop or base.crop, args.stride or base.stride)
 
 
 def _summary(method: str, entry: dict) -> str:

@@ -236,14 +236,13 @@ class _Runner:
         run_dir = self.winners[variant]
         (entry,) = json.loads((run_dir / "results.json").read_text())["methods"].values()
         saved = run_dir / "targets.json"
-        if saved.is_file() and json.loads(saved.read_text())["data"] == self.targets:
-            targets = json.loads(saved.read_text())
-        else:
+        targets = json.loads(saved.read_text()) if saved.is_file() else {}
+        if targets.get("data") != self.targets:
             print(f"[demo] {variant}/seed{SWEEP_SEED}: the sweep run {run_dir.name}, on the target domains")
             device = distributed.setup()
             config, model = load_run(run_dir, device)
-            inference = Inference(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
-            targets = evaluate_targets(model, build_eval_datasets(self.targets), inference, device,
+            datasets = build_eval_datasets(self.targets)
+            targets = evaluate_targets(model, datasets, Inference.from_config(config), device,
                                        batch_size=config.eval.batch_size, amp=config.train.amp,
                                        workers=config.data.workers, progress=self.progress)
             write_json(saved, {"data": self.targets, **targets})

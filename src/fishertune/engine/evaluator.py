@@ -26,6 +26,11 @@ class Inference:
     crop: int | None = None
     stride: int | None = None
 
+    @classmethod
+    def from_config(cls, config) -> Inference:
+        """A run config's inference: its eval section, windows of data.crop px unless eval.crop says."""
+        return cls(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
+
     def kwargs(self) -> dict:
         if self.mode == "whole":
             return {"mode": "whole"}

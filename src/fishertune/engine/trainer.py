@@ -210,7 +210,7 @@ class Trainer:
         self.target_sets = build_eval_datasets(config.data.targets)
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
-        self.inference = Inference(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
+        self.inference = Inference.from_config(config)
         self.total = t.warmup_steps + t.steps
         self.prepare: list[dict] = []  # the tuner's source batches, drawn when the run starts
         self.phase = ""
