@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 from tiny_models import brute_force_fisher, classification_loss, make_batches
 from torch import nn
 
 from fishertune import FeaturePerturbation, FisherTuneError, empirical_fisher
+from fishertune.method.perturbation import Draws
 
 
 class TupleOut(nn.Module):
@@ -29,8 +32,13 @@ def test_batch_transform_matches_dsu_formula(shape, dims, draw_shape):
     g = torch.Generator().manual_seed(3)
     eps_mu, eps_sigma = torch.randn(draw_shape, generator=g), torch.randn(draw_shape, generator=g)
     torch.testing.assert_close(out, reference(x, eps_mu, eps_sigma, 0.7, dims))
-    mags = pert.draw_magnitudes()
-    assert mags == pytest.approx((0.7 * eps_mu.abs().mean().item(), 0.7 * eps_sigma.abs().mean().item()))
+    draws = pert.take_draws()
+    assert (draws.eps_mu, draws.eps_sigma) == pytest.approx((0.7 * eps_mu.mean().item(),
+                                                             0.7 * eps_sigma.mean().item()))  # signed
+    assert (draws.abs_mu, draws.abs_sigma) == pytest.approx((0.7 * eps_mu.abs().mean().item(),
+                                                             0.7 * eps_sigma.abs().mean().item()))
+    assert draws.count == eps_mu.numel()
+    assert pert.take_draws() == Draws()  # taken: nothing drawn since
     assert model(x) is x  # detached on exit
 
 
@@ -90,7 +98,7 @@ def test_per_sample_fisher_under_perturbation_equals_one_sample_loop(vit):
                 classification_loss(vit, b)
         with pert, torch.enable_grad():
             results.append(compute())
-            assert pert._draws == 5  # one draw per sample: no extra forward passes
+            assert pert.take_draws().count == 5 * 16  # one draw per sample: no extra forward passes
     for n in names:
         torch.testing.assert_close(results[0][n], results[1][n], rtol=1e-4, atol=1e-9)
     clean = empirical_fisher(vit, batches, classification_loss, backend="loop")
@@ -118,10 +126,11 @@ def test_vmap_path_under_perturbation_equals_loop_draw_for_draw(vit):
                     classification_loss(vit, b)
             results[backend] = empirical_fisher(vit, batches, classification_loss, backend=backend,
                                                 perturbation=pert)
-            results[backend + " draws"] = pert.draw_magnitudes()
-            assert pert._draws == 2 * 5
+            results[backend + " draws"] = pert.take_draws()
+            assert results[backend + " draws"].count == 5 * 2 * 16  # samples x modules x channels
     for n in results["loop"]:
         torch.testing.assert_close(results["vmap"][n], results["loop"][n], rtol=1e-4, atol=1e-9)
-    assert results["vmap draws"] == pytest.approx(results["loop draws"])
+    vmap_draws, loop_draws = (dataclasses.astuple(results[k + " draws"]) for k in ("vmap", "loop"))
+    assert vmap_draws == pytest.approx(loop_draws)
     with pytest.raises(FisherTuneError, match="forward pass"):
         FeaturePerturbation(vit, ["blocks.0"]).presample(2)

@@ -15,6 +15,8 @@ from fishertune import (
     select_topk,
     variational_fisher,
 )
+from fishertune.method.dr_fim import DomainTerm, draw_weight, relative_change
+from fishertune.method.perturbation import Draws
 
 
 def fishers(seed=0):
@@ -45,13 +47,13 @@ def test_formula_by_hand():
     clean, moved = fishers()
     f = torch.cat([clean[n].reshape(-1) for n in clean])
     fp = torch.cat([moved[n].reshape(-1) for n in clean])
-    w = math.exp(-(0.4 + 0.1))
+    w = math.exp(-(-0.4 + 0.1))  # the signed draws
     ratio = (f - fp).abs() / (torch.minimum(f, fp) + 1e-3 * f.mean())
     expected = {"none": f + w * ratio, "mean": f / f.mean() + w * ratio / ratio.mean()}
     rank = lambda v: torch.tensor([(v < x).sum().item() / v.numel() for x in v])  # noqa: E731
     expected["rank"] = rank(f) + w * rank(ratio)
     for normalize, want in expected.items():
-        got = dr_fim(clean, moved, eps_mu=-0.4, eps_sigma=0.1, normalize=normalize)  # |ε| enters w
+        got = dr_fim(clean, moved, eps_mu=-0.4, eps_sigma=0.1, normalize=normalize)
         torch.testing.assert_close(torch.cat([got[n].reshape(-1) for n in clean]), want)
         assert got["a"].shape == (4, 3)
 
@@ -74,34 +76,111 @@ def test_dr_fim_errors():
         dr_fim(clean, {"a": moved["a"]}, 0, 0)
 
 
-def test_variational_zero_noise_is_plain_fisher(mlp):
+def test_draw_weight_is_one_at_zero_draw_and_follows_the_signed_draws():
+    assert draw_weight(Draws()) == 1.0
+    assert draw_weight(Draws(eps_mu=0.3, eps_sigma=-0.1)) == pytest.approx(math.exp(-0.2))
+    assert draw_weight(Draws(eps_mu=-0.3, eps_sigma=-0.1)) == pytest.approx(math.exp(0.4))
+    magnitudes = Draws(0.3, -0.1, abs_mu=0.8, abs_sigma=0.7)
+    assert draw_weight(magnitudes, "abs_mean") == pytest.approx(math.exp(-1.5))
+    with pytest.raises(FisherTuneError, match="weighting"):
+        draw_weight(Draws(), "signed")
+
+
+def test_stabilised_ratio_is_the_paper_lambda_form():
+    """With Λ = τ⁻² + A/γ, γ·|Λ − Λ'| / (min(Λ, Λ') + ε/γ) equals the ratio floored by δ = γ/τ²."""
+    clean, moved = fishers()
+    gamma, tau, eps_ratio = 1e-4, 0.5, 1e-3
+    a = torch.cat([clean[n].reshape(-1) for n in clean]).double()
+    a2 = torch.cat([moved[n].reshape(-1) for n in clean]).double()
+    lam, lam2 = tau ** -2 + a / gamma, tau ** -2 + a2 / gamma
+    want = gamma * (lam - lam2).abs() / (torch.minimum(lam, lam2) + eps_ratio * a.mean() / gamma)
+    ratio = relative_change(a.float(), a2.float(), eps_ratio, prior_floor=gamma / tau ** 2)
+    torch.testing.assert_close(gamma * ratio, want.float(), rtol=1e-5, atol=0)
+    assert ratio.max() < relative_change(a.float(), a2.float(), eps_ratio).max()  # the prior floors it
+
+
+def test_domain_term_accumulates_batches_with_their_own_weights():
+    clean, moved = fishers()
+    a = torch.cat([clean[n].reshape(-1) for n in clean])
+    b = torch.cat([moved[n].reshape(-1) for n in clean])
+    term = DomainTerm("none")
+    term.add(a, b, 0.5)
+    term.add(b, a * 2, 2.0)
+    expected = (0.5 * relative_change(a, b) + 2.0 * relative_change(b, a * 2)) / 2
+    torch.testing.assert_close(term.value(), expected)
+    assert term.weights == [0.5, 2.0]
+
+
+def test_vogn_zero_noise_is_plain_fisher(mlp):
     batches = make_batches([3, 2, 4], (6,))
     plain = empirical_fisher(mlp, batches, classification_loss)
-    running = variational_fisher(mlp, batches, classification_loss, gamma=0.0, beta=None)
-    for n in plain:
-        torch.testing.assert_close(running[n], plain[n], rtol=1e-5, atol=1e-10)
-    one = variational_fisher(mlp, batches[:1], classification_loss, tau=0.0, beta=0.9)
-    single = empirical_fisher(mlp, batches[:1], classification_loss)
-    for n in plain:
-        torch.testing.assert_close(one[n], single[n], rtol=1e-5, atol=1e-10)
-    # and it converges as the prior width shrinks
-    near = variational_fisher(mlp, batches, classification_loss, tau=1e-6, gamma=1.0, beta=None)
-    far = variational_fisher(mlp, batches, classification_loss, tau=0.3, gamma=1.0, beta=None)
+    for settings in ({"gamma": 0.0}, {"tau": 0.0}):
+        running = variational_fisher(mlp, batches, classification_loss, curvature="vogn", **settings)
+        for n in plain:
+            torch.testing.assert_close(running[n], plain[n], rtol=1e-5, atol=1e-10)
+    # and it converges as the posterior noise shrinks
+    near = variational_fisher(mlp, batches, classification_loss, curvature="vogn", tau=1e-6, gamma=1.0)
+    far = variational_fisher(mlp, batches, classification_loss, curvature="vogn", tau=0.3, gamma=1.0)
     error = lambda v: sum((v[n] - plain[n]).abs().sum() for n in plain)  # noqa: E731
     assert error(near) < 1e-3 * error(far)
+
+
+class Quadratic(torch.nn.Module):
+    """ℓ_n(θ) = ½ Σ_i a_i θ_i² + b_n·θ: Hessian diag(a) everywhere, gradient b_n + a·θ ≠ 0 at θ."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+        self.theta = torch.nn.Parameter(torch.linspace(-1, 1, a.numel()))
+
+    def forward(self, b):
+        return 0.5 * (self.a * self.theta.square()).sum() + b @ self.theta
+
+
+def test_ivon_estimates_the_hessian_diagonal():
+    """Bonnet: E[ĥ] = E_q[diag ∇²ℓ̄]; on a quadratic each antithetic pair gives exactly a ⊙ ξ²."""
+    a = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    model = Quadratic(a)
+    batches = [{"b": torch.randn(3, 4, generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    loss = lambda m, batch: torch.stack([m(b) for b in batch["b"]])  # noqa: E731
+    h = variational_fisher(model, batches, loss, curvature="ivon", gamma=1e-2, tau=1e-2, samples=4000,
+                           seed=1)["theta"]
+    torch.testing.assert_close(h, a, rtol=0.08, atol=0)  # 8000 ξ² draws per entry: sd ≈ 1.6%
+
+
+def test_ivon_at_small_noise_tends_to_the_hessian_of_a_network(mlp):
+    batches = make_batches([6], (6,))
+    names = [n for n, _ in mlp.named_parameters()]
+    params = dict(mlp.named_parameters())
+
+    def mean_loss(*flat):
+        return torch.func.functional_call(mlp, dict(zip(names, flat)), (batches[0]["x"],)).log_softmax(1) \
+            .gather(1, batches[0]["y"][:, None]).neg().mean()
+
+    hessian = torch.autograd.functional.hessian(mean_loss, tuple(params[n].detach() for n in names))
+    diag = {n: hessian[i][i].reshape(params[n].numel(), -1).diagonal().view_as(params[n])
+            for i, n in enumerate(names)}
+    h = variational_fisher(mlp, batches, classification_loss, curvature="ivon", gamma=1e-4, tau=1e-4,
+                           samples=3000, seed=2)
+    for n in ("fc2.weight", "fc2.bias"):  # Hutchinson noise: compare where the curvature is largest
+        torch.testing.assert_close(h[n], diag[n], rtol=0.25, atol=0.1 * diag[n].abs().max().item())
 
 
 def test_variational_restores_weights_and_is_seeded(mlp):
     before = {n: p.detach().clone() for n, p in mlp.named_parameters()}
     batches = make_batches([4, 4], (6,))
-    a = variational_fisher(mlp, batches, classification_loss, tau=0.1, gamma=1.0, seed=3)
-    b = variational_fisher(mlp, batches, classification_loss, tau=0.1, gamma=1.0, seed=3)
-    assert all(torch.equal(p, before[n]) for n, p in mlp.named_parameters())
-    assert all(torch.equal(a[n], b[n]) for n in a)
-    plain = empirical_fisher(mlp, batches, classification_loss)
-    assert not torch.allclose(a["fc1.weight"], plain["fc1.weight"])
+    for curvature in ("ivon", "vogn"):
+        settings = dict(curvature=curvature, tau=0.1, gamma=1.0, seed=3)
+        a = variational_fisher(mlp, batches, classification_loss, **settings)
+        b = variational_fisher(mlp, batches, classification_loss, **settings)
+        assert all(torch.equal(p, before[n]) for n, p in mlp.named_parameters())
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        plain = empirical_fisher(mlp, batches, classification_loss)
+        assert not torch.allclose(a["fc1.weight"], plain["fc1.weight"])
     with pytest.raises(FisherTuneError, match="out of range"):
         variational_fisher(mlp, batches, classification_loss, samples=0)
+    with pytest.raises(FisherTuneError, match="needs posterior noise"):
+        variational_fisher(mlp, batches, classification_loss, curvature="ivon", gamma=0.0)
 
 
 def test_growth_schedule_formula():

@@ -6,6 +6,7 @@ import torch
 from tiny_models import TinyViT, classification_loss, make_batches
 
 from fishertune import FisherTuneConfig, FisherTuneError, FisherTuner, empirical_fisher, load_delta
+from fishertune.method.dr_fim import normalize_term
 
 BACKBONE = ["blocks.*"]
 
@@ -16,7 +17,7 @@ def train(tuner, optimizer, batches, steps):
         optimizer.zero_grad()
         classification_loss(model, batches[step % len(batches)]).mean().backward()
         optimizer.step()
-        tuner.after_step(step, batches, classification_loss, optimizer)
+        tuner.after_step(step, batches, classification_loss, optimizer, total_steps=steps)
 
 
 def test_end_to_end_selection_training_and_delta(vit, tmp_path, capsys):
@@ -29,7 +30,11 @@ def test_end_to_end_selection_training_and_delta(vit, tmp_path, capsys):
     vit.train()
     scores = tuner.estimate(batches, classification_loss)
     assert vit.training and list(scores) == candidates
-    assert tuner.draws["eps_mu"] > 0 and tuner.draws["eps_sigma"] > 0
+    assert len(tuner.draws) == len(batches)  # one signed draw and weight per batch (Algorithm 1)
+    for d in tuner.draws:
+        assert d["weight"] == pytest.approx(math.exp(-(d["eps_mu"] + d["eps_sigma"])))
+        assert d["abs_mu"] > abs(d["eps_mu"]) and d["abs_sigma"] > abs(d["eps_sigma"])
+    assert tuner.draws[0]["weight"] != tuner.draws[1]["weight"]
     masks = tuner.select()
     n_candidates = sum(base[n].numel() for n in candidates)
     assert tuner.num_selected() == math.floor(0.1 * n_candidates + 0.5)
@@ -65,7 +70,7 @@ def test_growth_reestimation_and_resume(vit):
     assert all(p.requires_grad for n, p in vit.named_parameters() if n in tuner.candidates)
     train(tuner, optimizer, batches, 6)
     counts = [h["selected"] for h in tuner.history]
-    assert [h["step"] for h in tuner.history] == [0, 2, 4, 6]
+    assert [h["step"] for h in tuner.history] == [0, 2, 4]  # none after the last step: it would not train
     assert counts == sorted(counts) and counts[0] < counts[-1]
     total = tuner.total_candidates
     assert counts == [math.floor(tuner.ratio_at(h["step"]) * total + 0.5) for h in tuner.history]
@@ -80,7 +85,7 @@ def test_growth_reestimation_and_resume(vit):
 def test_selection_modes_share_the_budget(vit):
     batches = make_batches([3], (3, 8, 8))
     selected = {}
-    for mode in ("fim", "random", "dr_fim"):
+    for mode in ("fim", "random", "dr_fim", "delta_f"):
         config = FisherTuneConfig(count=500, include=BACKBONE, selection=mode, perturb_layers=["blocks.0"],
                                   alpha=0.0)
         tuner = FisherTuner(vit, config)
@@ -96,12 +101,43 @@ def test_selection_modes_share_the_budget(vit):
     assert any(not torch.equal(selected["random"][n], selected["fim"][n]) for n in selected["fim"])
 
 
+@pytest.mark.parametrize("variational", ["off", "vogn", "ivon"])
+def test_zero_perturbation_gives_the_task_term(vit, variational):
+    """α = 0: the perturbed curvature is the clean one (same weight samples), every domain term is 0."""
+    batches = make_batches([3, 2], (3, 8, 8))
+    scores = {}
+    for selection in ("dr_fim", "delta_f"):
+        config = FisherTuneConfig(count=50, include=BACKBONE, selection=selection, alpha=0.0,
+                                  perturb_layers=["blocks.0"], variational=variational, var_tau=1e-2,
+                                  var_gamma=1e-2)
+        tuner = FisherTuner(vit, config)
+        scores[selection] = tuner.estimate(batches, classification_loss)
+        task = normalize_term(torch.cat([tuner.fisher[n].reshape(-1) for n in tuner.candidates]), "mean")
+        assert all(torch.equal(tuner.fisher[n], tuner.fisher_perturbed[n]) for n in tuner.candidates)
+    assert torch.equal(torch.cat([scores["dr_fim"][n].reshape(-1) for n in tuner.candidates]), task)
+    assert all(not s.any() for s in scores["delta_f"].values())
+
+
+def test_random_scores_and_draws_follow_the_seed(vit):
+    batches = make_batches([2], (3, 8, 8))
+    masks, draws = {}, {}
+    for seed in (0, 0, 1):
+        for selection in ("random", "dr_fim"):
+            tuner = FisherTuner(vit, FisherTuneConfig(count=40, include=BACKBONE, selection=selection,
+                                                      perturb_layers=["blocks.0"], seed=seed))
+            tuner.estimate(batches, classification_loss)
+            masks.setdefault(selection, []).append(tuner.select())
+            draws.setdefault(selection, []).append(tuner.draws)
+    same = lambda a, b: all(torch.equal(a[n], b[n]) for n in a)  # noqa: E731
+    assert same(masks["random"][0], masks["random"][1]) and not same(masks["random"][0], masks["random"][2])
+    assert draws["dr_fim"][0] == draws["dr_fim"][1] != draws["dr_fim"][2]
+
+
 def test_variational_option_and_eval_mode_during_estimation(vit):
     modes = []
     vit.blocks[0].register_forward_pre_hook(lambda m, a: modes.append(m.training))
     batches = make_batches([2], (3, 8, 8))
-    config = FisherTuneConfig(ratio=0.1, include=BACKBONE, selection="fim", variational=True, var_gamma=0.0,
-                              var_beta=None)
+    config = FisherTuneConfig(ratio=0.1, include=BACKBONE, selection="fim", variational="vogn", var_gamma=0.0)
     vit.train()
     scores = FisherTuner(vit, config).estimate(batches, classification_loss)
     assert modes and not any(modes) and vit.training
@@ -113,7 +149,9 @@ def test_variational_option_and_eval_mode_during_estimation(vit):
 def test_config_errors_and_help(vit):
     for kwargs, message in [(dict(ratio=0.1, count=3), "exactly one"),
                             (dict(selection="fish"), "unknown selection"),
-                            (dict(normalize="max"), "unknown normalize"), (dict(ratio=2.0), "ratio must be")]:
+                            (dict(normalize="max"), "unknown normalize"), (dict(ratio=2.0), "ratio must be"),
+                            (dict(variational=True), "unknown variational"),
+                            (dict(domain_weight="abs"), "unknown domain_weight")]:
         with pytest.raises(FisherTuneError, match=message):
             FisherTuneConfig(**kwargs)
     assert all(f.metadata.get("help") for f in dataclasses.fields(FisherTuneConfig))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from torch import nn
@@ -18,14 +19,18 @@ def build_model(config: Config) -> tuple[nn.Module, object]:
     from fishertune.tuners import TUNERS, build_tuner
     from fishertune.tuners.base import make_config
 
+    options = dict(config.method.options)
     if config.method.name in TUNERS:  # options checked before the (possibly large) model is built
-        make_config(TUNERS[config.method.name].config_class, config.method.options, config.method.name)
+        config_class = TUNERS[config.method.name].config_class
+        if "seed" in {f.name for f in dataclasses.fields(config_class)}:
+            options.setdefault("seed", config.train.seed)  # masks, draws and inits follow the run's seed
+        make_config(config_class, options, config.method.name)
     m = config.model
     backbone = {"name": m.backbone, "weights": m.weights, "config": m.backbone_config or None,
                 "out_indices": m.out_indices}
     head = {"name": m.head, **m.head_options}
     model = build_segmentor(backbone, head, num_classes=TRAIN_CLASSES)
-    tuner = build_tuner(config.method.name, model, **config.method.options)
+    tuner = build_tuner(config.method.name, model, **options)
     return model, tuner
 
 

@@ -2,13 +2,18 @@
 
 Runs the config's head warm-up (backbone frozen), then FisherTune's estimate-and-select on the tuner's
 prepare batches, and writes
-  scores.safetensors   DR-FIM scores, clean Fisher F and perturbed Fisher F' per backbone parameter,
-                       and the selected masks (as uint8), under "dr_fim/", "fisher/", "fisher_perturbed/",
-                       "mask/" + parameter name; metadata "draws" is the JSON of the perturbation's
-                       {"eps_mu", "eps_sigma"}, so DR-FIM can be recomputed from F and F' under any setting
+  scores.safetensors   DR-FIM scores, the clean and perturbed curvature A, A' (the Fisher, or the
+                       stabilised estimate) per backbone parameter, and the selected masks (as uint8),
+                       under "dr_fim/", "fisher/", "fisher_perturbed/", "mask/" + parameter name;
+                       metadata "draws" is the JSON list of each estimation batch's signed draws and
+                       weight w_b (with one batch, DR-FIM can be recomputed from A, A' and the draws)
   heatmap.png          mean DR-FIM per entry, transformer blocks x module types (Q/K/V/proj/FFN/norm/...)
   selection.png        what the selection took per module type and block, against a random selection
   selection.csv, .md   selected / total entries per (block, module type)
+  analysis.json        is the selection signal or noise (docs/method.md): the split-half reliability
+                       (Spearman) of the task and domain terms, the Jaccard overlap of the selection
+                       with FIM's (the plain Fisher's) and a random one's at the same budget, and the
+                       share of the selection per module type; also printed and added to selection.md
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from fishertune.atomic import save_tensors, write_text
+from fishertune.atomic import save_tensors, write_json, write_text
 from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.errors import FisherTuneError
@@ -44,12 +49,13 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     trainer.enter_phase("warmup")
     for step in range(config.train.warmup_steps):
         trainer.train_step(step, batches)
-    trainer.tuner.prepare(trainer.prepare, per_sample_loss)
     batches.close()
     estimate = trainer.tuner.fisher_tuner
-    masks = estimate.masks
+    estimate.estimate(trainer.prepare, per_sample_loss)
+    masks = estimate.select(step=0)
+    analysis = selection_analysis(estimate, trainer.prepare, per_sample_loss)
     written = [out_dir / "scores.safetensors", out_dir / "heatmap.png", out_dir / "selection.png",
-               out_dir / "selection.csv", out_dir / "selection.md"]
+               out_dir / "selection.csv", out_dir / "selection.md", out_dir / "analysis.json"]
     if not distributed.is_main():  # under torchrun every process estimated (all-reduced); rank 0 writes
         return written
 
@@ -67,5 +73,48 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     writer.writeheader()
     writer.writerows({**row, "block": "outside" if row["block"] is None else row["block"]} for row in rows)
     write_text(written[3], table.getvalue())
-    write_text(written[4], report.format_selection_table(masks) + "\n")
+    lines = format_analysis(analysis)
+    write_text(written[4], report.format_selection_table(masks) + "\n" + "\n".join(lines) + "\n")
+    write_json(written[5], analysis)
+    print("\n".join(lines))
     return written
+
+
+def selection_analysis(tuner, batches: list, loss_fn) -> dict:
+    """Signal or noise: split-half reliability of both terms, overlap with FIM's and a random selection
+    at the same budget, and where the budget went by module type."""
+    from fishertune.method import empirical_fisher, select_topk
+    from fishertune.method.batching import batch_size
+    from fishertune.method.reliability import split_half_reliability
+    from fishertune.report.breakdown import module_shares, selection_overlap
+
+    cfg = tuner.config
+    was_training = tuner.model.training
+    tuner.model.eval()
+    try:
+        fim = empirical_fisher(tuner.model, batches, loss_fn, tuner.candidates, per_sample=cfg.per_sample,
+                               chunk_size=cfg.chunk_size)
+    finally:
+        tuner.model.train(was_training)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    random_scores = {n: torch.rand(s.shape, generator=generator) for n, s in tuner.scores.items()}
+    budget = {"count": tuner.num_selected(), "granularity": cfg.granularity, "scope": cfg.scope}
+    return {"estimation_images": sum(batch_size(b) for b in batches),
+            "reliability": split_half_reliability(tuner.model, cfg, batches, loss_fn),
+            "overlap": {"fim": selection_overlap(tuner.masks, select_topk(fim, **budget)),
+                        "random": selection_overlap(tuner.masks, select_topk(random_scores, **budget))},
+            "module_share": module_shares(tuner.masks),
+            "draw_weights": [d["weight"] for d in tuner.draws]}
+
+
+def format_analysis(analysis: dict) -> list[str]:
+    r, o = analysis["reliability"], analysis["overlap"]
+    shares = ", ".join(f"{m} {100 * v:.1f}%" for m, v in analysis["module_share"].items())
+    return [f"Estimation images: {analysis['estimation_images']}; split-half reliability (Spearman, "
+            f"{r['images_per_half']} images per half): task term {r['task']:.3f}, "
+            f"domain term {r['domain']:.3f}",
+            f"Overlap (Jaccard) of the selection with FIM's: {100 * o['fim']:.1f}%, with a random one's: "
+            f"{100 * o['random']:.1f}%",
+            f"Share of the selection per module type: {shares}",
+            "Domain-term weight w_b per estimation batch: "
+            + ", ".join(f"{w:.3f}" for w in analysis["draw_weights"])]

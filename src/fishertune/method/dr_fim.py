@@ -1,22 +1,28 @@
 """Domain-Related Fisher: task importance plus how much that importance moves under a domain perturbation.
 
-    R_i  = |F_i − F′_i| / (min(F_i, F′_i) + ε),   ε = eps_ratio · mean(F)     (relative Fisher change;
-                                                                  ε ≥ the smallest float32 when F = 0)
-    w    = exp(−(|ε_μ| + |ε_σ|))                                               (perturbation draw weight)
-    DR_i = T(F)_i + w · T(R)_i
+The paper's formula, accumulated batch by batch as its Algorithm 1 does (docs/method.md §3):
 
-F is the clean Fisher, F′ the Fisher under the feature perturbation, means are over all candidate
-entries (the keys given). ε is relative to F's scale so the ratio does not explode where F ≈ 0.
+    R_b  = |A_b − A′_b| / (min(A_b, A′_b) + δ + ε),    ε = eps_ratio · mean(A_b)
+    w_b  = exp(−(ε_μ,b + ε_σ,b))
+    D    = (1/B) Σ_b w_b · T(s·R_b)                   the domain term (the paper's ΔF alone: D)
+    DR   = T(A) + D
 
-F has units of squared gradient and R is dimensionless, so `normalize` puts them on one scale (T):
-- "mean" (default): each term divided by its mean over the candidates (both average 1 before w);
-  a term whose mean is 0 (no perturbation) stays 0.
-- "rank": each term replaced by its rank fraction in [0, 1) (number of entries strictly smaller / n;
-  ties share the lowest rank).
-- "none": the raw formula DR = F + w·R (the ablation that lets R dominate).
+A_b and A′_b are the running clean and perturbed curvature after batch b: the empirical Fisher F, F′
+(δ = 0, s = 1), or the variationally stabilised A = γ(Λ − τ⁻²) (fishertune.method.variational), where
+δ = γ/τ² is the prior precision in the same units and s = γ. With Λ = τ⁻² + A/γ this is exactly the
+paper's stabilised form γ|Λ − Λ′| / (min(Λ, Λ′) + ε_Λ), ε_Λ = ε/γ: the prior floors the ratio and γ sets
+its scale. ε is relative to the scale of A, so the ratio does not explode where A ≈ 0 (never below the
+smallest float32).
 
-With no perturbation (F′ = F) R = 0, so DR = F exactly under "none", and DR is a strictly increasing
-function of F (same ranking, same ties) under "mean" and "rank".
+(ε_μ,b, ε_σ,b) are batch b's *signed* DSU draws, α·mean ε over every channel, module and sample drawn
+(`FeaturePerturbation.take_draws`), so w_b = 1 at a zero draw. `weighting="abs_mean"` is the earlier
+exp(−(α·mean|ε_μ| + α·mean|ε_σ|)), a near-constant ≈ exp(−2α·sqrt(2/π)) kept for the ablation.
+
+A has units of squared gradient and R is dimensionless, so T puts each term on one scale:
+- "mean" (default): divided by its mean over the candidates (a term whose mean is 0 stays 0);
+- "rank": its rank fraction in [0, 1) (entries strictly smaller / n; ties share the lowest rank);
+- "none": the raw formula.
+With no perturbation (A′ = A) every R_b = 0, so DR = T(A): the task term.
 """
 
 from __future__ import annotations
@@ -26,39 +32,48 @@ import math
 import torch
 
 from fishertune.errors import FisherTuneError
+from fishertune.method.perturbation import Draws
 
 NORMALIZATIONS = ("mean", "rank", "none")
+WEIGHTINGS = ("paper", "abs_mean")
 
 
-def dr_fim(fisher: dict[str, torch.Tensor], fisher_perturbed: dict[str, torch.Tensor],
-           eps_mu: float, eps_sigma: float, normalize: str = "mean",
-           eps_ratio: float = 1e-3) -> dict[str, torch.Tensor]:
-    """DR-FIM scores, float32, one tensor per name of `fisher` (the candidates)."""
-    if normalize not in NORMALIZATIONS:
-        raise FisherTuneError(f"unknown DR-FIM normalize {normalize!r}; "
-                              f"choose one of {', '.join(NORMALIZATIONS)}")
-    if eps_ratio <= 0:
-        raise FisherTuneError(f"eps_ratio must be > 0, got {eps_ratio}")
-    if set(fisher) != set(fisher_perturbed):
-        missing = sorted(set(fisher) ^ set(fisher_perturbed))
-        raise FisherTuneError(f"clean and perturbed Fisher cover different parameters, e.g. {missing[0]!r}")
-    names = list(fisher)
-    if not names:
-        raise FisherTuneError("DR-FIM needs at least one candidate parameter")
-    clean = torch.cat([fisher[n].float().reshape(-1) for n in names])
-    moved = torch.cat([fisher_perturbed[n].float().reshape(-1).to(clean.device) for n in names])
-    eps = (eps_ratio * clean.mean()).clamp_min(torch.finfo(torch.float32).tiny)
-    ratio = (clean - moved).abs() / (torch.minimum(clean, moved) + eps)
-    weight = math.exp(-(abs(eps_mu) + abs(eps_sigma)))
-    score = _scale(clean, normalize) + weight * _scale(ratio, normalize)
+def draw_weight(draws: Draws, weighting: str = "paper") -> float:
+    """w = exp(−(ε_μ + ε_σ)) from the signed draws ("paper") or from their magnitudes ("abs_mean")."""
+    if weighting not in WEIGHTINGS:
+        raise FisherTuneError(f"unknown domain weighting {weighting!r}; "
+                              f"choose one of {', '.join(WEIGHTINGS)}")
+    if weighting == "paper":
+        return math.exp(-(draws.eps_mu + draws.eps_sigma))
+    return math.exp(-(draws.abs_mu + draws.abs_sigma))
+
+
+def flatten(values: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    return torch.cat([values[n].float().reshape(-1) for n in names])
+
+
+def unflatten(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out, offset = {}, 0
-    for n in names:
-        out[n] = score[offset:offset + fisher[n].numel()].view(fisher[n].shape)
-        offset += fisher[n].numel()
+    for name, t in like.items():
+        out[name] = flat[offset:offset + t.numel()].view(t.shape)
+        offset += t.numel()
     return out
 
 
-def _scale(values: torch.Tensor, normalize: str) -> torch.Tensor:
+def relative_change(clean: torch.Tensor, moved: torch.Tensor, eps_ratio: float = 1e-3,
+                    prior_floor: float = 0.0) -> torch.Tensor:
+    """R = |A − A′| / (min(A, A′) + δ + ε), ε = eps_ratio · mean(A), on flat tensors."""
+    if eps_ratio <= 0:
+        raise FisherTuneError(f"eps_ratio must be > 0, got {eps_ratio}")
+    eps = (eps_ratio * clean.mean()).clamp_min(torch.finfo(torch.float32).tiny)
+    return (clean - moved).abs() / (torch.minimum(clean, moved) + prior_floor + eps)
+
+
+def normalize_term(values: torch.Tensor, normalize: str) -> torch.Tensor:
+    """T of the module docstring."""
+    if normalize not in NORMALIZATIONS:
+        raise FisherTuneError(f"unknown DR-FIM normalize {normalize!r}; "
+                              f"choose one of {', '.join(NORMALIZATIONS)}")
     if normalize == "none":
         return values
     if normalize == "mean":
@@ -66,3 +81,49 @@ def _scale(values: torch.Tensor, normalize: str) -> torch.Tensor:
         return values / mean if mean > 0 else torch.zeros_like(values)
     ordered = torch.sort(values).values
     return torch.searchsorted(ordered, values, side="left").float() / values.numel()
+
+
+class DomainTerm:
+    """D = (1/B) Σ_b w_b · T(R_b), accumulated one batch at a time on flat tensors."""
+
+    def __init__(self, normalize: str = "mean", eps_ratio: float = 1e-3):
+        normalize_term(torch.zeros(1), normalize)  # checks the name
+        self.normalize, self.eps_ratio = normalize, eps_ratio
+        self.total: torch.Tensor | None = None
+        self.batches = 0
+        self.weights: list[float] = []
+
+    def add(self, clean: torch.Tensor, moved: torch.Tensor, weight: float, prior_floor: float = 0.0,
+            scale: float = 1.0) -> None:
+        ratio = relative_change(clean, moved, self.eps_ratio, prior_floor)
+        term = weight * normalize_term(ratio if scale == 1.0 else scale * ratio, self.normalize)
+        self.total = term if self.total is None else self.total + term
+        self.batches += 1
+        self.weights.append(weight)
+
+    def value(self) -> torch.Tensor:
+        if self.total is None:
+            raise FisherTuneError("the domain term needs at least one perturbed batch")
+        return self.total / self.batches
+
+
+def dr_fim(fisher: dict[str, torch.Tensor], fisher_perturbed: dict[str, torch.Tensor],
+           eps_mu: float, eps_sigma: float, normalize: str = "mean", eps_ratio: float = 1e-3,
+           prior_floor: float = 0.0, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """DR-FIM of one batch (B = 1): T(F) + exp(−(ε_μ + ε_σ))·T(s·R), float32, one tensor per name of
+    `fisher` (the candidates). ε_μ, ε_σ are the signed draws."""
+    _check_same(fisher, fisher_perturbed)
+    names = list(fisher)
+    clean = flatten(fisher, names)
+    moved = flatten(fisher_perturbed, names).to(clean.device)
+    domain = DomainTerm(normalize, eps_ratio)
+    domain.add(clean, moved, draw_weight(Draws(eps_mu, eps_sigma)), prior_floor, scale)
+    return unflatten(normalize_term(clean, normalize) + domain.value(), fisher)
+
+
+def _check_same(fisher: dict, fisher_perturbed: dict) -> None:
+    if set(fisher) != set(fisher_perturbed):
+        missing = sorted(set(fisher) ^ set(fisher_perturbed))
+        raise FisherTuneError(f"clean and perturbed Fisher cover different parameters, e.g. {missing[0]!r}")
+    if not fisher:
+        raise FisherTuneError("DR-FIM needs at least one candidate parameter")

@@ -97,6 +97,34 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     return _all_reduce(sums, count)
 
 
+class RunningFisher:
+    """The empirical Fisher of the batches seen so far, one batch at a time (for DR-FIM's per-batch terms).
+
+    `value()` after the last batch equals `empirical_fisher` over all of them."""
+
+    prior_floor = 0.0  # no prior: the plain DR-FIM ratio has only its ε
+    ratio_scale = 1.0
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str], per_sample: bool = True,
+                 backend: str = "auto", chunk_size: int | None = None):
+        self.model, self.loss_fn, self.names = model, loss_fn, list(names)
+        self.options = dict(per_sample=per_sample, backend=backend, chunk_size=chunk_size)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+
+    def update(self, batch: Any, perturbation: FeaturePerturbation | None = None) -> None:
+        sums, count = fisher_sums(self.model, [batch], self.loss_fn, self.names, perturbation=perturbation,
+                                  **self.options)
+        for name, s in sums.items():
+            self.sums[name] = self.sums[name] + s if name in self.sums else s
+        self.seen += count
+
+    def value(self) -> dict[str, torch.Tensor]:
+        if self.seen == 0:
+            raise FisherTuneError("no samples: the Fisher needs at least one non-empty batch")
+        return {name: s / self.seen for name, s in self.sums.items()}
+
+
 def _named_params(model: nn.Module, params: Sequence[str] | None) -> dict[str, nn.Parameter]:
     every = dict(model.named_parameters())
     if params is None:

@@ -17,8 +17,9 @@ Whatever the source, the transform of a sample depends only on that sample, its 
 per-sample Fisher under perturbation equals a one-sample-at-a-time loop with the same draws.
 
 Draws come from a torch.Generator seeded with `seed`, in forward order (module by module, sample by
-sample within a batch). `draw_magnitudes()` reports α·mean|ε_μ| and α·mean|ε_σ| over all draws so far:
-the effective perturbation in units of Σ, 0 when α = 0, as used by DR-FIM's weight w = exp(−(|ε_μ|+|ε_σ|)).
+sample within a batch). `take_draws()` summarises the draws made since its last call as DR-FIM's scalars:
+ε_μ = α·mean ε_μ and ε_σ = α·mean ε_σ, *signed* means over every channel, module and sample drawn (the
+perturbation in units of Σ; 0 at α = 0), and the same means of |ε| for the earlier `abs_mean` weighting.
 With α = 0 or `enabled = False` the hooks return their input unchanged.
 
 Modules are matched by name, exact or as an fnmatch glob (`*` also matches dots: "blocks.?" is blocks
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,6 +39,19 @@ from torch import nn
 from fishertune.errors import FisherTuneError
 
 STAT_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Draws:
+    """DSU draws of one stretch of forward passes reduced to DR-FIM's scalars (docs/method.md):
+    eps_mu = α·mean ε_μ, eps_sigma = α·mean ε_σ (signed), abs_mu / abs_sigma the means of α·|ε|,
+    `count` the numbers drawn per kind."""
+
+    eps_mu: float = 0.0
+    eps_sigma: float = 0.0
+    abs_mu: float = 0.0
+    abs_sigma: float = 0.0
+    count: int = 0
 
 
 class FeaturePerturbation:
@@ -62,9 +77,8 @@ class FeaturePerturbation:
         self._recording: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         self._generators: dict[torch.device, torch.Generator] = {}
         self._handles: list = []
-        self._abs_mu = self._abs_sigma = 0.0
-        self._draws = 0  # per-sample draws (one per sample and module)
-        self._entries = 0  # drawn numbers per ε kind
+        self._sums: torch.Tensor | None = None  # Σε_μ, Σε_σ, Σ|ε_μ|, Σ|ε_σ| since take_draws()
+        self._entries = 0  # drawn numbers per ε kind since take_draws()
         self._draw_shapes: dict[str, tuple[tuple[int, ...], torch.device, torch.dtype]] = {}
         self._given: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -110,18 +124,21 @@ class FeaturePerturbation:
         return _Using(self, draws)
 
     # -- reporting ------------------------------------------------------------------------------------
-    def draw_magnitudes(self) -> tuple[float, float]:
-        """(α·mean|ε_μ|, α·mean|ε_σ|) over every draw so far; (0, 0) before any."""
-        if self._entries == 0:
-            return 0.0, 0.0
+    def take_draws(self) -> Draws:
+        """The draws made since the last call (all zero before any), then forget them."""
+        if self._sums is None:
+            return Draws()
         scale = self.alpha / self._entries
-        return scale * float(self._abs_mu), scale * float(self._abs_sigma)
+        mu, sigma, abs_mu, abs_sigma = (scale * v for v in self._sums.tolist())
+        draws = Draws(mu, sigma, abs_mu, abs_sigma, self._entries)
+        self._sums, self._entries = None, 0
+        return draws
 
     def _account(self, eps_mu: torch.Tensor, eps_sigma: torch.Tensor) -> None:
-        self._abs_mu = self._abs_mu + eps_mu.detach().abs().sum().float()  # tensors: no device sync here
-        self._abs_sigma = self._abs_sigma + eps_sigma.detach().abs().sum().float()
+        mu, sigma = eps_mu.detach().double(), eps_sigma.detach().double()
+        sums = torch.stack([mu.sum(), sigma.sum(), mu.abs().sum(), sigma.abs().sum()])  # no device sync
+        self._sums = sums if self._sums is None else self._sums + sums.to(self._sums.device)
         self._entries += eps_mu.numel()
-        self._draws += eps_mu.shape[0]
 
     # -- the transform --------------------------------------------------------------------------------
     def _hook(self, name: str):

@@ -2,12 +2,12 @@
 
     tuner = FisherTuner(model, FisherTuneConfig(ratio=0.05, perturb_layers=["blocks.0", "blocks.1"]))
     # (warm-up of the head is the caller's)
-    tuner.estimate(batches, loss_fn)        # clean F, perturbed F', optional variational, DR-FIM scores
+    tuner.estimate(batches, loss_fn)        # task and domain terms batch by batch, DR-FIM scores
     tuner.select(step=0)                    # masks of size δ(0)
     optimizer = tuner.build_optimizer(model.named_parameters(), lr=2e-5)
     for step in range(steps):
         ...; optimizer.step()
-        tuner.after_step(step, batches, loss_fn, optimizer)   # every R steps: re-estimate and grow
+        tuner.after_step(step, batches, loss_fn, optimizer, steps)   # every R steps: re-estimate, grow
     tuner.save_delta("delta.safetensors")
 
 Estimation runs with the model in eval() (restored afterwards), so BatchNorm does not couple the samples
@@ -26,21 +26,40 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
-from fishertune.method.dr_fim import NORMALIZATIONS, dr_fim
-from fishertune.method.fisher import LossFn, empirical_fisher
+from fishertune.method.dr_fim import (
+    NORMALIZATIONS,
+    WEIGHTINGS,
+    DomainTerm,
+    draw_weight,
+    flatten,
+    normalize_term,
+    unflatten,
+)
+from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
 from fishertune.method.masked_adamw import MaskedAdamW
 from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.method.schedule import grow_masks, growth_ratio
 from fishertune.method.selection import GRANULARITIES, SCOPES, candidate_names
 from fishertune.method.variational import (
-    DEFAULT_BETA,
     DEFAULT_GAMMA,
     DEFAULT_SAMPLES,
     DEFAULT_TAU,
-    variational_fisher,
+    VariationalCurvature,
 )
 
-SELECTION_MODES = ("dr_fim", "fim", "random")
+SELECTION_MODES = ("dr_fim", "fim", "delta_f", "random")
+VARIATIONAL = ("off", "ivon", "vogn")
+
+# Independent random streams of one estimate, all derived from the config's seed and the estimate's
+# number k (so a re-estimate draws afresh): seed_stream(seed, stream, k).
+RANDOM_SCORES, PERTURBATION_DRAWS, WEIGHT_SAMPLES = 1, 2, 3
+
+
+def seed_stream(seed: int, stream: int, estimate: int) -> int:
+    """A 63-bit seed for one random stream of one estimate (numpy's SeedSequence mixes the three)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, stream, estimate]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def _help(text: str) -> dict:
@@ -74,7 +93,11 @@ class FisherTuneConfig:
     max_per_tensor: float | None = field(default=None, metadata=_help(
         "Cap on the selected fraction of any one tensor; None = no cap."))
     selection: str = field(default="dr_fim", metadata=_help(
-        "Scores: dr_fim (domain-related Fisher), fim (clean Fisher) or random (same budget, seeded)."))
+        "Scores: dr_fim (task + domain term), fim (task term: the clean Fisher), delta_f (the domain "
+        "term alone, the paper's ΔF) or random (same budget, seeded)."))
+    domain_weight: str = field(default="paper", metadata=_help(
+        "Weight of each batch's domain term: paper, exp(−(ε_μ+ε_σ)) of its signed draws, or abs_mean, "
+        "the earlier exp(−(|ε_μ|+|ε_σ|)) (≈ constant; for the ablation)."))
     normalize: str = field(default="mean", metadata=_help(
         "How DR-FIM puts F and the relative change on one scale: mean, rank or none (raw formula)."))
     eps_ratio: float = field(default=1e-3, metadata=_help(
@@ -86,13 +109,16 @@ class FisherTuneConfig:
         "Exact per-sample Fisher (True) or squared mini-batch gradients (False, cheaper)."))
     chunk_size: int | None = field(default=None, metadata=_help(
         "Samples per vmap call of the exact Fisher (memory bound); None = whole batch."))
-    variational: bool = field(default=False, metadata=_help(
-        "Stabilise F and F' with the IVON-style variational estimate."))
-    var_gamma: float = field(default=DEFAULT_GAMMA, metadata=_help("Variational data scale γ."))
-    var_tau: float = field(default=DEFAULT_TAU, metadata=_help("Variational prior std τ."))
-    var_samples: int = field(default=DEFAULT_SAMPLES, metadata=_help("Weight samples per batch."))
-    var_beta: float | None = field(default=DEFAULT_BETA, metadata=_help(
-        "EMA decay of squared gradients; None = running mean."))
+    variational: str = field(default="off", metadata=_help(
+        "Stabilised estimate γ(Λ − τ⁻²) of the posterior precision Λ instead of F: ivon (IVON's "
+        "reparameterised Hessian estimate, the paper's form), vogn (squared per-sample gradients at "
+        "sampled weights) or off (the plain empirical Fisher)."))
+    var_gamma: float = field(default=DEFAULT_GAMMA, metadata=_help(
+        "Variational data scale γ (1 / effective sample size)."))
+    var_tau: float = field(default=DEFAULT_TAU, metadata=_help(
+        "Variational prior std τ around the current weights; δ = γ/τ² floors the domain ratio."))
+    var_samples: int = field(default=DEFAULT_SAMPLES, metadata=_help(
+        "Weight samples per batch (ivon: antithetic pairs)."))
     seed: int = field(default=0, metadata=_help(
         "Seed of perturbation draws, weight samples and random scores."))
 
@@ -106,6 +132,8 @@ class FisherTuneConfig:
         if self.count is not None and self.count < 0:
             raise FisherTuneError(f"FisherTuneConfig: count must be >= 0, got {self.count}")
         for name, value, options in (("selection", self.selection, SELECTION_MODES),
+                                     ("domain_weight", self.domain_weight, WEIGHTINGS),
+                                     ("variational", self.variational, VARIATIONAL),
                                      ("normalize", self.normalize, NORMALIZATIONS),
                                      ("granularity", self.granularity, GRANULARITIES),
                                      ("scope", self.scope, SCOPES)):
@@ -134,7 +162,8 @@ class FisherTuner:
         self.masks: dict[str, torch.Tensor] = {}
         self.fisher: dict[str, torch.Tensor] = {}
         self.fisher_perturbed: dict[str, torch.Tensor] = {}
-        self.draws: dict[str, float] = {"eps_mu": 0.0, "eps_sigma": 0.0}
+        self.terms: dict[str, torch.Tensor] = {}  # flat T(A) and D over the candidates, after estimate()
+        self.draws: list[dict[str, float]] = []  # per estimation batch: signed draws and weight w_b
         self.history: list[dict[str, Any]] = []
         self.base_values: dict[str, torch.Tensor] = {}
         self._base_index: dict[str, torch.Tensor] = {}
@@ -142,12 +171,15 @@ class FisherTuner:
 
     # -- scores ---------------------------------------------------------------------------------------
     def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
-        """Compute the selection scores (and F, F', draws for inspection) from `batches`."""
+        """Compute the selection scores from `batches` (docs/method.md): the task term T(A) of the clean
+        curvature A, the domain term D accumulated batch by batch under the DSU perturbation, and
+        DR = T(A) + D (or one of them, by `selection`). Keeps A, A' and the draws for inspection until
+        `release_estimates()`."""
         cfg = self.config
         batches = list(batches)
         self._estimates += 1
         if cfg.selection == "random":
-            generator = torch.Generator().manual_seed(cfg.seed + 7919 * self._estimates)
+            generator = torch.Generator().manual_seed(seed_stream(cfg.seed, RANDOM_SCORES, self._estimates))
             params = dict(self.model.named_parameters())
             self.scores = {n: torch.rand(params[n].shape, generator=generator).to(params[n].device)
                            for n in self.candidates}
@@ -155,39 +187,71 @@ class FisherTuner:
         was_training = self.model.training
         self.model.eval()
         try:
-            if cfg.selection == "fim":
-                self.fisher = self.scores = self._fisher(batches, loss_fn)
-                return self.scores
-            if not cfg.perturb_layers:
-                raise FisherTuneError("selection 'dr_fim' needs perturb_layers (module names to perturb)")
-            perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
-                                               seed=cfg.seed + 104729 * self._estimates)
-            self.fisher = self._fisher(batches, loss_fn)
-            with perturbation:
-                # DSU's Σ of these batches, used by the batches of one of per-sample estimation
-                with perturbation.recording(), torch.no_grad():
-                    for batch in batches:
-                        loss_fn(self.model, batch)
-                self.fisher_perturbed = self._fisher(batches, loss_fn, perturbation)
-            eps_mu, eps_sigma = perturbation.draw_magnitudes()
-            self.draws = {"eps_mu": eps_mu, "eps_sigma": eps_sigma}
-            self.scores = dr_fim(self.fisher, self.fisher_perturbed, eps_mu, eps_sigma,
-                                 normalize=cfg.normalize, eps_ratio=cfg.eps_ratio)
+            if cfg.selection == "fim" and cfg.variational == "off":
+                self.fisher = self.scores = empirical_fisher(self.model, batches, loss_fn, self.candidates,
+                                                             per_sample=cfg.per_sample,
+                                                             chunk_size=cfg.chunk_size)
+            elif cfg.selection == "fim":
+                clean = self._curvature(loss_fn)
+                for batch in batches:
+                    clean.update(batch)
+                self.fisher = self.scores = clean.value()
+            else:
+                self.scores = self._domain_related(batches, loss_fn)
             return self.scores
         finally:
             self.model.train(was_training)
 
-    def _fisher(self, batches: list, loss_fn: LossFn,
-                perturbation: FeaturePerturbation | None = None) -> dict[str, torch.Tensor]:
-        """F (or F' with an attached perturbation); both use the same backend and weight samples, so that
-        |F − F'| holds no differences but the perturbation's."""
+    def _domain_related(self, batches: list, loss_fn: LossFn) -> dict[str, torch.Tensor]:
         cfg = self.config
-        common = dict(per_sample=cfg.per_sample, chunk_size=cfg.chunk_size, perturbation=perturbation)
-        if cfg.variational:
-            return variational_fisher(self.model, batches, loss_fn, self.candidates, gamma=cfg.var_gamma,
-                                      tau=cfg.var_tau, samples=cfg.var_samples, beta=cfg.var_beta,
-                                      seed=cfg.seed + 15485863 * self._estimates, **common)
-        return empirical_fisher(self.model, batches, loss_fn, self.candidates, **common)
+        if not cfg.perturb_layers:
+            raise FisherTuneError(f"selection {cfg.selection!r} needs perturb_layers "
+                                  "(module names to perturb)")
+        perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
+                                           seed=seed_stream(cfg.seed, PERTURBATION_DRAWS, self._estimates))
+        clean, moved = self._curvature(loss_fn), self._curvature(loss_fn)  # same weight samples
+        domain = DomainTerm(cfg.normalize, cfg.eps_ratio)
+        names = self.candidates
+        self.draws = []
+        with perturbation:
+            # DSU's Σ of these batches, used by the batches of one of per-sample estimation
+            with perturbation.recording(), torch.no_grad():
+                for batch in batches:
+                    loss_fn(self.model, batch)
+            for batch in batches:
+                perturbation.enabled = False
+                clean.update(batch)
+                perturbation.enabled = True
+                moved.update(batch, perturbation)
+                draws = perturbation.take_draws()
+                weight = draw_weight(draws, cfg.domain_weight)
+                domain.add(flatten(clean.value(), names), flatten(moved.value(), names), weight,
+                           clean.prior_floor, clean.ratio_scale)
+                self.draws.append({"eps_mu": draws.eps_mu, "eps_sigma": draws.eps_sigma,
+                                   "abs_mu": draws.abs_mu, "abs_sigma": draws.abs_sigma, "weight": weight})
+        self.fisher, self.fisher_perturbed = clean.value(), moved.value()
+        self.terms = {"task": normalize_term(flatten(self.fisher, names), cfg.normalize),
+                      "domain": domain.value()}
+        like = {n: self.fisher[n] for n in names}
+        if cfg.selection == "delta_f":
+            return unflatten(self.terms["domain"], like)
+        return unflatten(self.terms["task"] + self.terms["domain"], like)
+
+    def _curvature(self, loss_fn: LossFn) -> RunningFisher | VariationalCurvature:
+        """The running clean (or perturbed) curvature: the empirical Fisher, or the variational h. The
+        clean and perturbed ones draw the same weight samples, so |A − A'| holds no differences but the
+        perturbation's."""
+        cfg = self.config
+        options = dict(per_sample=cfg.per_sample, chunk_size=cfg.chunk_size)
+        if cfg.variational == "off":
+            return RunningFisher(self.model, loss_fn, self.candidates, **options)
+        return VariationalCurvature(self.model, loss_fn, self.candidates, cfg.variational, cfg.var_gamma,
+                                    cfg.var_tau, cfg.var_samples,
+                                    seed_stream(cfg.seed, WEIGHT_SAMPLES, self._estimates), **options)
+
+    def release_estimates(self) -> None:
+        """Drop the curvature and terms kept for inspection (memory ∝ the candidates); the scores stay."""
+        self.fisher, self.fisher_perturbed, self.terms = {}, {}, {}
 
     # -- selection ------------------------------------------------------------------------------------
     def ratio_at(self, step: int) -> float:
@@ -245,10 +309,12 @@ class FisherTuner:
         for name in self.candidates:
             params[name].requires_grad_(growing or bool(self.masks[name].any()))
 
-    def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW) -> None:
-        """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1)."""
+    def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW,
+                   total_steps: int | None = None) -> None:
+        """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1).
+        Nothing happens after the last of `total_steps` steps: entries added then would never train."""
         every = self.config.update_every
-        if every <= 0 or (step + 1) % every:
+        if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):
             return
         if self.config.reestimate:
             self.estimate(batches, loss_fn)

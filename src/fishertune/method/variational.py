@@ -1,97 +1,185 @@
-"""Variational stabilisation of the Fisher (IVON-style), so that few noisy batches give steadier scores.
+"""Variational stabilisation of the curvature: the posterior precision Λ of docs/method.md §4.
 
-The posterior over the weights is q(θ) = N(μ, diag(Λ)⁻¹) with μ the current weights, the prior is
-N(θ_pt, τ²I) (θ_pt = the weights at the time of the call), and the precision is re-estimated from squared
-per-sample gradients taken at weights sampled from q:
+The posterior over the weights is q(θ) = N(m, diag(Λ)⁻¹), the prior N(θ_pt, τ²I) around the weights at
+the time of the estimate. The mean m is *held* at the current weights (estimation must not move a weight
+that will stay pretrained); only the precision is learnt. In IVON's parameterisation (Shen et al., ICML
+2024) with data scale γ (1 / effective sample size):
 
-    for each batch b:   σ² = 1/Λ = τ²γ / (γ + τ²h)         (Λ = τ⁻² + h/γ)
-                        θ_s = μ + σ ⊙ ξ_s, ξ_s ~ N(0, I),   s = 1..samples
-                        ĝ²_b = mean over s of the per-sample Fisher of batch b at θ_s
-                        h ← β h + (1 − β) ĝ²_b              (EMA, bias-corrected: h / (1 − β^k))
-    stabilised Fisher  = γ (Λ − τ⁻²) = h.
+    Λ = τ⁻² + h/γ,   σ² = 1/Λ = γτ² / (γ + τ²h),   δ = γ/τ² (the prior precision in units of h)
 
-h starts at 0 (the noise uses the bias-corrected h), so the first batch is measured with the prior noise
-σ = τ. γ is the data scale of the precision (IVON's 1/effective sample size): the larger γ, the wider the
-posterior. With beta=None the EMA is replaced by the sample-count-weighted running mean, so that the
-estimate weights all batches alike.
+and the stabilised curvature the DR-FIM formula uses is γ(Λ − τ⁻²) = h. For each batch b (k-th):
 
-Zero-noise limit: γ = 0 (or τ = 0) gives σ = 0, every θ_s = μ bit-exactly, and the result is exactly the
-plain per-sample Fisher of the batch (β ∈ [0,1), one batch) or of all batches (beta=None).
-The weights are restored bit-exactly after sampling.
+    θ_s = m + σ ⊙ ξ_s, ξ_s ~ N(0, I)                       (weights sampled from q)
+    ĥ_b = curvature measured at the θ_s (below)
+    h  ← h + ρ(ĥ_b − h) + ½ρ²(h − ĥ_b)² / (h + δ)          (IVON's natural-gradient ELBO step;
+                                                            ρ = n_b / samples seen so far)
+
+ρ = n_b / N_seen makes h the sample-weighted average of the batches' ĥ (with few estimation batches
+IVON's β₂ ≈ 1 would leave h at its initial value). The last term is IVON's Riemannian correction: it
+keeps h + δ > 0 (so Λ > 0) when ĥ can be negative, and is 0 for the squared-gradient curvature.
+h starts at 0, so the first batch is measured at the prior noise σ = τ.
+
+Curvature estimates ĥ (`curvature`):
+- "ivon" (the paper's form; IVON's reparameterised Hessian estimate): with antithetic pairs ±ξ_s,
+  ĥ = mean_s (∇ℓ̄(m + σξ_s) − ∇ℓ̄(m − σξ_s)) ⊙ ξ_s / (2σ), ℓ̄ the batch's mean loss. By Bonnet's theorem
+  its expectation is E_q[diag ∇²ℓ̄]; the pair cancels the gradient at m, so the estimate stays finite as
+  σ → 0, where its expectation tends to diag ∇²ℓ̄(m) — the Hessian, which equals the Fisher only where the
+  Gauss-Newton / Fisher identity holds. It is a Hutchinson-type estimate: one draw carries the
+  off-diagonal curvature as noise, so it needs many samples to be reliable (docs/method.md measures it).
+- "vogn" (the earlier estimator, named for what it is: VOGN, Osawa et al. 2019): ĥ = the per-sample
+  Fisher (1/n) Σ_n g_n(θ_s)² of the batch, averaged over the weight samples. At zero posterior noise
+  (γ = 0 or τ = 0, so σ = 0 and θ_s = m) h is exactly the empirical Fisher F of the batches seen.
+
+The weights are restored bit-exactly after every sample. With an attached perturbation, both members of
+an antithetic pair see the same DSU draws (presampled), so the pair still cancels.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.fisher import LossFn, _named_params, fisher_sums
+from fishertune.method.batching import batch_size
+from fishertune.method.fisher import LossFn, _all_reduce, _named_params, _requiring_grad, fisher_sums
 from fishertune.method.perturbation import FeaturePerturbation
 
-DEFAULT_GAMMA = 1e-4   # data scale: the posterior of a weight whose Fisher is h has precision τ⁻² + h/γ
-DEFAULT_TAU = 1e-3     # prior std around the weights, also the first batch's noise
-DEFAULT_SAMPLES = 2    # weight samples per batch
-DEFAULT_BETA = 0.9     # EMA decay of the squared gradients
+CURVATURES = ("ivon", "vogn")
+DEFAULT_GAMMA = 1e-4   # data scale γ: a weight whose curvature is h has precision τ⁻² + h/γ
+DEFAULT_TAU = 1e-3     # prior std τ around the weights, also the first batch's noise
+DEFAULT_SAMPLES = 2    # weight samples (ivon: antithetic pairs) per batch
+
+
+class VariationalCurvature:
+    """The running h = γ(Λ − τ⁻²) of one data stream (clean, or under a perturbation), batch by batch."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str], curvature: str = "ivon",
+                 gamma: float = DEFAULT_GAMMA, tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
+                 seed: int = 0, per_sample: bool = True, backend: str = "auto",
+                 chunk_size: int | None = None):
+        if curvature not in CURVATURES:
+            raise FisherTuneError(f"unknown variational curvature {curvature!r}; "
+                                  f"choose one of {', '.join(CURVATURES)}")
+        if gamma < 0 or tau < 0 or samples < 1:
+            raise FisherTuneError(f"variational settings out of range: gamma={gamma} >= 0, tau={tau} >= 0, "
+                                  f"samples={samples} >= 1")
+        if curvature == "ivon" and gamma * tau == 0:
+            raise FisherTuneError("the ivon curvature needs posterior noise: gamma > 0 and tau > 0 "
+                                  "(use curvature vogn for the zero-noise limit)")
+        self.model, self.loss_fn, self.curvature = model, loss_fn, curvature
+        self.gamma, self.tau, self.samples = gamma, tau, samples
+        self.fisher_options = dict(per_sample=per_sample, backend=backend, chunk_size=chunk_size)
+        self.named = _named_params(model, names)
+        self.h = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+                  for n, p in self.named.items()}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.seen = 0
+
+    @property
+    def prior_floor(self) -> float:
+        """δ = γ/τ²: the prior precision τ⁻² in units of h (0 when γ = 0, ∞ when only τ = 0)."""
+        if self.gamma == 0:
+            return 0.0
+        return self.gamma / (self.tau * self.tau) if self.tau > 0 else math.inf
+
+    @property
+    def ratio_scale(self) -> float:
+        """γ: the paper's stabilised domain term is γ·|Λ − Λ'| / (min(Λ, Λ') + ε/γ) = γ·R(h, h'; δ)."""
+        return self.gamma
+
+    def value(self) -> dict[str, torch.Tensor]:
+        return self.h
+
+    def posterior_std(self, name: str) -> torch.Tensor:
+        """σ = sqrt(γτ² / (γ + τ²h)), exactly 0 when γ = 0 or τ = 0."""
+        numerator = self.tau * self.tau * self.gamma
+        if numerator == 0.0:
+            return torch.zeros_like(self.h[name])
+        return (numerator / (self.gamma + self.tau * self.tau * self.h[name])).sqrt()
+
+    def update(self, batch: Any, perturbation: FeaturePerturbation | None = None) -> None:
+        """One ELBO step of h with the curvature measured on `batch` (under `perturbation` if given)."""
+        mean = {n: p.detach().clone() for n, p in self.named.items()}
+        std = {n: self.posterior_std(n) for n in self.named}
+        try:
+            if self.curvature == "vogn":
+                estimate, count = self._squared_gradients(batch, mean, std, perturbation)
+            else:
+                estimate, count = self._reparameterised_hessian(batch, mean, std, perturbation)
+        finally:
+            self._set_weights(mean, std, None, 0.0)
+        self.seen += count
+        rho = count / self.seen
+        floor = self.prior_floor
+        for name, h in self.h.items():
+            step = estimate[name] - h
+            correction = 0.5 * rho * rho * step.square() / (h + floor) if self.curvature == "ivon" else 0
+            h.add_(rho * step + correction)
+
+    def _noise(self) -> dict[str, torch.Tensor]:
+        return {n: torch.randn(p.shape, generator=self.generator).to(p.device) for n, p in self.named.items()}
+
+    @torch.no_grad()
+    def _set_weights(self, mean, std, noise, sign: float) -> None:
+        for name, p in self.named.items():
+            if noise is None:
+                p.copy_(mean[name])
+            else:
+                p.copy_((mean[name].float() + sign * std[name] * noise[name]).to(p.dtype))
+
+    def _squared_gradients(self, batch, mean, std, perturbation):
+        total: dict[str, torch.Tensor] = {}
+        for _ in range(self.samples):
+            self._set_weights(mean, std, self._noise(), 1.0)
+            sums, count = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
+                                      perturbation=perturbation, **self.fisher_options)
+            for name in self.named:
+                total[name] = total[name] + sums[name] if name in total else sums[name]
+        return {n: t / (self.samples * count) for n, t in total.items()}, count
+
+    def _reparameterised_hessian(self, batch, mean, std, perturbation):
+        size = batch_size(batch)
+        sums = {n: torch.zeros_like(h) for n, h in self.h.items()}
+        for _ in range(self.samples):
+            noise = self._noise()
+            draws = perturbation.presample(size) if perturbation is not None else None
+            grads = []
+            for sign in (1.0, -1.0):
+                self._set_weights(mean, std, noise, sign)
+                grads.append(self._mean_loss_gradient(batch, perturbation, draws))
+            for name in self.named:
+                sums[name].add_((grads[0][name] - grads[1][name]) * noise[name] / (2 * std[name]))
+        sums, count = _all_reduce({n: s * size for n, s in sums.items()}, size)
+        return {n: s / (self.samples * count) for n, s in sums.items()}, count
+
+    def _mean_loss_gradient(self, batch, perturbation, draws) -> dict[str, torch.Tensor]:
+        params = list(self.named.values())
+        with _requiring_grad(self.named), (perturbation.using(draws) if draws is not None
+                                           else nullcontext()):
+            loss = self.loss_fn(self.model, batch).mean()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return {n: (torch.zeros_like(self.h[n]) if g is None else g.detach().float())
+                for n, g in zip(self.named, grads)}
 
 
 def variational_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
-                       params: Sequence[str] | None = None, gamma: float = DEFAULT_GAMMA,
-                       tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
-                       beta: float | None = DEFAULT_BETA, seed: int = 0, per_sample: bool = True,
-                       backend: str = "auto", chunk_size: int | None = None,
-                       perturbation: FeaturePerturbation | None = None) -> dict[str, torch.Tensor]:
-    """The stabilised Fisher γ(Λ − τ⁻²) of the module docstring, float32, one tensor per parameter.
-
-    The other arguments are those of `empirical_fisher`, applied at every weight sample."""
-    if gamma < 0 or tau < 0 or samples < 1 or (beta is not None and not 0 <= beta < 1):
-        raise FisherTuneError(f"variational settings out of range: gamma={gamma} >= 0, tau={tau} >= 0, "
-                              f"samples={samples} >= 1, beta={beta} in [0, 1) or None")
-    named = _named_params(model, params)
-    names = list(named)
-    mean = {name: p.detach().clone() for name, p in named.items()}
-    h = {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for name, p in named.items()}
-    generator = torch.Generator().manual_seed(seed)
-    seen, batches_done = 0, 0
-    try:
-        for batch in batches:
-            scale = 1.0 if beta is None or batches_done == 0 else 1 - beta ** batches_done
-            std = {name: _posterior_std(h[name] / scale, gamma, tau) for name in names}
-            total: dict[str, torch.Tensor] = {}
-            count = 0
-            for _ in range(samples):
-                with torch.no_grad():
-                    for name, p in named.items():
-                        noise = torch.randn(p.shape, generator=generator).to(p.device)
-                        p.copy_((mean[name].float() + std[name] * noise).to(p.dtype))
-                sums, count = fisher_sums(model, [batch], loss_fn, names, per_sample, backend, chunk_size,
-                                          perturbation)
-                for name in names:
-                    total[name] = total[name] + sums[name] if name in total else sums[name]
-            batch_fisher = {name: total[name] / (samples * count) for name in names}
-            batches_done += 1
-            seen += count
-            for name in names:
-                if beta is None:
-                    h[name].add_(batch_fisher[name] - h[name], alpha=count / seen)
-                else:
-                    h[name].mul_(beta).add_(batch_fisher[name], alpha=1 - beta)
-    finally:
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(mean[name])
-    if batches_done == 0:
-        raise FisherTuneError("no batches: the variational Fisher needs at least one batch")
-    correction = 1.0 if beta is None else 1 - beta ** batches_done
-    return {name: h[name] / correction for name in names}
-
-
-def _posterior_std(h: torch.Tensor, gamma: float, tau: float) -> torch.Tensor:
-    """sqrt(1/Λ) = sqrt(τ²γ / (γ + τ²h)), exactly 0 when γ = 0 or τ = 0."""
-    numerator = tau * tau * gamma
-    if numerator == 0.0:
-        return torch.zeros_like(h)
-    return (numerator / (gamma + tau * tau * h)).sqrt()
+                       params: Sequence[str] | None = None, curvature: str = "ivon",
+                       gamma: float = DEFAULT_GAMMA, tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
+                       seed: int = 0, perturbation: FeaturePerturbation | None = None,
+                       **fisher_options: Any) -> dict[str, torch.Tensor]:
+    """The stabilised curvature γ(Λ − τ⁻²) = h after one ELBO step per batch (module docstring), float32,
+    one tensor per parameter (`params` as in `empirical_fisher`; `fisher_options`: its per_sample,
+    backend and chunk_size, used by the vogn curvature)."""
+    names = list(_named_params(model, params))
+    posterior = VariationalCurvature(model, loss_fn, names, curvature, gamma, tau, samples, seed,
+                                     **fisher_options)
+    for batch in batches:
+        posterior.update(batch, perturbation)
+    if posterior.seen == 0:
+        raise FisherTuneError("no batches: the variational estimate needs at least one batch")
+    return posterior.value()

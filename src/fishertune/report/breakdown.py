@@ -142,3 +142,11 @@ def selection_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
         both += int((x & y).sum())
         union += int((x | y).sum())
     return both / union if union else 1.0
+
+
+
+def module_shares(masks: Mapping[str, Any]) -> dict[str, float]:
+    """Share of the whole selection per module type (Q, K, V, proj, FFN, norm, ...), over all blocks."""
+    counts = count_selection(masks)
+    return {m: counts.by_type[m][0] / counts.selected for m in MODULE_TYPES
+            if m in counts.by_type and counts.selected}

@@ -1,8 +1,9 @@
 """FisherTune (CVPR 2025) under the tuner interface: DR-FIM selection, mask growth, sparse delta.
 
-A thin adapter from the segmentor to `fishertune.method.FisherTuner` (see DESIGN.md §1): `prepare`
-estimates the clean Fisher F and the Fisher F' under the DSU feature perturbation of `perturb_layers`,
-combines them into DR-FIM scores (optionally variational) and selects δ(0); `after_step` grows the mask
+A thin adapter from the segmentor to `fishertune.method.FisherTuner` (docs/method.md): `prepare`
+estimates, batch by batch, the clean curvature and the curvature under the DSU feature perturbation of
+`perturb_layers` (the empirical Fisher, or the variational posterior precision when `variational` is
+ivon or vogn), combines them into DR-FIM scores and selects δ(0); `after_step` grows the mask
 towards the budget every `update_every` steps (δ(t) = δ_max − (δ_max − δ_min)·e^(−t/T)), re-estimating if
 asked. The options are FisherTuneConfig's, plus the mask baselines' `budget` (which sets ratio or count),
 with `perturb_layers` that may name backbone blocks by index (default: the first two blocks, the "early
@@ -43,7 +44,7 @@ class FisherTuneTunerConfig(FisherTuneConfig):
 @register_tuner
 class FisherTuneTuner(MaskTuner):
     name = "fishertune"
-    paper = "FisherTune (CVPR 2025), this project's formulation (DESIGN.md §1)"
+    paper = "FisherTune (CVPR 2025), this project's formulation (docs/method.md)"
     config_class = FisherTuneTunerConfig
 
     def fisher_config(self) -> FisherTuneConfig:

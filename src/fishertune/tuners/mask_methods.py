@@ -145,6 +145,7 @@ class MaskTuner(Tuner):
     def prepare(self, batches: Iterable[dict], loss_fn: Callable[[nn.Module, dict], torch.Tensor]) -> None:
         self.fisher_tuner.estimate(batches, loss_fn)
         self.fisher_tuner.select(step=0)
+        self.fisher_tuner.release_estimates()
 
     def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
@@ -160,7 +161,8 @@ class MaskTuner(Tuner):
 
     def after_step(self, step: int, total_steps: int, batches: Iterable[dict],
                    loss_fn: Callable[[nn.Module, dict], torch.Tensor], optimizer: MaskedAdamW) -> None:
-        self.fisher_tuner.after_step(step, batches, loss_fn, optimizer)
+        self.fisher_tuner.after_step(step, batches, loss_fn, optimizer, total_steps)
+        self.fisher_tuner.release_estimates()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.fisher_tuner.state_dict()

@@ -1,0 +1,61 @@
+"""Is the domain term signal or noise? Split-half reliability of DR-FIM's two terms.
+
+The estimation images are split into two disjoint halves (the first and the second half of every batch,
+so both halves see the same number of batches), the task term T(A) and the domain term D are estimated on
+each half with the same settings, and each term's Spearman rank correlation between the halves, over all
+candidate entries, is its reliability: near 1, the ranking the selection uses is a property of the model
+and the data; near 0, it is noise of the few images it came from (docs/method.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from scipy import stats
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+from fishertune.method.batching import batch_size, map_tensors
+from fishertune.method.fisher import LossFn
+
+
+def halves(batch: Any) -> tuple[Any, Any]:
+    """The first ⌊B/2⌋ samples of a batch and the rest."""
+    size = batch_size(batch)
+    if size < 2:
+        raise FisherTuneError("split-half reliability needs batches of at least 2 samples")
+    cut = size // 2
+
+    def part(piece: slice):
+        return map_tensors(batch, lambda t: t[piece] if t.dim() > 0 and t.shape[0] == size else t)
+
+    return part(slice(0, cut)), part(slice(cut, size))
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's ρ (average ranks for ties); NaN when either side is constant."""
+    if bool((a == a[0]).all()) or bool((b == b[0]).all()):
+        return float("nan")
+    return float(stats.spearmanr(a.double().cpu().numpy(), b.double().cpu().numpy()).statistic)
+
+
+def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
+                           loss_fn: LossFn) -> dict[str, float]:
+    """{"task": ρ, "domain": ρ, "images_per_half": n} for FisherTune's `config` (a FisherTuneConfig whose
+    selection uses the domain term) on `batches`; the model's weights are left as they were."""
+    from dataclasses import replace
+
+    from fishertune.method.tuner import FisherTuner
+
+    config = replace(config, selection="dr_fim")
+    parts = [halves(b) for b in batches]
+    terms = []
+    for side in range(2):
+        tuner = FisherTuner(model, config)
+        tuner.estimate([p[side] for p in parts], loss_fn)
+        terms.append(tuner.terms)
+    images = sum(batch_size(p[0]) for p in parts)
+    return {"task": spearman(terms[0]["task"], terms[1]["task"]),
+            "domain": spearman(terms[0]["domain"], terms[1]["domain"]), "images_per_half": images}
