@@ -82,16 +82,26 @@ def run_fisher(args: argparse.Namespace) -> int:
 
 
 def run_data_check(args: argparse.Namespace) -> int:
-    from fishertune.data import check_dataset
+    from fishertune.data.check import inspect_dataset, split_counts
+    from fishertune.data.labels import CLASS_NAMES
 
-    problems = check_dataset(args.spec)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} bad file(s) in {args.spec}")
-        return 1
-    print(f"{args.spec}: every file is fine")
-    return 0
+    report = inspect_dataset(args.spec, histogram=args.histogram)
+    counts = split_counts(args.spec)
+    if counts:
+        print("splits: " + ", ".join(f"{split} {'not found' if n is None else n}" for split, n in counts.items()))
+    print(f"{report.name}: {report.images} images, {report.labelled} labelled; label table: {report.label_table}")
+    for line in report.notes:
+        print(f"note: {line}")
+    for line in report.problems:
+        print(line)
+    if report.histogram is not None:
+        total = max(1, int(report.histogram.sum()))
+        print(f"{'train id':>8s}  {'class':<14s} {'pixels':>14s} {'share':>7s}")
+        for train_id, name in [*enumerate(CLASS_NAMES), (255, "ignore")]:
+            pixels = int(report.histogram[train_id])
+            print(f"{train_id:>8d}  {name:<14s} {pixels:>14,d} {100 * pixels / total:6.2f}%")
+    print(report.verdict)
+    return 1 if report.problems else 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
