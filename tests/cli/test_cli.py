@@ -91,15 +91,61 @@ def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, ca
 def test_predict_writes_masks_and_overlays(trained_run, synth_dir, tmp_path):
     images = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[:2]
     out = tmp_path / "pred"
-    assert main(["predict", str(trained_run), *map(str, images), "--out", str(out)]) == 0
+    assert main(["predict", str(trained_run), *map(str, images), "--out", str(out), "--overlay"]) == 0
     for image in images:
-        for kind in ("mask", "overlay"):
-            written = np.asarray(Image.open(out / f"{image.stem}_{kind}.png"))
-            assert written.shape == (32, 32, 3)
-    mask = np.asarray(Image.open(out / f"{images[0].stem}_mask.png")).reshape(-1, 3)
+        for name in (f"{image.stem}.png", f"{image.stem}_overlay.png"):
+            assert np.asarray(Image.open(out / name)).shape == (32, 32, 3)
+    mask = np.asarray(Image.open(out / f"{images[0].stem}.png")).reshape(-1, 3)
     from fishertune.data.labels import PALETTE
 
     assert {tuple(c) for c in mask} <= {tuple(c) for c in PALETTE}  # only Cityscapes colours
+
+
+def test_predict_formats_agree_and_same_named_inputs_get_their_own_outputs(trained_run, synth_dir, tmp_path):
+    """a/images/000.png and b/images/000.png give two outputs, mirrored under --out; the three formats encode
+    one prediction (label id = cityscapesscripts' id of the train id; colour = its palette entry)."""
+    import shutil
+
+    from cityscapesscripts.helpers.labels import trainId2label
+
+    source = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[:2]
+    inputs = []
+    for folder, image in zip("ab", source):
+        (tmp_path / folder / "images").mkdir(parents=True)
+        inputs.append(Path(shutil.copy(image, tmp_path / folder / "images" / "000.png")))
+    outputs = {}
+    for fmt in ("trainid", "labelid", "color"):
+        out = tmp_path / f"out_{fmt}"
+        assert main(["predict", str(trained_run), *map(str, inputs), "--out", str(out), "--format", fmt]) == 0
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a/images/000.png",
+                                                                                      "b/images/000.png"]
+        outputs[fmt] = [np.asarray(Image.open(out / f"{f}/images/000.png")) for f in "ab"]
+    for train_ids, label_ids, colours in zip(outputs["trainid"], outputs["labelid"], outputs["color"]):
+        assert train_ids.shape == (32, 32) and train_ids.max() < 19
+        expected_ids = np.vectorize(lambda t: trainId2label[int(t)].id)(train_ids)
+        assert np.array_equal(label_ids, expected_ids)
+        expected_colours = np.array([trainId2label[int(t)].color for t in train_ids.ravel()]).reshape(32, 32, 3)
+        assert np.array_equal(colours, expected_colours)
+
+
+def test_predict_refuses_collisions_and_bad_inputs_before_writing(trained_run, synth_dir, tmp_path, capsys):
+    import shutil
+
+    image = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[0]
+    (tmp_path / "in").mkdir()
+    png = Path(shutil.copy(image, tmp_path / "in" / "x.png"))
+    Image.open(image).convert("RGB").save(tmp_path / "in" / "x.jpg")
+    cases = [([str(png), str(tmp_path / "in" / "x.jpg")], tmp_path / "out", "would both be written to"),
+             ([str(png)], tmp_path / "in", "would overwrite the input"),
+             ([str(png), str(tmp_path / "in" / "missing.png")], tmp_path / "out", "image not found")]
+    for images, out, message in cases:
+        assert main(["predict", str(trained_run), *images, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["x.jpg", "x.png"]
+    assert main(["predict", str(trained_run), "--out", str(tmp_path / "out")]) == 2
+    assert "either image files or --data" in capsys.readouterr().err
 
 
 # -- bad input: one line on stderr, exit 2, no traceback, nothing written -----------------------------------

@@ -89,9 +89,20 @@ def test_missing_file_and_cycles(tmp_path: Path):
 
 def test_saved_config_loads_back_equal(tmp_path: Path):
     config = config_from_dict({"train": {"lr": 3e-5, "perturb": {"enabled": True}},
-                               "data": {"targets": ["x:y"]}})
+                               "data": {"targets": ["mapillary:y:val"]}})
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+    # the saved config records the default split and label table the numbers use
+    assert config.data.targets == ["mapillary:y:validation:robustnet"]
+
+
+def test_dataset_specs_are_checked_when_the_config_loads():
+    with pytest.raises(FisherTuneError, match=r"data.targets\[1\]: unknown dataset 'kitti'"):
+        config_from_dict({"data": {"targets": ["folder:a", "kitti:b"]}})
+    with pytest.raises(FisherTuneError, match="data.train is an empty list"):
+        config_from_dict({"data": {"train": []}})
+    config = config_from_dict({"data": {"train": ["gtav:g", "synthia:s:all:16"], "sampling": "equal"}})
+    assert config.data.train == ["gtav:g:all", "synthia:s:all:16"]
 
 
 RUN_CONFIGS = [path for pattern in ("*.yaml", "protocols/*.yaml", "methods/*.yaml", "backbones/*.yaml")

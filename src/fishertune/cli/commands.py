@@ -59,11 +59,23 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from fishertune.engine import distributed
     from fishertune.engine.build import load_run
-    from fishertune.engine.predictor import predict_images
+    from fishertune.engine.predictor import check_inputs, predict_images
 
+    if bool(args.images) == bool(args.data):
+        raise FisherTuneError("give either image files or --data SPEC")
+    images, base = args.images, None
+    if args.data:
+        from fishertune.data.specs import resolve_spec
+
+        files = resolve_spec(args.data)
+        images, base = [pair.image for pair in files.pairs], files.root
+        if not images:
+            raise FisherTuneError(f"no images found for {args.data}")
+    check_inputs(images)  # before the model is loaded
     device = distributed.setup()
     config, model = load_run(args.run, device)
-    written = predict_images(model, args.images, args.out, _inference(args, config), device)
+    written = predict_images(model, images, args.out, _inference(args, config), device, fmt=args.format,
+                             overlay=args.overlay, base=base)
     print(f"wrote {len(written)} images to {args.out}")
     return 0
 

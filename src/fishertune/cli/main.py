@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   fishertune train configs/my_run.yaml --set train.steps=200 --out runs/fishertune
   fishertune eval runs/fishertune --data folder:data/synth/fog --json runs/fishertune/eval.json
   fishertune predict runs/fishertune street.jpg --out predictions
+  fishertune predict runs/fishertune --data cityscapes:data/cityscapes:test --format labelid --out submit
   fishertune fisher configs/my_run.yaml --out runs/fisher_map
   fishertune data check folder:data/synth/source
 """
@@ -86,12 +87,21 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     fisher.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     predict = commands.add_parser(
-        "predict", help="colourised masks and overlays for images",
-        description="Segment IMAGES with RUN's model; write DIR/<name>_mask.png (Cityscapes colours) and "
-                    "DIR/<name>_overlay.png.")
+        "predict", help="masks for images or a dataset (colours, or benchmark submission files)",
+        description="Segment IMAGES (or every image of --data SPEC) with RUN's model and write one PNG per "
+                    "input under DIR, mirroring the inputs' folders (relative to the dataset root for "
+                    "--data), named after the input: Cityscapes colours (color), train ids (trainid, e.g. "
+                    "for ACDC's server) or Cityscapes label ids (labelid, for the Cityscapes server). "
+                    "Every input is checked before anything is written.")
     predict.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
-    predict.add_argument("images", nargs="+", metavar="IMAGES", help="image files")
+    predict.add_argument("images", nargs="*", metavar="IMAGES", help="image files")
+    predict.add_argument("--data", metavar="SPEC", help="predict every image of a dataset, e.g. "
+                                                         "acdc:ROOT:test or cityscapes:ROOT:test")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    predict.add_argument("--format", choices=["color", "trainid", "labelid"], default="color",
+                         help="what each PNG holds (default color)")
+    predict.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (image and "
+                                                                  "colours blended half and half)")
     predict.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
     predict.add_argument("--crop", type=int, help="sliding-window size")
     predict.add_argument("--stride", type=int, help="sliding-window stride")

@@ -48,18 +48,20 @@ def check_options(options: dict, function, where: str, skip: tuple[str, ...] = (
 
 
 def build_train_dataset(config: Config):
-    """The source training set with the seeded training augmentation (random crop, flip)."""
-    from fishertune.data.datasets import build_dataset
+    """The source training set (one or several sources, see `build_sources`) with the seeded training
+    augmentation (random crop, flip)."""
+    from fishertune.data.datasets import build_sources
 
     if not config.data.train:
         raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")
+    specs = config.data.train if isinstance(config.data.train, list) else [config.data.train]
     transform = None
     if config.data.crop:
         from fishertune.data.transforms import TrainTransform
 
         check_options(config.data.augment, TrainTransform, "data.augment", skip=("crop_size",))
         transform = TrainTransform(config.data.crop, **config.data.augment)
-    dataset = build_dataset(config.data.train, transform=transform, seed=config.train.seed)
+    dataset = build_sources(specs, config.data.sampling, transform=transform, seed=config.train.seed)
     if len(dataset) < config.data.batch_size:
         raise FisherTuneError(f"data.train has {len(dataset)} images, fewer than data.batch_size "
                               f"{config.data.batch_size}")

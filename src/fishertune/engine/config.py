@@ -58,8 +58,12 @@ class MethodConfig:
 
 @dataclass
 class DataConfig:
-    train: str = ""
-    """Source training data SPEC: folder:PATH or <dataset>:ROOT[:split]."""
+    train: str | list[str] = ""
+    """Source training data: one SPEC (folder:PATH or <dataset>:ROOT[:split[:option]]) or a list of them,
+    concatenated (multi-source training, e.g. GTAV + SYNTHIA)."""
+    sampling: Literal["proportional", "equal"] = "proportional"
+    """How several training sources are drawn: proportional to their sizes (every image once per epoch), or
+    equally (each source fills the same share; smaller ones are repeated)."""
     val: str | None = None
     """Source validation SPEC: the only data used for model selection."""
     targets: list[str] = field(default_factory=list)
@@ -151,8 +155,33 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 
 def config_from_dict(raw: dict) -> Config:
-    """Validate a plain dictionary against the schema (strict: unknown keys and wrong types are errors)."""
-    return _build(Config, raw, "")
+    """Validate a plain dictionary against the schema (strict: unknown keys and wrong types are errors).
+    Dataset specs are checked and written out with their defaults (see `canonical_specs`)."""
+    config = _build(Config, raw, "")
+    canonical_specs(config.data)
+    return config
+
+
+def canonical_specs(data: DataConfig) -> None:
+    """Check every dataset spec of `data` (without touching the disk) and write out its default split and
+    option, so a saved config records e.g. which Mapillary label table its numbers use."""
+    from fishertune.data.specs import canonical
+
+    def fix(spec: str, where: str) -> str:
+        try:
+            return canonical(spec)
+        except FisherTuneError as error:
+            raise FisherTuneError(f"{where}: {error}") from None
+
+    if isinstance(data.train, list):
+        if not data.train:
+            raise FisherTuneError("data.train is an empty list: give at least one SPEC")
+        data.train = [fix(spec, f"data.train[{i}]") for i, spec in enumerate(data.train)]
+    elif data.train:
+        data.train = fix(data.train, "data.train")
+    if data.val:
+        data.val = fix(data.val, "data.val")
+    data.targets = [fix(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -42,8 +42,13 @@ class Inference:
 def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
              batch_size: int = 1, amp: bool = True, num_classes: int = 19, workers: int = 0,
              progress: bool = False) -> dict:
-    """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n}."""
-    from fishertune.data.labels import CLASS_NAMES
+    """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n,
+    "miou_subsets": {"16": percent, "13": percent}, "label_table": how the labels became train ids}.
+
+    The subset mIoUs average the same per-class IoUs over the 16 or 13 classes SYNTHIA results are reported
+    on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
+    as in the 19-class mIoU."""
+    from fishertune.data.labels import CLASS_NAMES, CLASS_SUBSETS
 
     was_training = model.training
     model.eval()
@@ -61,17 +66,28 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     matrix.all_reduce()
     model.train(was_training)
     iou = matrix.iou()
+    subsets = {}
+    for subset, train_ids in CLASS_SUBSETS.items():
+        values = iou[list(train_ids)]
+        values = values[~values.isnan()]
+        if subset != str(num_classes):
+            subsets[subset] = float(100 * values.mean()) if len(values) else float("nan")
     return {"miou": matrix.miou(),
             "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(CLASS_NAMES, iou)},
             "pixel_accuracy": matrix.pixel_accuracy(),
-            "images": len(dataset)}
+            "images": len(dataset),
+            "miou_subsets": subsets,
+            "label_table": getattr(dataset, "label_table", "")}
 
 
 def evaluate_targets(model: nn.Module, datasets: dict[str, Dataset], inference: Inference,
                      device: torch.device, **kwargs) -> dict:
-    """Per-dataset results and their mean: {"target_miou": {name: miou}, "mean_target_miou", "per_class"}."""
+    """Per-dataset results and their mean: {"target_miou": {name: miou}, "mean_target_miou",
+    "per_class_iou", "subset_miou": {name: {"16", "13"}}, "label_tables": {name: label table}}."""
     results = {name: evaluate(model, data, inference, device, **kwargs) for name, data in datasets.items()}
     target = {name: r["miou"] for name, r in results.items()}
     return {"target_miou": target,
             "mean_target_miou": sum(target.values()) / len(target) if target else None,
-            "per_class_iou": {name: r["iou"] for name, r in results.items()}}
+            "per_class_iou": {name: r["iou"] for name, r in results.items()},
+            "subset_miou": {name: r["miou_subsets"] for name, r in results.items()},
+            "label_tables": {name: r["label_table"] for name, r in results.items()}}

@@ -1,8 +1,19 @@
-"""Segment image files and write colourised masks and overlays (Cityscapes palette)."""
+"""Segment image files and write one PNG per input: Cityscapes colours, train ids, or the label ids the
+Cityscapes benchmark server takes; optionally an overlay.
+
+Outputs mirror the inputs' folder tree under the output folder (relative to the dataset root for
+``--data``, to the inputs' common folder for files), so every input gets its own output, named after
+it: ``leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png`` keeps the ``{city}_{seq}_{frame}``
+the Cityscapes server matches on, ``rgb_anon/fog/test/<seq>/<seq>_frame_<n>_rgb_anon.png`` the name ACDC's
+server expects. Every input is checked, and every output name planned, before anything is written.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,37 +22,96 @@ from torch import nn
 from fishertune.engine.evaluator import Inference
 from fishertune.errors import FisherTuneError
 
+Format = Literal["color", "trainid", "labelid"]
+FORMATS: tuple[str, ...] = ("color", "trainid", "labelid")
 OVERLAY_ALPHA = 0.5
 """Weight of the mask colours in the overlay: overlay = (1 - a) * image + a * colours."""
 
 
-def output_names(paths: list[Path]) -> list[str]:
-    """Output stem per image: the file stem, with the parent folder's name added where stems repeat."""
-    stems = [p.stem for p in paths]
-    return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+@dataclass(frozen=True)
+class Output:
+    """Where the prediction for ``image`` goes: ``mask`` (in the chosen format) and ``overlay`` (or None)."""
+
+    image: Path
+    mask: Path
+    overlay: Path | None
+
+
+def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
+                 overlay: bool = False) -> list[Output]:
+    """One output per input, mirroring each input's path relative to ``base`` (default: the inputs'
+    common folder) under ``out_dir``, with the suffix ``.png``. Refuses, before anything is written, two
+    inputs that would share an output (``a.png`` and ``a.jpg``) and an output that would overwrite an input."""
+    images = [Path(os.path.abspath(image)) for image in images]
+    base = Path(os.path.abspath(base)) if base is not None else Path(os.path.commonpath([i.parent for i in images]))
+    out_dir = Path(os.path.abspath(out_dir))
+    outputs, seen = [], {}
+    for image in images:
+        relative = image.relative_to(base)
+        mask = out_dir / relative.with_suffix(".png")
+        extra = mask.with_name(f"{mask.stem}_overlay.png") if overlay else None
+        for target in filter(None, (mask, extra)):
+            if target in seen:
+                raise FisherTuneError(f"{seen[target]} and {image} would both be written to {target}: "
+                                      f"rename one of them")
+            seen[target] = image
+        outputs.append(Output(image, mask, extra))
+    inputs = set(images)
+    for target, image in seen.items():
+        if target in inputs:
+            raise FisherTuneError(f"the output for {image} would overwrite the input {target}: choose another --out")
+    return outputs
+
+
+def encode(prediction: np.ndarray, fmt: Format) -> np.ndarray:
+    """[H, W] train ids -> the array written for ``fmt``: RGB colours, train ids, or Cityscapes label ids
+    (``fishertune.data.labels.TRAINID_TO_ID``, from cityscapesscripts)."""
+    from fishertune.data.labels import TRAINID_TO_ID, colorize
+
+    if fmt == "color":
+        return colorize(prediction)
+    if fmt == "trainid":
+        return prediction.astype(np.uint8)
+    if fmt == "labelid":
+        return TRAINID_TO_ID[prediction]
+    raise FisherTuneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def check_inputs(images: list[Path]) -> None:
+    """Every input exists and is a readable image (its header), before any output is written."""
+    from fishertune.data.image_io import image_size
+
+    for image in images:
+        if not Path(image).is_file():
+            raise FisherTuneError(f"image not found: {image}")
+        image_size(image)  # raises a one-line error for an unreadable file
 
 
 @torch.no_grad()
-def predict_images(model: nn.Module, paths: list[str | Path], out_dir: str | Path, inference: Inference,
-                   device: torch.device) -> list[Path]:
-    """Write <name>_mask.png and <name>_overlay.png per image; every input is checked before any write."""
-    from fishertune.data.image_io import image_size, read_image, write_png
+def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Path, inference: Inference,
+                   device: torch.device, fmt: Format = "color", overlay: bool = False,
+                   base: str | Path | None = None) -> list[Path]:
+    """Segment every image and write its outputs (see the module docstring); returns the written files."""
+    from fishertune.data.image_io import read_image, write_png
     from fishertune.data.labels import colorize
 
-    paths = [Path(p) for p in paths]
-    for path in paths:
-        if not path.is_file():
-            raise FisherTuneError(f"image not found: {path}")
-        image_size(path)  # raises a one-line error for an unreadable file
+    if fmt not in FORMATS:
+        raise FisherTuneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    images = [Path(image) for image in images]
+    if not images:
+        raise FisherTuneError("no images to predict")
+    check_inputs(images)
+    outputs = plan_outputs(images, Path(out_dir), None if base is None else Path(base), overlay)
     written = []
-    for path, name in zip(paths, output_names(paths)):
-        image = read_image(path)
+    for output in outputs:
+        image = read_image(output.image)
         tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
         prediction = model.predict(tensor, **inference.kwargs()).argmax(1)[0].cpu().numpy()
-        colours = colorize(prediction)
-        overlay = ((1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colours).round().astype(np.uint8)
-        for suffix, array in (("mask", colours), ("overlay", overlay)):
-            target = Path(out_dir) / f"{name}_{suffix}.png"
-            write_png(target, array)
-            written.append(target)
+        output.mask.parent.mkdir(parents=True, exist_ok=True)
+        write_png(output.mask, encode(prediction, fmt))
+        written.append(output.mask)
+        if output.overlay is not None:
+            blend = (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colorize(prediction)
+            write_png(output.overlay, blend.round().astype(np.uint8))
+            written.append(output.overlay)
     return written
