@@ -111,7 +111,7 @@ class SegmentationDataset(Dataset):
             if pair_index not in self.resized:
                 raise FisherTuneError(f"label {pair.label} is {label.shape[1]}x{label.shape[0]} but its image "
                                       f"is {image.shape[1]}x{image.shape[0]}")
-            image = np.asarray(Image.fromarray(image).resize(label.shape[::-1], Image.BILINEAR))
+            image = np.array(Image.fromarray(image).resize(label.shape[::-1], Image.BILINEAR))
         if ((label >= NUM_CLASSES) & (label != IGNORE_INDEX)).any() or (label < 0).any():
             raise FisherTuneError(f"label {pair.label} holds values outside 0-18 and 255 "
                                   f"(run `fishertune data check` to list every bad file)")
