@@ -146,9 +146,12 @@ class Config:
 # -- loading --------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read `path` (with its bases), apply `--set` overrides, validate, and return the Config."""
-    raw = _read_composed(_find_config(path), seen=())
+def load_config(path: str | Path | list[str | Path], overrides: list[str] = ()) -> Config:
+    """Read `path` (with its bases; several paths are merged in order, like a list of bases), apply `--set`
+    overrides, validate, and return the Config."""
+    raw: dict = {}
+    for one in path if isinstance(path, (list, tuple)) else [path]:
+        raw = _merge(raw, _read_composed(_find_config(one), seen=()))
     for override in overrides:
         raw = _merge(raw, parse_override(override))
     return config_from_dict(raw)
