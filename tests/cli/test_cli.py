@@ -124,7 +124,8 @@ def test_predict_formats_agree_and_same_named_inputs_get_their_own_outputs(train
         assert train_ids.shape == (32, 32) and train_ids.max() < 19
         expected_ids = np.vectorize(lambda t: trainId2label[int(t)].id)(train_ids)
         assert np.array_equal(label_ids, expected_ids)
-        expected_colours = np.array([trainId2label[int(t)].color for t in train_ids.ravel()]).reshape(32, 32, 3)
+        colour_list = [trainId2label[int(t)].color for t in train_ids.ravel()]
+        expected_colours = np.array(colour_list).reshape(32, 32, 3)
         assert np.array_equal(colours, expected_colours)
 
 

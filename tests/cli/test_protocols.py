@@ -45,8 +45,8 @@ def tree(tmp_path_factory) -> Path:
     for n in range(1, 9):  # GTAV: label ids in palette PNGs; frame 3's image is 2 px taller than its label
         _image(root / "gtav" / "images" / f"{n:05d}.png", n, height=SIZE + 2 if n == 3 else SIZE)
         _ids(root / "gtav" / "labels" / f"{n:05d}.png", n, [7, 8, 11, 21, 23, 26], palette=True)
-    savemat(root / "gtav" / "split.mat", {"trainIds": np.arange(1, 7)[:, None], "valIds": np.array([[7], [8]]),
-                                          "testIds": np.zeros((0, 1))})
+    savemat(root / "gtav" / "split.mat", {"trainIds": np.arange(1, 7)[:, None],
+                                          "valIds": np.array([[7], [8]]), "testIds": np.zeros((0, 1))})
     for n in range(4):  # SYNTHIA: 16-bit RGB labels, class in the first channel
         _image(root / "synthia" / "RGB" / f"{n:07d}.png", 100 + n)
         classes = np.random.default_rng(n).choice([1, 2, 3, 4, 6, 8], (SIZE, SIZE)).astype(np.uint16)
@@ -58,7 +58,8 @@ def tree(tmp_path_factory) -> Path:
         for n in range(frames):
             stem = f"{city}_{n:06d}_000019"
             _image(root / "cityscapes" / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", 200 + n)
-            _ids(root / "cityscapes" / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", n, [7, 11, 26])
+            gt = root / "cityscapes" / "gtFine" / split / city
+            _ids(gt / f"{stem}_gtFine_labelIds.png", n, [7, 11, 26])
     for n, name in enumerate(["7d2f7975-e0c1c5a7", "7d4a9094-0455564b", "7dc08598-f42e2015"]):
         _image(root / "bdd" / "images" / "10k" / "val" / f"{name}.jpg", 300 + n, fmt="JPEG")
         if n != 1:  # one image of the archive has no mask
@@ -83,7 +84,8 @@ def protocol_run(tree, tmp_path_factory) -> tuple[Path, str]:
             "train.warmup_steps": 1, "train.steps": 2, "train.prepare_batches": 1, "train.lr_warmup": 0,
             "train.eval_every": 0, "train.checkpoint_every": 0,
             # sizes for a 32-px test model (the protocol's are for 512-px crops on a GPU)
-            "data.crop": SIZE, "data.batch_size": 4, "data.workers": 0, "eval.crop": SIZE, "eval.stride": SIZE}
+            "data.crop": SIZE, "data.batch_size": 4, "data.workers": 0, "eval.crop": SIZE,
+            "eval.stride": SIZE}
     args = ["train", "protocols/gtav_synthia_to_cityscapes_bdd_mapillary.yaml", "backbones/tiny.yaml",
             "--out", str(run), "--no-progress"]
     for key, value in sets.items():
@@ -96,12 +98,14 @@ def protocol_run(tree, tmp_path_factory) -> tuple[Path, str]:
 def test_the_multi_source_protocol_trains_and_evaluates(protocol_run, tree, tmp_path, capsys):
     protocol_run, train_err = protocol_run
     notes = [line for line in train_err.splitlines() if line.startswith("note: ")]
-    assert notes == ["note: gtav: 1 image(s) differ in size from their label and are resized to it (bilinear): "
-                     "00003.png", "note: bdd100k: skipped 1 image(s) without a label: 7d4a9094-0455564b.jpg"]
+    assert notes == ["note: gtav: 1 image(s) differ in size from their label and are resized to it "
+                     "(bilinear): 00003.png",
+                     "note: bdd100k: skipped 1 image(s) without a label: 7d4a9094-0455564b.jpg"]
     config = yaml.safe_load((protocol_run / "config.yaml").read_text())
     assert config["data"]["train"] == [f"gtav:{tree / 'gtav'}:all", f"synthia:{tree / 'synthia'}:all:19"]
     assert config["data"]["targets"][2] == f"mapillary:{tree / 'vistas'}:validation:robustnet"
-    assert config["method"]["name"] == "fishertune" and config["model"]["backbone_config"]["hidden_size"] == 32
+    assert config["method"]["name"] == "fishertune"
+    assert config["model"]["backbone_config"]["hidden_size"] == 32  # the tiny backbone
     out = tmp_path / "eval.json"
     assert main(["eval", str(protocol_run), "--json", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
@@ -125,8 +129,8 @@ def test_submission_files_for_cityscapes_and_acdc_test(protocol_run, tree, tmp_p
     valid_ids = {trainId2label[t].id for t in range(19)}
     assert label_ids.shape == (SIZE, SIZE) and set(np.unique(label_ids)) <= valid_ids
     acdc = tmp_path / "acdc_submit"
-    assert main(["predict", str(protocol_run), "--data", f"acdc:{tree / 'acdc'}:test:fog", "--format", "trainid",
-                 "--out", str(acdc)]) == 0
+    assert main(["predict", str(protocol_run), "--data", f"acdc:{tree / 'acdc'}:test:fog",
+                 "--format", "trainid", "--out", str(acdc)]) == 0
     assert [p.relative_to(acdc).as_posix() for p in acdc.rglob("*.png")] == [
         "rgb_anon/fog/test/GOPR0477/GOPR0477_frame_000003_rgb_anon.png"]
     capsys.readouterr()

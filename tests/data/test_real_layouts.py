@@ -14,26 +14,26 @@ from fishertune.data.datasets import build_dataset, build_sources
 from fishertune.errors import FisherTuneError
 
 # DAFormer tools/convert_datasets/synthia.py, id_to_trainid
-DAFORMER_SYNTHIA = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12, 8: 13,
-                    18: 14, 19: 15, 20: 16, 12: 17, 11: 18}
+DAFORMER_SYNTHIA = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12,
+                    8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18}
 # RobustNet datasets/mapillary.py gen_id_to_ignore (= HRDA tools/convert_datasets/mapillary.py)
 ROBUSTNET_MAPILLARY = {13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7, 30: 8,
                        29: 9, 27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17,
                        52: 18}
 # Mapillary Vistas v1.2 config.json, labels[i]["readable"]
 VISTAS_READABLE = [
-    "Bird", "Ground Animal", "Curb", "Fence", "Guard Rail", "Barrier", "Wall", "Bike Lane", "Crosswalk - Plain",
-    "Curb Cut", "Parking", "Pedestrian Area", "Rail Track", "Road", "Service Lane", "Sidewalk", "Bridge",
-    "Building", "Tunnel", "Person", "Bicyclist", "Motorcyclist", "Other Rider", "Lane Marking - Crosswalk",
-    "Lane Marking - General", "Mountain", "Sand", "Sky", "Snow", "Terrain", "Vegetation", "Water", "Banner",
-    "Bench", "Bike Rack", "Billboard", "Catch Basin", "CCTV Camera", "Fire Hydrant", "Junction Box", "Mailbox",
-    "Manhole", "Phone Booth", "Pothole", "Street Light", "Pole", "Traffic Sign Frame", "Utility Pole",
-    "Traffic Light", "Traffic Sign (Back)", "Traffic Sign (Front)", "Trash Can", "Bicycle", "Boat", "Bus", "Car",
-    "Caravan", "Motorcycle", "On Rails", "Other Vehicle", "Trailer", "Truck", "Wheeled Slow", "Car Mount",
-    "Ego Vehicle", "Unlabeled"]
-CITYSCAPES_TRAIN_NAMES = ["road", "sidewalk", "building", "wall", "fence", "pole", "trafficlight", "trafficsign",
-                          "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-                          "motorcycle", "bicycle"]
+    "Bird", "Ground Animal", "Curb", "Fence", "Guard Rail", "Barrier", "Wall", "Bike Lane",
+    "Crosswalk - Plain", "Curb Cut", "Parking", "Pedestrian Area", "Rail Track", "Road", "Service Lane",
+    "Sidewalk", "Bridge", "Building", "Tunnel", "Person", "Bicyclist", "Motorcyclist", "Other Rider",
+    "Lane Marking - Crosswalk", "Lane Marking - General", "Mountain", "Sand", "Sky", "Snow", "Terrain",
+    "Vegetation", "Water", "Banner", "Bench", "Bike Rack", "Billboard", "Catch Basin", "CCTV Camera",
+    "Fire Hydrant", "Junction Box", "Mailbox", "Manhole", "Phone Booth", "Pothole", "Street Light", "Pole",
+    "Traffic Sign Frame", "Utility Pole", "Traffic Light", "Traffic Sign (Back)", "Traffic Sign (Front)",
+    "Trash Can", "Bicycle", "Boat", "Bus", "Car", "Caravan", "Motorcycle", "On Rails", "Other Vehicle",
+    "Trailer", "Truck", "Wheeled Slow", "Car Mount", "Ego Vehicle", "Unlabeled"]
+CITYSCAPES_TRAIN_NAMES = ["road", "sidewalk", "building", "wall", "fence", "pole", "trafficlight",
+                          "trafficsign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+                          "bus", "train", "motorcycle", "bicycle"]
 
 
 def openseg_mapillary_table() -> dict[int, int]:
@@ -168,11 +168,13 @@ def test_synthia_class_subsets_and_converted_labels(tmp_path, subset, dropped):
     write_synthia_label(tmp_path / "GT" / "LABELS" / "0000000.png", classes, classes)
     write_synthia_label(tmp_path / "GT" / "LABELS" / "0000001.png", classes, classes)
     converted = np.arange(48).reshape(6, 8) % 20  # DAFormer's _labelTrainIds.png: preferred where present
-    write_ids(tmp_path / "GT" / "LABELS" / "0000001_labelTrainIds.png", np.where(converted == 19, 255, converted))
+    converted = np.where(converted == 19, 255, converted)
+    write_ids(tmp_path / "GT" / "LABELS" / "0000001_labelTrainIds.png", converted)
     dataset = build_dataset(f"synthia:{tmp_path}:all:{subset}")
     assert dataset.name == f"synthia-{subset}"
     table = {k: v for k, v in DAFORMER_SYNTHIA.items() if v not in dropped}
-    assert np.array_equal(dataset[0]["label"].numpy(), np.vectorize(lambda c: table.get(int(c), 255))(classes))
+    expected = np.vectorize(lambda c: table.get(int(c), 255))(classes)
+    assert np.array_equal(dataset[0]["label"].numpy(), expected)
     kept = np.where(np.isin(converted, list(dropped)) | (converted == 19), 255, converted)
     assert np.array_equal(dataset[1]["label"].numpy(), kept)
 
@@ -180,7 +182,8 @@ def test_synthia_class_subsets_and_converted_labels(tmp_path, subset, dropped):
 # --------------------------------------------------------------------------------------- Mapillary
 
 
-@pytest.mark.parametrize(("option", "table"), [(None, ROBUSTNET_MAPILLARY), ("robustnet", ROBUSTNET_MAPILLARY),
+@pytest.mark.parametrize(("option", "table"), [(None, ROBUSTNET_MAPILLARY),
+                                               ("robustnet", ROBUSTNET_MAPILLARY),
                                                ("rein", openseg_mapillary_table())])
 def test_mapillary_label_tables(tmp_path, option, table):
     ids = np.arange(66 * 2).reshape(11, 12) % 66
@@ -235,7 +238,8 @@ def test_nighttime_driving_layout(tmp_path):
                   / f"{stem}_gtCoarse_labelTrainIds.png", np.full((6, 8), train_id))
     dataset = build_dataset(f"nighttime_driving:{tmp_path}")
     assert dataset.name == "nighttime_driving"
-    assert {item["name"]: int(item["label"][0, 0]) for item in dataset} == {"0_frame_0130": 13, "1_frame_0580": 0}
+    labels = {item["name"]: int(item["label"][0, 0]) for item in dataset}
+    assert labels == {"0_frame_0130": 13, "1_frame_0580": 0}
 
 
 # --------------------------------------------------------------------------------------- ACDC test

@@ -100,8 +100,10 @@ def run_data_check(args: argparse.Namespace) -> int:
     report = inspect_dataset(args.spec, histogram=args.histogram)
     counts = split_counts(args.spec)
     if counts:
-        print("splits: " + ", ".join(f"{split} {'not found' if n is None else n}" for split, n in counts.items()))
-    print(f"{report.name}: {report.images} images, {report.labelled} labelled; label table: {report.label_table}")
+        shown = (f"{split} {'not found' if n is None else n}" for split, n in counts.items())
+        print("splits: " + ", ".join(shown))
+    print(f"{report.name}: {report.images} images, {report.labelled} labelled; "
+          f"label table: {report.label_table}")
     for line in report.notes:
         print(f"note: {line}")
     for line in report.problems:

@@ -54,8 +54,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "model.safetensors, tuner/ and results.json. "
                     "Multi-GPU: torchrun --nproc_per_node N -m fishertune.cli train ...")
     train.add_argument("config", metavar="CONFIG", nargs="+",
-                       help="YAML file (or a shipped config, e.g. methods/fishertune.yaml); several are merged "
-                            "in order, e.g. protocols/gtav_to_cityscapes_bdd_mapillary.yaml "
+                       help="YAML file (or a shipped config, e.g. methods/fishertune.yaml); several are "
+                            "merged in order, e.g. protocols/gtav_to_cityscapes_bdd_mapillary.yaml "
                             "backbones/dinov2_l.yaml methods/fishertune.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=2e-5 (repeatable)")

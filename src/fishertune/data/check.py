@@ -102,7 +102,8 @@ def split_counts(spec: str) -> dict[str, int | None]:
     counts: dict[str, int | None] = {}
     for split in parsed.layout.splits:
         try:
-            counts[split] = len(resolve_spec(DatasetSpec(parsed.dataset, parsed.root, split, parsed.option)).pairs)
+            one = DatasetSpec(parsed.dataset, parsed.root, split, parsed.option)
+            counts[split] = len(resolve_spec(one).pairs)
         except FisherTuneError:
             counts[split] = None
     return counts

@@ -70,8 +70,8 @@ class SegmentationDataset(Dataset):
             raise FisherTuneError(f"no image/label pairs found in {root}")
         for pair in pairs:
             if pair.label is None:
-                raise FisherTuneError(f"{name} has no labels (image {pair.image}): it can only be predicted on "
-                                      f"(fishertune predict RUN --data SPEC)")
+                raise FisherTuneError(f"{name} has no labels (image {pair.image}): it can only be predicted "
+                                      f"on (fishertune predict RUN --data SPEC)")
             if not pair.label.is_file():
                 raise FisherTuneError(f"image {pair.image} has no label {pair.label}")
         self.pairs = pairs
@@ -89,8 +89,8 @@ class SegmentationDataset(Dataset):
         resized = [i for i in progress(checked, f"checking sizes of {self.name}")
                    if image_size(self.pairs[i].image) != image_size(self.pairs[i].label)]
         if resized:
-            note(f"{self.name}: {len(resized)} image(s) differ in size from their label and are resized to it "
-                 f"(bilinear): {_names([self.pairs[i].image for i in resized])}")
+            note(f"{self.name}: {len(resized)} image(s) differ in size from their label and are resized to "
+                 f"it (bilinear): {_names([self.pairs[i].image for i in resized])}")
         return set(resized)
 
     def __len__(self) -> int:
@@ -100,7 +100,8 @@ class SegmentationDataset(Dataset):
         self.epoch = epoch
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image [H,W,3] uint8, label [H,W] uint8 train ids) of item ``index``, checked for size and values."""
+        """(image [H,W,3] uint8, label [H,W] uint8 train ids) of item ``index``, checked for size and
+        values."""
         pair_index = self.order[index]
         pair = self.pairs[pair_index]
         image = read_image(pair.image)
@@ -109,8 +110,8 @@ class SegmentationDataset(Dataset):
             label = pair.label_lut[label.clip(0, len(pair.label_lut) - 1)]
         if label.shape != image.shape[:2]:
             if pair_index not in self.resized:
-                raise FisherTuneError(f"label {pair.label} is {label.shape[1]}x{label.shape[0]} but its image "
-                                      f"is {image.shape[1]}x{image.shape[0]}")
+                raise FisherTuneError(f"label {pair.label} is {label.shape[1]}x{label.shape[0]} but its "
+                                      f"image is {image.shape[1]}x{image.shape[0]}")
             image = np.array(Image.fromarray(image).resize(label.shape[::-1], Image.BILINEAR))
         if ((label >= NUM_CLASSES) & (label != IGNORE_INDEX)).any() or (label < 0).any():
             raise FisherTuneError(f"label {pair.label} holds values outside 0-18 and 255 "
@@ -149,8 +150,8 @@ def labelled_pairs(files: DatasetFiles) -> list[Pair]:
     """The pairs of a resolved spec that can be trained and evaluated on: an unlabelled split is refused;
     images without a label file are an error, or skipped with one note where the layout says so (BDD100K)."""
     if not files.spec.labelled:
-        raise FisherTuneError(f"{files.spec.dataset} split '{files.spec.split}' has no labels: it can only be "
-                              f"predicted on (fishertune predict RUN --data {files.spec})")
+        raise FisherTuneError(f"{files.spec.dataset} split '{files.spec.split}' has no labels: it can only "
+                              f"be predicted on (fishertune predict RUN --data {files.spec})")
     layout = files.spec.layout
     if layout is None or layout.missing_labels != "skip":
         return files.pairs

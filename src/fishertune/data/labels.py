@@ -86,36 +86,24 @@ def subset_table(table: np.ndarray, subset: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- Mapillary
 
-MAPILLARY_V12_NAMES: tuple[str, ...] = (
-    "Bird", "Ground Animal", "Curb", "Fence", "Guard Rail", "Barrier", "Wall", "Bike Lane", "Crosswalk - Plain",
-    "Curb Cut", "Parking", "Pedestrian Area", "Rail Track", "Road", "Service Lane", "Sidewalk", "Bridge",
-    "Building", "Tunnel", "Person", "Bicyclist", "Motorcyclist", "Other Rider", "Lane Marking - Crosswalk",
-    "Lane Marking - General", "Mountain", "Sand", "Sky", "Snow", "Terrain", "Vegetation", "Water", "Banner",
-    "Bench", "Bike Rack", "Billboard", "Catch Basin", "CCTV Camera", "Fire Hydrant", "Junction Box", "Mailbox",
-    "Manhole", "Phone Booth", "Pothole", "Street Light", "Pole", "Traffic Sign Frame", "Utility Pole",
-    "Traffic Light", "Traffic Sign (Back)", "Traffic Sign (Front)", "Trash Can", "Bicycle", "Boat", "Bus", "Car",
-    "Caravan", "Motorcycle", "On Rails", "Other Vehicle", "Trailer", "Truck", "Wheeled Slow", "Car Mount",
-    "Ego Vehicle", "Unlabeled",
-)
-"""The 66 Mapillary Vistas v1.2 labels in id order (``config.json`` ``labels[i]["readable"]``)."""
-
 MAPILLARY_TABLES: dict[str, np.ndarray] = {
     # RobustNet datasets/mapillary.py and HRDA tools/convert_datasets/mapillary.py
-    "robustnet": _table({13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7, 30: 8,
-                         29: 9, 27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17,
-                         52: 18}),
+    "robustnet": _table({13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7,
+                         30: 8, 29: 9, 27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15,
+                         58: 16, 57: 17, 52: 18}),
     # openseg.pytorch's mapillary2cityscape converter, as Rein ships it (tools/convert_datasets/)
-    "rein": _table({7: 0, 8: 0, 10: 0, 13: 0, 14: 0, 23: 0, 24: 0, 2: 1, 9: 1, 11: 1, 15: 1, 17: 2, 6: 3, 3: 4,
-                    44: 5, 45: 5, 47: 5, 48: 6, 46: 7, 49: 7, 50: 7, 30: 8, 29: 9, 27: 10, 19: 11, 20: 12,
-                    21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17, 52: 18}),
+    "rein": _table({7: 0, 8: 0, 10: 0, 13: 0, 14: 0, 23: 0, 24: 0, 2: 1, 9: 1, 11: 1, 15: 1, 17: 2, 6: 3,
+                    3: 4, 44: 5, 45: 5, 47: 5, 48: 6, 46: 7, 49: 7, 50: 7, 30: 8, 29: 9, 27: 10, 19: 11,
+                    20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17, 52: 18}),
 }
-"""Mapillary Vistas v1.2 id -> Cityscapes train id, two tables whose numbers are not comparable:
+"""Mapillary Vistas v1.2 id (the index in its ``config.json`` labels) -> Cityscapes train id; two tables whose
+numbers are not comparable:
 
 - ``robustnet`` (default; RobustNet, HRDA and the DGSS papers built on them): road <- road, lane marking
   (general), manhole; sidewalk <- curb, sidewalk; pole <- pole, utility pole; traffic sign <- front;
   rider <- bicyclist, motorcyclist, other rider.
-- ``rein`` (Rein and the papers built on its code): also road <- bike lane, crosswalk (plain), parking, service
-  lane, lane marking (crosswalk), but not manhole; sidewalk <- curb cut, pedestrian area; pole <- street light;
-  traffic sign <- sign frame, sign back.
+- ``rein`` (Rein and the papers built on its code): also road <- bike lane, crosswalk (plain), parking,
+  service lane, lane marking (crosswalk), but not manhole; sidewalk <- curb cut, pedestrian area;
+  pole <- street light; traffic sign <- sign frame, sign back.
 
 Everything else -> 255."""

@@ -97,7 +97,8 @@ def images_in(folder: Path, pattern: str = "*") -> list[Path]:
 
 def progress(items: list, desc: str) -> Iterable:
     """``items``, with a progress bar on a terminal when there are many."""
-    return tqdm(items, desc=desc, unit="file", leave=False, disable=None if len(items) > PROGRESS_FROM else True)
+    hidden = len(items) <= PROGRESS_FROM
+    return tqdm(items, desc=desc, unit="file", leave=False, disable=True if hidden else None)
 
 
 def find_label(image: Path, candidates: list[tuple[Path, np.ndarray | None, str]], **pair) -> Pair:
@@ -286,8 +287,8 @@ def nighttime_driving_pairs(root: Path, split: str, option: str | None) -> list[
 # ------------------------------------------------------------------------------------------ BDD100K
 
 
-@register("bdd100k", "val", ("train", "val"), "BDD100K seg: images/10k/<split>/, labels/sem_seg/masks/<split>/",
-          missing_labels="skip")
+@register("bdd100k", "val", ("train", "val"),
+          "BDD100K seg: images/10k/<split>/, labels/sem_seg/masks/<split>/", missing_labels="skip")
 def bdd100k_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     """BDD100K semantic segmentation, Yu et al. 2020 (doc.bdd100k.com): ``images/10k/<split>/<name>.jpg``
     with ``labels/sem_seg/masks/<split>/<name>.png`` (train ids). The older release's layout
@@ -295,7 +296,8 @@ def bdd100k_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     The 10k image archive holds a few images that have no mask (4 in train, 2 in val); they are skipped."""
     if (root / "images" / "10k").is_dir():
         labels = require_dir(root / "labels" / "sem_seg" / "masks" / split)
-        return [Pair(image, labels / f"{image.stem}.png") for image in images_in(root / "images" / "10k" / split)]
+        images = images_in(root / "images" / "10k" / split)
+        return [Pair(image, labels / f"{image.stem}.png") for image in images]
     if (root / "seg").is_dir():
         labels = require_dir(root / "seg" / "labels" / split)
         return [Pair(image, labels / f"{image.stem}_train_id.png")
@@ -318,7 +320,8 @@ def mapillary_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     name = option or "robustnet"
     labels = root / split / "v1.2" / "labels"
     labels = labels if labels.is_dir() else require_dir(root / split / "labels")
-    return [Pair(image, labels / f"{image.stem}.png", MAPILLARY_TABLES[name], f"Mapillary v1.2 -> 19 ({name})")
+    table = f"Mapillary v1.2 -> 19 ({name})"
+    return [Pair(image, labels / f"{image.stem}.png", MAPILLARY_TABLES[name], table)
             for image in progress(images_in(root / split / "images", "*.jpg"), "listing mapillary")]
 
 

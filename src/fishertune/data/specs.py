@@ -32,7 +32,8 @@ class DatasetSpec:
     def parse(cls, text: str) -> DatasetSpec:
         name, sep, rest = str(text).partition(":")
         if not sep or not rest:
-            raise FisherTuneError(f"bad dataset spec '{text}': expected folder:PATH or <dataset>:ROOT[:split]")
+            raise FisherTuneError(f"bad dataset spec '{text}': expected folder:PATH or "
+                                  f"<dataset>:ROOT[:split]")
         if name == "folder":
             return cls("folder", Path(rest))
         if name not in DATASETS:

@@ -41,9 +41,11 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
                  overlay: bool = False) -> list[Output]:
     """One output per input, mirroring each input's path relative to ``base`` (default: the inputs'
     common folder) under ``out_dir``, with the suffix ``.png``. Refuses, before anything is written, two
-    inputs that would share an output (``a.png`` and ``a.jpg``) and an output that would overwrite an input."""
+    inputs that would share an output (``a.png`` and ``a.jpg``) and an output that would overwrite an
+    input."""
     images = [Path(os.path.abspath(image)) for image in images]
-    base = Path(os.path.abspath(base)) if base is not None else Path(os.path.commonpath([i.parent for i in images]))
+    common = os.path.commonpath([image.parent for image in images])
+    base = Path(common if base is None else os.path.abspath(base))
     out_dir = Path(os.path.abspath(out_dir))
     outputs, seen = [], {}
     for image in images:
@@ -59,7 +61,8 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
     inputs = set(images)
     for target, image in seen.items():
         if target in inputs:
-            raise FisherTuneError(f"the output for {image} would overwrite the input {target}: choose another --out")
+            raise FisherTuneError(f"the output for {image} would overwrite the input {target}: "
+                                  f"choose another --out")
     return outputs
 
 
