@@ -47,3 +47,27 @@ def test_perfect_prediction_is_100():
     matrix.update(label.clamp(max=18), label)
     assert matrix.miou() == 100.0
     assert matrix.pixel_accuracy() == 100.0
+
+
+def test_evaluate_reports_the_synthia_class_subsets():
+    """Prediction = label except on wall (3) and terrain (9), which are predicted as road (0): IoU 0 for both.
+    mIoU16 drops terrain only, mIoU13 drops wall and terrain too (independent count below)."""
+    from torch import nn
+
+    from fishertune.engine.evaluator import Inference, evaluate
+
+    label = torch.arange(19).repeat_interleave(4).reshape(1, 4, 19)  # every class, 4 px each
+
+    class Fixed(nn.Module):
+        def predict(self, images, **kwargs):
+            prediction = label.clone()
+            prediction[(label == 3) | (label == 9)] = 0
+            return nn.functional.one_hot(prediction, 19).permute(0, 3, 1, 2).float()
+
+    dataset = [{"image": torch.zeros(3, 4, 19), "label": label[0]}]
+    result = evaluate(Fixed(), dataset, Inference(), torch.device("cpu"), amp=False)
+    road = 4 / (4 + 8)  # road: 4 true px, 8 false positives from wall and terrain
+    assert result["miou"] == pytest.approx(100 * (16 + road) / 19)
+    # 16: without terrain, truck, train; 13: also without wall, fence, pole
+    assert result["miou_subsets"]["16"] == pytest.approx(100 * (14 + road) / 16)
+    assert result["miou_subsets"]["13"] == pytest.approx(100 * (12 + road) / 13)

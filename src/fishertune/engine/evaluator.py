@@ -43,7 +43,7 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
              batch_size: int = 1, amp: bool = True, num_classes: int = 19, workers: int = 0,
              progress: bool = False) -> dict:
     """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n,
-    "miou_subsets": {"16": percent, "13": percent}, "label_table": how the labels became train ids}.
+    "miou_subsets": {"16": percent or None, "13": ...}, "label_table": how the labels became train ids}.
 
     The subset mIoUs average the same per-class IoUs over the 16 or 13 classes SYNTHIA results are reported
     on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
@@ -67,11 +67,10 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     model.train(was_training)
     iou = matrix.iou()
     subsets = {}
-    for subset, train_ids in CLASS_SUBSETS.items():
-        values = iou[list(train_ids)]
+    for subset in ("16", "13"):
+        values = iou[list(CLASS_SUBSETS[subset])]
         values = values[~values.isnan()]
-        if subset != str(num_classes):
-            subsets[subset] = float(100 * values.mean()) if len(values) else float("nan")
+        subsets[subset] = float(100 * values.mean()) if len(values) else None
     return {"miou": matrix.miou(),
             "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(CLASS_NAMES, iou)},
             "pixel_accuracy": matrix.pixel_accuracy(),
