@@ -1,5 +1,6 @@
 """`fishertune` end to end on tiny data: train -> eval -> predict, help texts, and each bad input."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -354,3 +355,23 @@ def test_every_method_trains_and_its_run_evaluates_the_same(method, synth_dir, t
     entry = json.loads((run / "results.json").read_text())["methods"][method]
     assert json.loads((tmp_path / "e.json").read_text())["target_miou"] == entry["target_miou"]
     assert (run / "tuner" / "tuner_config.json").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None,
+                    reason="eva02 needs the timm extra (bash scripts/test_eva02.sh)")
+def test_eva02_trains_with_fishertune_and_its_run_evaluates_the_same(synth_dir, tmp_path):
+    """The whole path on EVA02: Fisher selection, training, sliding-window evaluation, reload by `eval`."""
+    from fishertune.models import tiny_backbone_config
+
+    model = {"backbone": "eva02", "backbone_config": tiny_backbone_config("eva02")}
+    config = tiny_config(synth_dir, model=model,
+                         method={"name": "fishertune", "options": {"budget": 0.05}}, data={"val": None},
+                         train={"warmup_steps": 1, "steps": 2, "checkpoint_every": 0, "eval_every": 0},
+                         eval={"mode": "slide", "crop": 24, "stride": 16})
+    run = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
+                 "--no-progress"]) == 0
+    assert main(["eval", str(run), "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    entry = json.loads((run / "results.json").read_text())["methods"]["fishertune"]
+    assert entry["trainable_params"] > 0 and entry["target_miou"] is not None
+    assert json.loads((tmp_path / "e.json").read_text())["target_miou"] == entry["target_miou"]

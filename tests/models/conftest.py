@@ -18,7 +18,8 @@ HAS_TIMM = importlib.util.find_spec("timm") is not None
 
 def pytest_generate_tests(metafunc):
     if "backbone_name" in metafunc.fixturenames:
-        marks = {"eva02": pytest.mark.skipif(not HAS_TIMM, reason="eva02 needs the optional timm extra")}
+        marks = {"eva02": pytest.mark.skipif(not HAS_TIMM, reason="eva02 needs the timm extra "
+                                                        "(bash scripts/test_eva02.sh)")}
         params = [pytest.param(n, marks=marks.get(n, ())) for n in sorted(BACKBONES)]
         metafunc.parametrize("backbone_name", params)
     if "head_name" in metafunc.fixturenames:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,9 +108,3 @@ def test_bad_names_and_missing_files_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FisherTuneError, match="could not load"):
         build_backbone("dinov2", weights="no-such-org/no-such-model")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed here")
-def test_eva02_without_timm_says_how_to_install_it():
-    with pytest.raises(FisherTuneError, match="install the timm extra"):
-        build_backbone("eva02")

@@ -73,7 +73,7 @@ def test_tuner(method, family, batches, tmp_path):
     optimizer = tuner.build_optimizer(lr=1e-2, head_lr=1e-2, weight_decay=0.01)
     must_move = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in base.items()}
     may_move = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in base.items()}
-    added_grad = False
+    added_grad, added_without_grad = False, set()
     for step in range(STEPS):
         batch = batches[step % len(batches)]
         optimizer.zero_grad()
@@ -83,8 +83,11 @@ def test_tuner(method, family, batches, tmp_path):
             may_move[n] |= allowed
             if p.grad is not None:
                 must_move[n] |= allowed & (p.grad != 0)
-        added_grad |= any(p.grad is not None and bool(p.grad.any()) for n, p in model.named_parameters()
-                          if n.startswith("backbone.") and n not in base)
+        added_params = [(n, p) for n, p in model.named_parameters()
+                        if n.startswith("backbone.") and n not in base]
+        added_grad |= any(p.grad is not None and bool(p.grad.any()) for _, p in added_params)
+        # a trainable added parameter without a gradient sits in a module the forward bypasses
+        added_without_grad |= {n for n, p in added_params if p.requires_grad and p.grad is None}
         optimizer.step()
         tuner.after_step(step, STEPS, batches, segmentation_loss, optimizer)
 
@@ -104,6 +107,7 @@ def test_tuner(method, family, batches, tmp_path):
         assert tuner.num_trainable() == sum(p.numel() for p in base.values())
     if method in ADDS_MODULES:
         assert added and added_grad and tuner.num_trainable() == sum(p.numel() for p in added.values())
+        assert not added_without_grad, f"added parameters without a gradient: {sorted(added_without_grad)}"
         assert {n for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad} \
             == set(added)
     if method in ("childtune", "fish", "random"):  # fixed masks: every selected entry moved (weight decay)

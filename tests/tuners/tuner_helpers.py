@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
 import torch
 from torch import nn
 
 from fishertune.models import build_segmentor, tiny_backbone_config
 
-FAMILIES = ["dinov2", "dinov2_reg", "clip", "mae", "sam"]
+NEEDS_TIMM = pytest.mark.skipif(importlib.util.find_spec("timm") is None,
+                                reason="eva02 needs the timm extra (bash scripts/test_eva02.sh)")
+FAMILIES = ["dinov2", "dinov2_reg", "clip", "mae", "sam", pytest.param("eva02", marks=NEEDS_TIMM)]
 
 
 def make_segmentor(family: str = "dinov2", seed: int = 0, head: str | dict = "linear") -> nn.Module:
