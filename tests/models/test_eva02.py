@@ -72,11 +72,11 @@ def test_eva02_features_equal_timm_intermediates(layout, patch, size):
 
 @needs_timm
 def test_eva02_normalises_like_clip():
-    """EVA02 was pretrained on CLIP-normalised images (timm's pretrained config says so too)."""
-    from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
+    """EVA02 was pretrained on CLIP-normalised images (timm's pretrained config of EVA02 says so)."""
     backbone = build_backbone("eva02", config=tiny_backbone_config("eva02"))
-    assert backbone.mean == pytest.approx(OPENAI_CLIP_MEAN) and backbone.std == pytest.approx(OPENAI_CLIP_STD)
+    for layout in LAYOUTS.values():
+        cfg = timm_model(layout).pretrained_cfg
+        assert backbone.mean == pytest.approx(cfg["mean"]) and backbone.std == pytest.approx(cfg["std"])
 
 
 @needs_timm

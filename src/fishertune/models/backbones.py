@@ -405,7 +405,7 @@ class Eva02Backbone(Backbone):
     arguments on top of it. `weights` is None (random init), a .safetensors file holding a timm EVA02 state
     dict (or the original BAAI one, which timm's `checkpoint_filter_fn` renames) for the architecture of
     `config`, or a timm pretrained name ("eva02_large_patch14_448.mim_m38m", "hf-hub:timm/...") that names
-    architecture and weights together. Mean/std are the model's pretrained config (CLIP's for EVA02).
+    architecture and weights together. Images are normalised with CLIP's mean/std, as EVA02 was pretrained.
     Blocks take the rotary embedding as `rope` (see `_RopeBlock`).
     """
 
@@ -442,7 +442,7 @@ class Eva02Backbone(Backbone):
         except (OSError, RuntimeError, TypeError, ValueError) as err:
             raise FisherTuneError(f"could not build eva02 {source!r}: {str(err).strip().splitlines()[0]}") \
                 from None
-        if getattr(model, "rope_mixed", False) or not hasattr(model, "blocks"):
+        if not isinstance(model, timm.models.eva.Eva) or model.rope_mixed:
             raise FisherTuneError(f"eva02: {source!r} is not a timm Eva model with one rotary embedding for "
                                   "all blocks")
         for module in cls.HEAD_MODULES:
@@ -455,11 +455,8 @@ class Eva02Backbone(Backbone):
                 block.attn.qkv_bias_separate = True
         if is_file:
             load_timm_state(model, Path(text).expanduser(), name, cls.HEAD_MODULES)
-        backbone = cls(model, model.embed_dim, model.patch_embed.patch_size[0], model.num_prefix_tokens,
-                       out_indices)
-        backbone.mean = tuple(model.pretrained_cfg.get("mean", CLIP_MEAN))
-        backbone.std = tuple(model.pretrained_cfg.get("std", CLIP_STD))
-        return backbone
+        return cls(model, model.embed_dim, model.patch_embed.patch_size[0], model.num_prefix_tokens,
+                   out_indices)
 
     @property
     def blocks(self) -> nn.ModuleList:
