@@ -1,7 +1,8 @@
 """FisherTune: Fisher-guided robust fine-tuning of Vision Foundation Models for DGSS.
 
-The method core is importable from here (`from fishertune import FisherTuner, select_topk, ...`); it is
-loaded on first use, so that `import fishertune` (and `fishertune --help`) does not pay for torch.
+The method core is importable from here (`from fishertune import FisherTuner, select_topk, ...`), and so is
+`load_pretrained` (a trained segmenter with `.predict(image)`, docs/export.md); they are loaded on first
+use, so that `import fishertune` (and `fishertune --help`) does not pay for torch.
 """
 
 from fishertune.errors import FisherTuneError
@@ -12,7 +13,7 @@ _METHOD_API = ("FeaturePerturbation", "FisherTuneConfig", "FisherTuner", "Masked
                "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
                "save_delta", "select_topk", "variational_fisher")
 
-__all__ = ["FisherTuneError", "__version__", *_METHOD_API]
+__all__ = ["FisherTuneError", "__version__", "load_pretrained", *_METHOD_API]
 
 
 def __getattr__(name: str):
@@ -20,4 +21,8 @@ def __getattr__(name: str):
         from fishertune import method
 
         return getattr(method, name)
+    if name == "load_pretrained":
+        from fishertune.engine.pretrained import load_pretrained
+
+        return load_pretrained
     raise AttributeError(f"module 'fishertune' has no attribute {name!r}")

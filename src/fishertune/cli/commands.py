@@ -33,7 +33,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from fishertune.atomic import write_json
     from fishertune.engine import distributed
-    from fishertune.engine.build import build_eval_datasets, load_run
+    from fishertune.engine.build import build_eval_datasets, load_run, run_classes
     from fishertune.engine.evaluator import evaluate_targets
 
     device = distributed.setup()
@@ -41,7 +41,7 @@ def run_eval(args: argparse.Namespace) -> int:
     specs = args.data or config.data.targets
     if not specs:
         raise FisherTuneError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
-    datasets = build_eval_datasets(specs)
+    datasets = build_eval_datasets(specs, run_classes(config))
     inference = _inference(args, config)
     results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
                                amp=config.train.amp, workers=config.data.workers,
@@ -58,7 +58,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from fishertune.engine import distributed
-    from fishertune.engine.build import load_run
+    from fishertune.engine.build import load_run, run_classes
     from fishertune.engine.predictor import check_inputs, predict_images
 
     if bool(args.images) == bool(args.data):
@@ -75,8 +75,29 @@ def run_predict(args: argparse.Namespace) -> int:
     device = distributed.setup()
     config, model = load_run(args.run, device)
     written = predict_images(model, images, args.out, _inference(args, config), device, fmt=args.format,
-                             overlay=args.overlay, base=base)
+                             overlay=args.overlay, base=base, classes=run_classes(config))
     print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from fishertune.engine.export import export_run
+    from fishertune.engine.onnx_export import export_onnx
+
+    if not args.out and not args.onnx:
+        raise FisherTuneError("export needs --out DIR (a shareable folder) and/or --onnx FILE")
+    if args.out:
+        if args.backbone:
+            raise FisherTuneError("--backbone applies to --onnx from an export folder")
+        summary = export_run(args.run, args.out)
+        size = sum(summary["files"].values())
+        print(f"wrote {args.out}: {size / 1e6:.2f} MB ({100 * size / summary['model_bytes']:.2f}% of the "
+              f"full model.safetensors, {summary['model_bytes'] / 1e6:.2f} MB)")
+    if args.onnx:
+        report = export_onnx(args.run, args.onnx, backbone=args.backbone)
+        for shape, diff in report["checks"]:
+            print(f"onnxruntime vs PyTorch, input {shape}: max abs logit difference {diff:.2e}")
+        print(f"wrote {args.onnx} (height and width: any multiples of {report['patch_size']})")
     return 0
 
 

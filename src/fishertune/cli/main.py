@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   fishertune eval runs/fishertune --data folder:data/synth/fog --json runs/fishertune/eval.json
   fishertune predict runs/fishertune street.jpg --out predictions
   fishertune predict runs/fishertune --data cityscapes:data/cityscapes:test --format labelid --out submit
+  fishertune export runs/fishertune --out exports/fishertune --onnx exports/fishertune.onnx
   fishertune fisher configs/my_run.yaml --out runs/fisher_map
   fishertune data check folder:data/synth/source
 """
@@ -107,6 +108,20 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     predict.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
     predict.add_argument("--crop", type=int, help="sliding-window size")
     predict.add_argument("--stride", type=int, help="sliding-window stride")
+
+    export = commands.add_parser(
+        "export", help="a run as a small shareable folder and/or an ONNX graph",
+        description="--out DIR writes a self-contained folder: config.yaml naming the base backbone, the "
+                    "head, only what the method changed (sparse delta or adapter weights), export.json and a "
+                    "README.md model card; load it with fishertune.load_pretrained(DIR) or use it as RUN in "
+                    "eval/predict/export. --onnx FILE writes the model (LoRA merged) as ONNX with dynamic "
+                    "height and width (multiples of the patch size), checked against PyTorch with "
+                    "onnxruntime. See docs/export.md.")
+    export.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`, or an export")
+    export.add_argument("--out", metavar="DIR", help="export folder to create")
+    export.add_argument("--onnx", metavar="FILE", help="ONNX file to write")
+    export.add_argument("--backbone", metavar="WEIGHTS",
+                        help="where the base backbone is, when RUN is an export whose base file moved")
 
     data = commands.add_parser("data", help="dataset tools", description="Dataset tools.")
     data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fishertune.data.classes import CITYSCAPES, ClassSet
 from fishertune.data.image_io import image_size, read_image
-from fishertune.data.labels import IGNORE_INDEX, NUM_CLASSES
 from fishertune.data.layouts import DATASETS, Pair, progress
 from fishertune.data.specs import DatasetFiles, DatasetSpec, resolve_spec
 from fishertune.errors import FisherTuneError
@@ -57,7 +57,8 @@ class SegmentationDataset(Dataset):
     sources repeats the pairs of the smaller ones there. The transform of item ``i`` in epoch ``e`` draws
     from a generator seeded by ``(seed, e, i)``, so the augmentation of an item does not depend on the
     order of loading, the number of workers or a resume. Call ``set_epoch`` each epoch to get fresh
-    augmentations.
+    augmentations. Label values are checked against ``classes`` (Cityscapes-19 by default; see
+    `fishertune.data.classes`).
 
     Pairs whose layout allows it (GTAV) are checked for size once, here: an image whose size differs from
     its label's is resized to it (bilinear) when loaded, and one note says how many.
@@ -65,7 +66,7 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, pairs: list[Pair], name: str, root: str | Path, transform: Transform | None = None,
                  seed: int = 0, order: list[int] | None = None, label_table: str = "",
-                 resized: set[int] | None = None):
+                 resized: set[int] | None = None, classes: ClassSet = CITYSCAPES):
         if not pairs:
             raise FisherTuneError(f"no image/label pairs found in {root}")
         for pair in pairs:
@@ -80,6 +81,7 @@ class SegmentationDataset(Dataset):
         self.root = Path(root)
         self.transform = transform
         self.seed = seed
+        self.classes = classes
         self.epoch = 0
         self.label_table = label_table
         self.resized = self._sizes_to_fix() if resized is None else resized
@@ -113,10 +115,10 @@ class SegmentationDataset(Dataset):
                 raise FisherTuneError(f"label {pair.label} is {label.shape[1]}x{label.shape[0]} but its "
                                       f"image is {image.shape[1]}x{image.shape[0]}")
             image = np.array(Image.fromarray(image).resize(label.shape[::-1], Image.BILINEAR))
-        if ((label >= NUM_CLASSES) & (label != IGNORE_INDEX)).any() or (label < 0).any():
-            raise FisherTuneError(f"label {pair.label} holds values outside 0-18 and 255 "
+        if self.classes.bad_values(label).size:
+            raise FisherTuneError(f"label {pair.label} holds values outside {self.classes.describe_values()} "
                                   f"(run `fishertune data check` to list every bad file)")
-        return image, label.astype(np.uint8)
+        return image, self.classes.to_train_ids(label)
 
     def __getitem__(self, index: int) -> dict:
         image_array, label_array = self.load_arrays(index)
@@ -138,12 +140,14 @@ class FolderDataset(SegmentationDataset):
     """A folder in the synth layout. A label without an image is refused as firmly as an image without a
     label: either means the folder is not what the user thinks it is."""
 
-    def __init__(self, root: str | Path, transform: Transform | None = None, seed: int = 0):
+    def __init__(self, root: str | Path, transform: Transform | None = None, seed: int = 0,
+                 classes: ClassSet = CITYSCAPES):
         files = resolve_spec(DatasetSpec("folder", Path(root)))
         if files.labels_without_images:
             orphan = files.labels_without_images[0]
             raise FisherTuneError(f"label {orphan} has no image in {files.root / 'images'}")
-        super().__init__(files.pairs, files.name, files.root, transform, seed, label_table=files.label_table)
+        super().__init__(files.pairs, files.name, files.root, transform, seed, label_table=files.label_table,
+                         classes=classes)
 
 
 def labelled_pairs(files: DatasetFiles) -> list[Pair]:
@@ -162,28 +166,32 @@ def labelled_pairs(files: DatasetFiles) -> list[Pair]:
 
 
 def build_dataset(spec: str | DatasetSpec, transform: Transform | None = None,
-                  seed: int = 0) -> SegmentationDataset:
+                  seed: int = 0, classes: ClassSet = CITYSCAPES) -> SegmentationDataset:
     """A dataset from a spec: ``folder:PATH`` or ``<dataset>:ROOT[:split[:option]]``.
 
     Examples: ``folder:synth/fog``, ``cityscapes:/data/cityscapes:val``, ``acdc:/data/acdc:val:night``,
-    ``gtav:/data/gta`` (all images), ``mapillary:/data/vistas:validation:rein``.
+    ``gtav:/data/gta`` (all images), ``mapillary:/data/vistas:validation:rein``. A custom class set applies
+    to folder specs only: the benchmark datasets' labels are Cityscapes train ids.
     """
     spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
     if spec.layout is None:
-        return FolderDataset(spec.root, transform, seed)
+        return FolderDataset(spec.root, transform, seed, classes)
+    if not classes.is_cityscapes:
+        raise FisherTuneError(f"{spec}: data.classes applies to folder: datasets only; the benchmark "
+                              f"datasets hold the Cityscapes 19 classes")
     files = resolve_spec(spec)
     return SegmentationDataset(labelled_pairs(files), files.name, files.root, transform, seed,
                                label_table=files.label_table)
 
 
 def build_sources(specs: list[str], sampling: Sampling = "proportional", transform: Transform | None = None,
-                  seed: int = 0) -> SegmentationDataset:
+                  seed: int = 0, classes: ClassSet = CITYSCAPES) -> SegmentationDataset:
     """Several training sources as one dataset (one spec: that dataset).
 
     ``proportional``: every image of every source once per epoch, so a source is drawn in proportion to
     its size. ``equal``: each source fills the same number of items per epoch, the size of the largest;
     the images of a smaller source are repeated in turn (each about largest/size times)."""
-    parts = [build_dataset(spec) for spec in specs]
+    parts = [build_dataset(spec, classes=classes) for spec in specs]
     if len(parts) == 1:
         parts[0].transform, parts[0].seed = transform, seed
         return parts[0]
@@ -196,4 +204,4 @@ def build_sources(specs: list[str], sampling: Sampling = "proportional", transfo
         resized |= {start + i for i in part.resized}
     table = "; ".join(f"{part.name}: {part.label_table}" for part in parts)
     return SegmentationDataset(pairs, "+".join(part.name for part in parts), parts[0].root, transform, seed,
-                               order, table, resized)
+                               order, table, resized, classes)

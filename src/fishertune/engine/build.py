@@ -7,29 +7,66 @@ from pathlib import Path
 
 from torch import nn
 
+from fishertune.data.classes import CITYSCAPES, ClassSet
 from fishertune.engine.config import Config
 from fishertune.errors import FisherTuneError
 
-TRAIN_CLASSES = 19
+
+def run_classes(config: Config) -> ClassSet:
+    """The run's class set: `data.classes`, Cityscapes-19 by default."""
+    return ClassSet.from_config(config.data.classes)
 
 
-def build_model(config: Config) -> tuple[nn.Module, object]:
-    """(segmentor, tuner): the base segmentor from `model`, wrapped by the tuner of `method`."""
+def check_weights_file(config: Config) -> None:
+    """Refuse a weights file whose sha256 differs from `model.weights_sha256` (when the config pins it)."""
+    from fishertune.models.offline_dinov2 import sha256_of
+
+    m = config.model
+    if m.weights_sha256 is None:
+        return
+    path = Path(m.weights or "").expanduser()
+    if not path.is_file():
+        raise FisherTuneError(f"model.weights_sha256 is set but model.weights {m.weights!r} is not a file")
+    digest = sha256_of(path)
+    if digest != m.weights_sha256:
+        raise FisherTuneError(f"backbone weights {path} have sha256 {digest[:12]}..., expected "
+                              f"{m.weights_sha256[:12]}... (model.weights_sha256): a different base model")
+
+
+def build_base(config: Config) -> nn.Module:
+    """The segmentor of `model` (backbone + fresh head, `data.classes` outputs), before any tuner."""
     from fishertune.models import build_segmentor
-    from fishertune.tuners import TUNERS, build_tuner
-    from fishertune.tuners.base import make_config
 
-    options = dict(config.method.options)
-    if config.method.name in TUNERS:  # options checked before the (possibly large) model is built
-        config_class = TUNERS[config.method.name].config_class
-        if "seed" in {f.name for f in dataclasses.fields(config_class)}:
-            options.setdefault("seed", config.train.seed)  # masks, draws and inits follow the run's seed
-        make_config(config_class, options, config.method.name)
+    classes = run_classes(config)
+    check_weights_file(config)
     m = config.model
     backbone = {"name": m.backbone, "weights": m.weights, "config": m.backbone_config or None,
                 "out_indices": m.out_indices}
     head = {"name": m.head, **m.head_options}
-    model = build_segmentor(backbone, head, num_classes=TRAIN_CLASSES)
+    return build_segmentor(backbone, head, num_classes=classes.num_classes)
+
+
+def method_options(config: Config) -> dict:
+    """The tuner's options, checked before the (possibly large) model is built; a method with a `seed`
+    option gets the run's seed unless the config sets one (masks, draws and inits follow train.seed)."""
+    from fishertune.tuners import TUNERS
+    from fishertune.tuners.base import make_config
+
+    options = dict(config.method.options)
+    if config.method.name in TUNERS:
+        config_class = TUNERS[config.method.name].config_class
+        if "seed" in {f.name for f in dataclasses.fields(config_class)}:
+            options.setdefault("seed", config.train.seed)
+        make_config(config_class, options, config.method.name)
+    return options
+
+
+def build_model(config: Config) -> tuple[nn.Module, object]:
+    """(segmentor, tuner): the base segmentor from `model`, wrapped by the tuner of `method`."""
+    from fishertune.tuners import build_tuner
+
+    options = method_options(config)
+    model = build_base(config)
     tuner = build_tuner(config.method.name, model, **options)
     return model, tuner
 
@@ -61,20 +98,21 @@ def build_train_dataset(config: Config):
 
         check_options(config.data.augment, TrainTransform, "data.augment", skip=("crop_size",))
         transform = TrainTransform(config.data.crop, **config.data.augment)
-    dataset = build_sources(specs, config.data.sampling, transform=transform, seed=config.train.seed)
+    dataset = build_sources(specs, config.data.sampling, transform=transform, seed=config.train.seed,
+                            classes=run_classes(config))
     if len(dataset) < config.data.batch_size:
         raise FisherTuneError(f"data.train has {len(dataset)} images, fewer than data.batch_size "
                               f"{config.data.batch_size}")
     return dataset
 
 
-def build_eval_datasets(specs: list[str]) -> dict[str, object]:
+def build_eval_datasets(specs: list[str], classes: ClassSet = CITYSCAPES) -> dict[str, object]:
     """{display name: dataset} for evaluation specs; two specs with one name get numbered."""
     from fishertune.data.datasets import build_dataset
 
     datasets: dict[str, object] = {}
     for spec in specs:
-        dataset = build_dataset(spec)
+        dataset = build_dataset(spec, classes=classes)
         name, n = dataset.name, 2
         while name in datasets:
             name, n = f"{dataset.name}-{n}", n + 1
@@ -83,11 +121,16 @@ def build_eval_datasets(specs: list[str]) -> dict[str, object]:
 
 
 def load_run(run_dir: str | Path, device=None) -> tuple[Config, nn.Module]:
-    """(config, model in eval mode) of a finished run folder: config.yaml + model.safetensors."""
+    """(config, model in eval mode) of a finished run folder (config.yaml + model.safetensors) or of a
+    folder written by `fishertune export` (see `fishertune.engine.export`)."""
     from fishertune.engine.checkpoint import load_model
     from fishertune.engine.config import load_config
+    from fishertune.engine.export import is_export, load_export
 
     run_dir = Path(run_dir)
+    if is_export(run_dir):
+        config, model = load_export(run_dir)
+        return config, (model.to(device) if device is not None else model).eval()
     if not (run_dir / "config.yaml").is_file():
         raise FisherTuneError(f"{run_dir} is not a run folder (no config.yaml)")
     weights = run_dir / "model.safetensors"

@@ -37,7 +37,9 @@ class ModelConfig:
     backbone: str = "dinov2"
     """Backbone registry name (see `fishertune.models.build_backbone`)."""
     weights: str | None = None
-    """Hub id, local save_pretrained folder or .safetensors file; None = random initialisation."""
+    """Hub id, local save_pretrained folder, .safetensors file or Meta's DINOv2 .pth; None = random init."""
+    weights_sha256: str | None = None
+    """sha256 of the weights file; when set, a file with another hash is refused before it is loaded."""
     backbone_config: dict = field(default_factory=dict)
     """Overrides of the backbone's transformers config (e.g. a tiny test model)."""
     out_indices: list[int] | None = None
@@ -77,6 +79,9 @@ class DataConfig:
     """Global batch size (split evenly over the processes of a distributed run)."""
     workers: int = 0
     """DataLoader worker processes per training process."""
+    classes: list[str] | dict | None = None
+    """Class set of folder: datasets: a list of names, or {names, palette, ignore_index}; None = the
+    Cityscapes 19 classes (see `fishertune.data.classes`)."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from fishertune.engine import distributed
 from fishertune.engine.metrics import ConfusionMatrix
+from fishertune.errors import FisherTuneError
 
 
 @dataclass
@@ -40,22 +41,28 @@ class Inference:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
-             batch_size: int = 1, amp: bool = True, num_classes: int = 19, workers: int = 0,
-             progress: bool = False) -> dict:
+             batch_size: int = 1, amp: bool = True, workers: int = 0, progress: bool = False) -> dict:
     """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n,
     "miou_subsets": {"16": percent or None, "13": ...}, "label_table": how the labels became train ids}.
 
     The subset mIoUs average the same per-class IoUs over the 16 or 13 classes SYNTHIA results are reported
     on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
-    as in the 19-class mIoU."""
-    from fishertune.data.labels import CLASS_NAMES, CLASS_SUBSETS
+    as in the 19-class mIoU. Classes are the dataset's (`dataset.classes`, Cityscapes-19 by default), which
+    the model must predict; a custom class set has no subsets."""
+    from fishertune.data.classes import CITYSCAPES
+    from fishertune.data.labels import CLASS_SUBSETS
 
+    classes = getattr(dataset, "classes", CITYSCAPES)
+    predicted = getattr(model, "num_classes", classes.num_classes)
+    if predicted != classes.num_classes:
+        name = getattr(dataset, "name", "the data")
+        raise FisherTuneError(f"the model predicts {predicted} classes but {name} has {classes.num_classes}")
     was_training = model.training
     model.eval()
     shard = list(range(distributed.rank(), len(dataset), distributed.world_size()))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))  # leaves the global RNG untouched
-    matrix = ConfusionMatrix(num_classes)
+    matrix = ConfusionMatrix(classes.num_classes)
     name = getattr(dataset, "name", "data")
     use_amp = amp and device.type == "cuda"
     for batch in tqdm(loader, desc=f"eval {name}", disable=not (progress and distributed.is_main()),
@@ -67,12 +74,12 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     model.train(was_training)
     iou = matrix.iou()
     subsets = {}
-    for subset in ("16", "13"):
+    for subset in ("16", "13") if classes.is_cityscapes else ():
         values = iou[list(CLASS_SUBSETS[subset])]
         values = values[~values.isnan()]
         subsets[subset] = float(100 * values.mean()) if len(values) else None
     return {"miou": matrix.miou(),
-            "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(CLASS_NAMES, iou)},
+            "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(classes.names, iou)},
             "pixel_accuracy": matrix.pixel_accuracy(),
             "images": len(dataset),
             "miou_subsets": subsets,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fishertune.data.classes import CITYSCAPES, ClassSet
 from fishertune.engine.evaluator import Inference
 from fishertune.errors import FisherTuneError
 
@@ -66,13 +67,13 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
     return outputs
 
 
-def encode(prediction: np.ndarray, fmt: Format) -> np.ndarray:
-    """[H, W] train ids -> the array written for ``fmt``: RGB colours, train ids, or Cityscapes label ids
-    (``fishertune.data.labels.TRAINID_TO_ID``, from cityscapesscripts)."""
-    from fishertune.data.labels import TRAINID_TO_ID, colorize
+def encode(prediction: np.ndarray, fmt: Format, classes: ClassSet = CITYSCAPES) -> np.ndarray:
+    """[H, W] train ids -> the array written for ``fmt``: RGB colours (the class set's palette), train ids,
+    or Cityscapes label ids (``fishertune.data.labels.TRAINID_TO_ID``, from cityscapesscripts)."""
+    from fishertune.data.labels import TRAINID_TO_ID
 
     if fmt == "color":
-        return colorize(prediction)
+        return classes.colorize(prediction)
     if fmt == "trainid":
         return prediction.astype(np.uint8)
     if fmt == "labelid":
@@ -93,13 +94,16 @@ def check_inputs(images: list[Path]) -> None:
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Path, inference: Inference,
                    device: torch.device, fmt: Format = "color", overlay: bool = False,
-                   base: str | Path | None = None) -> list[Path]:
-    """Segment every image and write its outputs (see the module docstring); returns the written files."""
+                   base: str | Path | None = None, classes: ClassSet = CITYSCAPES) -> list[Path]:
+    """Segment every image and write its outputs (see the module docstring); returns the written files.
+    Colours follow ``classes`` (the run's `data.classes`)."""
     from fishertune.data.image_io import read_image, write_png
-    from fishertune.data.labels import colorize
 
     if fmt not in FORMATS:
         raise FisherTuneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if fmt == "labelid" and not classes.is_cityscapes:
+        raise FisherTuneError("--format labelid writes Cityscapes label ids; this run has its own classes "
+                              "(data.classes): use --format trainid or color")
     images = [Path(image) for image in images]
     if not images:
         raise FisherTuneError("no images to predict")
@@ -111,10 +115,10 @@ def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Pa
         tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
         prediction = model.predict(tensor, **inference.kwargs()).argmax(1)[0].cpu().numpy()
         output.mask.parent.mkdir(parents=True, exist_ok=True)
-        write_png(output.mask, encode(prediction, fmt))
+        write_png(output.mask, encode(prediction, fmt, classes))
         written.append(output.mask)
         if output.overlay is not None:
-            blend = (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colorize(prediction)
+            blend = (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * classes.colorize(prediction)
             write_png(output.overlay, blend.round().astype(np.uint8))
             written.append(output.overlay)
     return written

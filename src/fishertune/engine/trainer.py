@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from fishertune.atomic import write_json
 from fishertune.engine import distributed
-from fishertune.engine.build import build_eval_datasets, build_model, build_train_dataset
+from fishertune.engine.build import build_eval_datasets, build_model, build_train_dataset, run_classes
 from fishertune.engine.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -206,8 +206,9 @@ class Trainer:
             nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         self.train_set = build_train_dataset(config)
-        self.val_sets = build_eval_datasets([config.data.val]) if config.data.val else {}
-        self.target_sets = build_eval_datasets(config.data.targets)
+        classes = run_classes(config)
+        self.val_sets = build_eval_datasets([config.data.val], classes) if config.data.val else {}
+        self.target_sets = build_eval_datasets(config.data.targets, classes)
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
         self.inference = Inference.from_config(config)

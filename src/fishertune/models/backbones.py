@@ -198,7 +198,8 @@ def _tiny(**extra: Any) -> dict[str, Any]:
 
 @register_backbone
 class Dinov2Backbone(HFBackbone):
-    """DINOv2 (Oquab et al. 2023) via `transformers.Dinov2Model`; hub ids like "facebook/dinov2-small"."""
+    """DINOv2 (Oquab et al. 2023) via `transformers.Dinov2Model`; hub ids like "facebook/dinov2-small", and
+    Meta's own checkpoints (`dinov2_vitl14_pretrain.pth`, see `fishertune.models.dinov2_meta`)."""
 
     name = "dinov2"
     tiny_config = _tiny(mlp_ratio=2)
@@ -208,6 +209,14 @@ class Dinov2Backbone(HFBackbone):
         from transformers import Dinov2Config, Dinov2Model
 
         return Dinov2Config, Dinov2Model
+
+    @classmethod
+    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
+        from fishertune.models.dinov2_meta import is_meta_checkpoint, load_meta_dinov2
+
+        if is_meta_checkpoint(weights):
+            return cls.from_model(load_meta_dinov2(weights, *cls.hf_classes(), config), out_indices)
+        return super().build(weights, config, out_indices)
 
     @classmethod
     def from_model(cls, model, out_indices=None) -> Backbone:
@@ -227,7 +236,8 @@ class Dinov2Backbone(HFBackbone):
 
 @register_backbone
 class Dinov2RegistersBackbone(Dinov2Backbone):
-    """DINOv2 with registers (Darcet et al. 2024); hub ids like "facebook/dinov2-with-registers-small"."""
+    """DINOv2 with registers (Darcet et al. 2024); hub ids like "facebook/dinov2-with-registers-small", and
+    Meta's `dinov2_vit*14_reg4_pretrain.pth`."""
 
     name = "dinov2_reg"
     tiny_config = _tiny(mlp_ratio=2, num_register_tokens=2)

@@ -1,0 +1,244 @@
+"""`fishertune export RUN --out DIR`: a trained run as a small, self-contained folder (see docs/export.md).
+
+    DIR/config.yaml        the run's config; `model.weights` names the base backbone (hub id or file, with
+                           `model.weights_sha256` for a file), so the base is rebuilt, not shipped
+    DIR/head.safetensors   the decode head
+    DIR/tuner/             the method's change only: tuner_config.json plus the mask methods' sparse delta
+                           (delta.safetensors) or the adapter weights (tuner_weights.safetensors)
+    DIR/export.json        format, method, trainable count, the base's weight hash, the run's results
+    DIR/README.md          a model card
+
+The base hash is the sha256 over every base-backbone tensor (name, dtype, shape, raw bytes) as built from
+the config, before the method changes it; loading rebuilds the base, refuses one with another hash, then
+applies the change and the head. Before writing, export rebuilds the model from what it is about to write
+and checks that it equals the run's model.safetensors exactly, so an export always reproduces its run.
+The folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fishertune.atomic import save_tensors, write_json, write_text
+from fishertune.engine.config import Config, load_config, save_config
+from fishertune.errors import FisherTuneError
+
+FORMAT = "fishertune-export"
+VERSION = 1
+MANIFEST = "export.json"
+HEAD_FILE = "head.safetensors"
+TUNER_DIR = "tuner"
+TUNER_FILES = ("tuner_config.json", "tuner_weights.safetensors", "delta.safetensors")
+"""What of a run's tuner folder an export needs (the selection summary for plots stays behind)."""
+
+
+def is_export(directory: str | Path) -> bool:
+    return (Path(directory) / MANIFEST).is_file()
+
+
+def backbone_sha256(backbone: nn.Module) -> str:
+    """sha256 over the backbone's tensors in name order: name, dtype, shape and raw bytes of each."""
+    from fishertune.engine.checkpoint import model_state
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model_state(backbone).items()):
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+def rebuild(config: Config, tuner_dir: Path) -> tuple[nn.Module, str]:
+    """(model with the saved tuner change applied, sha256 of its base backbone); the head is still fresh.
+
+    A randomly initialised base is drawn as the trainer draws it: from torch.manual_seed(train.seed), here
+    inside a forked RNG so the caller's random state is left alone.
+    """
+    from fishertune.engine.build import build_base, method_options
+    from fishertune.tuners import load_tuner
+
+    method_options(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = build_base(config)
+    base_hash = backbone_sha256(model.backbone)
+    load_tuner(str(tuner_dir), model)
+    return model, base_hash
+
+
+def _load_head(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from fishertune.engine.checkpoint import model_state
+
+    state = load_file(str(path))
+    expected = set(model_state(model.head))
+    if set(state) != expected:
+        odd = sorted(expected ^ set(state))[0]
+        raise FisherTuneError(f"{path} does not fit the config's head ({odd!r} is not in both)")
+    model.head.load_state_dict(state)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
+    """Write the export folder of a finished run; returns {"files": {name: bytes}, "model_bytes": n}."""
+    from safetensors.torch import load_file
+
+    from fishertune.engine.checkpoint import model_state
+    from fishertune.models.offline_dinov2 import sha256_of
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    weights = run_dir / "model.safetensors"
+    for needed in (run_dir / "config.yaml", weights, run_dir / TUNER_DIR / TUNER_FILES[0]):
+        if not needed.is_file():
+            raise FisherTuneError(f"{run_dir} is not a finished run folder "
+                                  f"(no {needed.relative_to(run_dir)})")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FisherTuneError(f"{out_dir} already exists and is not empty; choose a new folder")
+    config = load_config(run_dir / "config.yaml")
+    base_file = Path(config.model.weights or "").expanduser()
+    if config.model.weights and base_file.is_file() and config.model.weights_sha256 is None:
+        config.model.weights_sha256 = sha256_of(base_file)
+    model, base_hash = rebuild(config, run_dir / TUNER_DIR)
+    trained = load_file(str(weights))
+    head = {name.removeprefix("head."): t for name, t in trained.items() if name.startswith("head.")}
+    model.head.load_state_dict(head)
+    rebuilt = model_state(model)
+    mismatch = [n for n, t in rebuilt.items() if n not in trained or not torch.equal(t, trained[n])]
+    if mismatch or set(trained) != set(rebuilt):
+        first = (mismatch or sorted(set(trained) ^ set(rebuilt)))[0]
+        raise FisherTuneError(f"{run_dir}: the base backbone plus the saved method change does not reproduce "
+                              f"model.safetensors (first difference: {first}); was the base weights file "
+                              f"changed after training?")
+    results = _run_results(run_dir)
+    trainable = results.get("trainable_params")
+    manifest = {"format": FORMAT, "version": VERSION, "method": config.method.name,
+                "trainable_params": trainable, "base_sha256": base_hash, "results": results}
+    temp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    (temp / TUNER_DIR).mkdir(parents=True)
+    try:
+        save_config(config, temp / "config.yaml")
+        save_tensors(temp / HEAD_FILE, model_state(model.head))
+        for name in TUNER_FILES:
+            if (run_dir / TUNER_DIR / name).is_file():
+                shutil.copyfile(run_dir / TUNER_DIR / name, temp / TUNER_DIR / name)
+        write_json(temp / MANIFEST, manifest)
+        write_text(temp / "README.md", model_card(config, manifest, out_dir.name))
+        if out_dir.exists():
+            out_dir.rmdir()  # checked empty above
+        temp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    files = {str(p.relative_to(out_dir)): p.stat().st_size for p in sorted(out_dir.rglob("*")) if p.is_file()}
+    return {"files": files, "model_bytes": weights.stat().st_size}
+
+
+def load_export(directory: str | Path, backbone: str | None = None) -> tuple[Config, nn.Module]:
+    """(config, model in eval mode) from an export folder; `backbone` replaces the base's location
+    (`model.weights`); a base whose weights hash differs from the export's is refused."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    config = load_config(directory / "config.yaml")
+    if backbone is not None:
+        config.model.weights = str(backbone)
+    config.model.weights = _locate(config.model.weights, directory)
+    model, base_hash = rebuild(config, directory / TUNER_DIR)
+    if base_hash != manifest["base_sha256"]:
+        source = config.model.weights or "a random init"
+        raise FisherTuneError(f"the base backbone built from {source} is not the one {directory} was made "
+                              f"from (weights sha256 {base_hash[:12]}..., expected "
+                              f"{manifest['base_sha256'][:12]}...)")
+    _load_head(model, directory / HEAD_FILE)
+    return config, model.eval()
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise FisherTuneError(f"{directory} is not an export folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise FisherTuneError(f"{path} is not valid JSON: {error}") from None
+    kind = [manifest.get("format"), manifest.get("version")] if isinstance(manifest, dict) else None
+    if kind != [FORMAT, VERSION]:
+        raise FisherTuneError(f"{path}: not a {FORMAT} version {VERSION} manifest")
+    return manifest
+
+
+def _locate(weights: str | None, directory: Path) -> str | None:
+    """A base weights path that is not found as given is looked up next to the export (same file name)."""
+    if weights is None or Path(weights).expanduser().exists():
+        return weights
+    beside = directory / Path(weights).name
+    if looks_like_file(weights) and beside.is_file():
+        return str(beside)
+    return weights
+
+
+def looks_like_file(weights: str) -> bool:
+    return weights.endswith((".safetensors", ".pth", ".pt")) or weights.startswith(("/", ".", "~"))
+
+
+def _run_results(run_dir: Path) -> dict:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return {}
+    methods = json.loads(path.read_text()).get("methods", {})
+    return next(iter(methods.values()), {}) if len(methods) == 1 else {}
+
+
+# -- the model card ----------------------------------------------------------------------------------------
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def model_card(config: Config, manifest: dict, name: str) -> str:
+    """README.md of an export: what it is, what it was trained on, how well it did, how to load it."""
+    from fishertune.engine.build import run_classes
+
+    m, results = config.model, manifest["results"]
+    if m.weights is None:
+        base = f"`{m.backbone}`, randomly initialised (seed {config.train.seed}; for tests only)"
+    elif m.weights_sha256:
+        base = f"`{m.backbone}` from the file `{m.weights}` (sha256 `{m.weights_sha256}`)"
+    else:
+        base = f"`{m.backbone}` from `{m.weights}`"
+    trainable = manifest.get("trainable_params")
+    classes = run_classes(config)
+    lines = [f"# {name}", "",
+             f"A semantic segmenter fine-tuned with **{config.method.name}** by "
+             f"[FisherTune](https://pypi.org/project/fishertune/) (`fishertune export`).", "",
+             "| | |", "|---|---|",
+             f"| base backbone | {base} |",
+             f"| decode head | `{m.head}` |",
+             f"| method | `{config.method.name}` {json.dumps(config.method.options)} |",
+             f"| trainable backbone parameters | {'n/a' if trainable is None else f'{trainable:,}'} |",
+             f"| classes | {classes.num_classes}: {', '.join(classes.names)} |",
+             f"| source data | `{config.data.train}` |",
+             f"| base weights hash | `{manifest['base_sha256']}` |", ""]
+    if results:
+        lines += ["## Evaluation (from the run)", "", "| data | mIoU (%) |", "|---|---|",
+                  f"| source validation | {_fmt(results.get('source_miou'))} |"]
+        lines += [f"| {domain} | {_fmt(v)} |" for domain, v in results.get("target_miou", {}).items()]
+        lines += [f"| mean of targets | {_fmt(results.get('mean_target_miou'))} |", ""]
+    lines += ["## How to load", "",
+              "The folder holds only what the method changed; the base backbone is rebuilt from its name "
+              "(a file is looked up as written, then next to this folder) and checked against the hash "
+              "above.", "",
+              "```python", "import fishertune", "",
+              f"model = fishertune.load_pretrained({name!r})  # backbone='path/to/base' if it moved",
+              "ids = model.predict(image)  # PIL image, HxWx3 uint8 array or float tensor -> class ids",
+              "```", "",
+              "```", f"fishertune predict {name} street.jpg --out predictions",
+              f"fishertune eval {name} --data folder:PATH", f"fishertune export {name} --onnx model.onnx",
+              "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Meta's DINOv2 checkpoints (`dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth`) as transformers models.
+
+The files the DGSS repositories tell users to download hold a flat state dict in Meta's layout
+(github.com/facebookresearch/dinov2, `vision_transformer.py`). They are read with
+`torch.load(weights_only=True)`, so reading one runs no code, and renamed as transformers'
+`convert_dinov2_to_hf.py` does, to the names of the installed `Dinov2Model`:
+
+    cls_token, mask_token, pos_embed       -> embeddings.cls_token, .mask_token, .position_embeddings
+    register_tokens (the _reg4 files)      -> embeddings.register_tokens
+    patch_embed.proj.*                     -> embeddings.patch_embeddings.projection.*
+    blocks.i.norm1.*, norm2.*              -> encoder.layer.i.norm1.*, norm2.*
+    blocks.i.attn.qkv.* (rows q | k | v)   -> encoder.layer.i.attention.{q,k,v}_proj.*
+    blocks.i.attn.proj.*                   -> encoder.layer.i.attention.o_proj.*
+    blocks.i.ls1.gamma, ls2.gamma          -> encoder.layer.i.layer_scale1.lambda1, layer_scale2.lambda1
+    blocks.i.mlp.fc1.*, fc2.*              -> encoder.layer.i.mlp.fc1.*, fc2.*
+    blocks.i.mlp.w12.* (rows gate | up)    -> encoder.layer.i.mlp.gate_proj.*, up_proj.*   (ViT-g, SwiGLU)
+    blocks.i.mlp.w3.*                      -> encoder.layer.i.mlp.down_proj.*
+    norm.*                                 -> layernorm.*
+
+Chunked block layouts (`blocks.<chunk>.<i>.`) are read too. The architecture is read from the shapes:
+width from cls_token, depth from the block count, patch size from the patch projection, image size from
+pos_embed, registers from register_tokens, SwiGLU from w12, MLP ratio from fc1, and 64-wide heads (every
+released DINOv2); `model.backbone_config` overrides any of them. Keys that do not fit are refused, naming
+the first missing and unexpected ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fishertune.errors import FisherTuneError
+
+HEAD_DIM = 64
+SUFFIXES = (".pth", ".pt")
+_TOP = {"cls_token": "embeddings.cls_token", "mask_token": "embeddings.mask_token",
+        "pos_embed": "embeddings.position_embeddings", "register_tokens": "embeddings.register_tokens",
+        "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+        "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+        "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
+_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attn.proj": "attention.o_proj",
+          "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
+          "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.w3": "mlp.down_proj"}
+_SPLIT = {"attn.qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+          "mlp.w12": ("mlp.gate_proj", "mlp.up_proj")}
+_BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")
+
+
+def is_meta_checkpoint(weights: str | None) -> bool:
+    return weights is not None and str(weights).endswith(SUFFIXES)
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The flat state dict of a .pth file, read without running code (weights_only)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FisherTuneError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors of many kinds: all mean "not a plain tensor file"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FisherTuneError(f"cannot read {path} as a weights-only torch file: {first}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FisherTuneError(f"{path} does not hold a flat state dict of tensors (Meta's *_pretrain.pth "
+                              f"layout)")
+    return state
+
+
+def to_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Meta's keys renamed (and qkv / w12 split) as the module docstring says; unknown keys kept as they are,
+    so a mismatch names them."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _BLOCK_KEY.match(key)
+        if key in _TOP:
+            out[_TOP[key]] = value
+        elif match:
+            index, rest = match.groups()
+            module, _, kind = rest.rpartition(".")
+            prefix = f"encoder.layer.{index}."
+            if rest in _BLOCK:
+                out[prefix + _BLOCK[rest]] = value
+            elif module in _BLOCK:
+                out[f"{prefix}{_BLOCK[module]}.{kind}"] = value
+            elif module in _SPLIT and value.shape[0] % len(_SPLIT[module]) == 0:
+                for name, part in zip(_SPLIT[module], value.chunk(len(_SPLIT[module]), dim=0)):
+                    out[f"{prefix}{name}.{kind}"] = part
+            else:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> dict:
+    """Dinov2Config fields read from the shapes of a Meta state dict."""
+    for needed in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if needed not in state:
+            raise FisherTuneError(f"not a DINOv2 checkpoint in Meta's layout: no {needed!r} key")
+    hidden = state["cls_token"].shape[-1]
+    patch = state["patch_embed.proj.weight"].shape[-1]
+    depth = len({int(m.group(1)) for m in map(_BLOCK_KEY.match, state) if m})
+    config = dict(hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=max(1, hidden // HEAD_DIM),
+                  patch_size=patch, image_size=math.isqrt(state["pos_embed"].shape[1] - 1) * patch,
+                  layer_norm_eps=1e-6, qkv_bias=True, use_swiglu_ffn=any(".mlp.w12." in k for k in state))
+    fc1 = next((v for k, v in state.items() if k.endswith("mlp.fc1.weight")), None)
+    config["mlp_ratio"] = fc1.shape[0] // hidden if fc1 is not None else 4  # SwiGLU: ViT-g's 4
+    if "register_tokens" in state:
+        config["num_register_tokens"] = state["register_tokens"].shape[1]
+    return config
+
+
+def load_meta_dinov2(path: str | Path, config_class: type, model_class: type,
+                     overrides: dict | None) -> nn.Module:
+    """A transformers DINOv2 model (with or without registers) holding the weights of Meta's file."""
+    from fishertune.models.backbones import check_state_matches
+
+    state = read_state(path)
+    fields = {**infer_config(state), **(overrides or {})}
+    has_registers = "num_register_tokens" in fields and fields["num_register_tokens"] > 0
+    if "num_register_tokens" not in config_class().to_dict():
+        fields.pop("num_register_tokens", None)
+    model = model_class(config_class(**fields))
+    converted = to_hf_names(state)
+    wants_registers = "embeddings.register_tokens" in model.state_dict()
+    hint = ""
+    if has_registers != wants_registers:
+        hint = (" (the file has register tokens: use backbone dinov2_reg)" if has_registers
+                else " (the file has no register tokens: use backbone dinov2)")
+    check_state_matches(model.state_dict(), converted, str(path), model_class.__name__, hint)
+    model.load_state_dict(converted)
+    return model.eval()
