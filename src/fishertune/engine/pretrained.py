@@ -58,7 +58,7 @@ class PretrainedSegmenter:
             ids = self.logits(batch.float()).argmax(1).to(image.device)
             return ids if image.dim() == 4 else ids[0]
         array = _rgb_array(image)
-        tensor = torch.from_numpy(array).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        tensor = torch.from_numpy(np.array(array)).permute(2, 0, 1).float().div(255).unsqueeze(0)
         return self.logits(tensor).argmax(1)[0].cpu().numpy().astype(np.uint8)
 
 

@@ -1,0 +1,164 @@
+"""train -> export -> load_pretrained -> predict: an export holds only the method's change and reproduces its
+run exactly; a wrong base is refused; eval and predict take the export folder as they take the run."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from export_helpers import train_run, write_base
+from PIL import Image
+from safetensors.torch import load_file
+
+import fishertune
+from fishertune.cli.main import main
+from fishertune.engine.checkpoint import model_state
+from fishertune.errors import FisherTuneError
+
+CHANGE_FILE = {"fishertune": "delta.safetensors", "lora": "tuner_weights.safetensors",
+               "rein": "tuner_weights.safetensors"}
+
+
+@pytest.fixture(scope="module", params=list(CHANGE_FILE))
+def exported(request, scenes, base_file, tmp_path_factory) -> tuple[str, Path, Path]:
+    """(method, run, export) of a tiny run fine-tuned from the base file."""
+    folder = tmp_path_factory.mktemp(request.param)
+    run = train_run(folder, scenes, request.param, base_file)
+    assert main(["export", str(run), "--out", str(folder / "export")]) == 0
+    return request.param, run, folder / "export"
+
+
+def test_export_holds_only_the_change(exported):
+    method, run, export = exported
+    files = sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file())
+    assert files == sorted(["README.md", "config.yaml", "export.json", "head.safetensors",
+                            "tuner/tuner_config.json", f"tuner/{CHANGE_FILE[method]}"])
+    assert all(name.startswith(("head.", "norm.", "classifier.")) or "." in name
+               for name in load_file(export / "head.safetensors"))
+    full = load_file(run / "model.safetensors")
+    head = {k for k in full if k.startswith("head.")}
+    assert {f"head.{k}" for k in load_file(export / "head.safetensors")} == head
+    size = sum(p.stat().st_size for p in export.rglob("*") if p.is_file())
+    assert size < 0.5 * (run / "model.safetensors").stat().st_size
+    manifest = json.loads((export / "export.json").read_text())
+    results = json.loads((run / "results.json").read_text())["methods"][method]
+    assert manifest["trainable_params"] == results["trainable_params"]
+    card = (export / "README.md").read_text()
+    assert method in card and f"{results['trainable_params']:,}" in card
+    assert f"{results['target_miou']['fog']:.2f}" in card and "load_pretrained" in card
+
+
+def test_load_pretrained_reproduces_the_run(exported):
+    _, run, export = exported
+    model = fishertune.load_pretrained(export)
+    trained = load_file(run / "model.safetensors")
+    state = model_state(model.segmentor)
+    assert set(state) == set(trained)
+    for name, tensor in state.items():
+        assert torch.equal(tensor, trained[name]), name
+
+
+def test_predict_matches_the_run_for_every_input_kind(exported, scenes):
+    _, run, export = exported
+    from_export, from_run = fishertune.load_pretrained(export), fishertune.load_pretrained(run)
+    path = scenes / "fog" / "images" / "00001.png"
+    pil = Image.open(path)
+    ids = from_export.predict(pil)
+    assert ids.shape == (32, 32) and ids.dtype == np.uint8 and ids.max() < 19
+    np.testing.assert_array_equal(ids, from_run.predict(pil))
+    array = np.array(pil.convert("RGB"))
+    np.testing.assert_array_equal(from_export.predict(array), ids)
+    tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+    assert torch.equal(from_export.predict(tensor), torch.from_numpy(ids).long())
+    batch = from_export.predict(torch.stack([tensor, tensor.flip(-1)]))
+    assert batch.shape == (2, 32, 32) and torch.equal(batch[0], torch.from_numpy(ids).long())
+    odd = pil.crop((0, 0, 30, 27))  # not a multiple of the patch size: padded inside, cropped back
+    assert from_export.predict(odd).shape == (27, 30)
+
+
+def test_cli_predict_and_eval_take_the_export(exported, scenes, tmp_path):
+    _, run, export = exported
+    image = str(scenes / "fog" / "images" / "00002.png")
+    for name, folder in (("run", run), ("export", export)):
+        assert main(["predict", str(folder), image, "--out", str(tmp_path / name)]) == 0
+        assert main(["eval", str(folder), "--json", str(tmp_path / f"{name}.json"), "--no-progress"]) == 0
+    assert (tmp_path / "run" / "00002_mask.png").read_bytes() == (tmp_path / "export" / "00002_mask.png").read_bytes()
+    run_eval, export_eval = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("run", "export"))
+    assert export_eval["target_miou"] == run_eval["target_miou"]
+
+
+def test_predict_refuses_other_inputs(exported):
+    model = fishertune.load_pretrained(exported[2])
+    with pytest.raises(FisherTuneError, match="numpy array"):
+        model.predict(np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(FisherTuneError, match="float tensor"):
+        model.predict(torch.zeros(8, 8, 3, dtype=torch.uint8))
+    with pytest.raises(FisherTuneError, match="PIL image"):
+        model.predict("street.png")
+
+
+# -- the base ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lora_export(scenes, tmp_path_factory) -> Path:
+    """A LoRA export whose base file can be moved and altered (its own copy of the base)."""
+    folder = tmp_path_factory.mktemp("lora_base")
+    base = write_base(folder / "base" / "tiny_dinov2.safetensors", seed=0)
+    run = train_run(folder, scenes, "lora", base)
+    assert main(["export", str(run), "--out", str(folder / "export")]) == 0
+    return folder / "export"
+
+
+def test_a_different_base_file_is_refused(lora_export, tmp_path, capsys):
+    other = write_base(tmp_path / "other" / "tiny_dinov2.safetensors", seed=1)
+    with pytest.raises(FisherTuneError, match="sha256"):
+        fishertune.load_pretrained(lora_export, backbone=str(other))
+    assert main(["export", str(lora_export), "--onnx", str(tmp_path / "m.onnx"), "--backbone", str(other)]) == 2
+    assert "error: backbone weights" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+def test_the_base_hash_is_checked_when_the_file_is_not_pinned(lora_export, tmp_path):
+    """Without model.weights_sha256 (e.g. a hub id) the weights hash of the rebuilt base still guards it."""
+    copy = tmp_path / "export"
+    shutil.copytree(lora_export, copy)
+    config = (copy / "config.yaml").read_text()
+    lines = [line for line in config.splitlines() if "weights_sha256" not in line]
+    (copy / "config.yaml").write_text("\n".join(lines) + "\n")
+    other = write_base(tmp_path / "other" / "tiny_dinov2.safetensors", seed=1)
+    with pytest.raises(FisherTuneError, match="is not the one .* was made from"):
+        fishertune.load_pretrained(copy, backbone=str(other))
+
+
+def test_a_moved_base_is_found_next_to_the_export(lora_export, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(lora_export, copy)
+    config = (copy / "config.yaml").read_text().replace(str(lora_export.parent / "base"), "/gone/elsewhere")
+    (copy / "config.yaml").write_text(config)
+    with pytest.raises(FisherTuneError):
+        fishertune.load_pretrained(copy)
+    base = lora_export.parent / "base"
+    shutil.copy(base / "tiny_dinov2.safetensors", copy)
+    shutil.copy(base / "config.json", copy)
+    ids = fishertune.load_pretrained(copy).predict(np.zeros((16, 16, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(ids, fishertune.load_pretrained(lora_export).predict(
+        np.zeros((16, 16, 3), dtype=np.uint8)))
+
+
+def test_random_init_base_is_redrawn_from_the_seed(scenes, tmp_path):
+    run = train_run(tmp_path, scenes, "fishertune", None)
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    state = model_state(fishertune.load_pretrained(tmp_path / "export").segmentor)
+    trained = load_file(run / "model.safetensors")
+    assert all(torch.equal(t, trained[n]) for n, t in state.items())
+
+
+def test_export_refuses_what_it_cannot_write(exported, tmp_path, capsys):
+    _, run, export = exported
+    assert main(["export", str(run), "--out", str(export)]) == 2  # exists, not empty: nothing overwritten
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == ["error"] * 3
+    assert "not empty" in err[0] and "not a finished run folder" in err[1] and "--out DIR" in err[2]
