@@ -84,7 +84,8 @@ def test_cli_predict_and_eval_take_the_export(exported, scenes, tmp_path):
     for name, folder in (("run", run), ("export", export)):
         assert main(["predict", str(folder), image, "--out", str(tmp_path / name)]) == 0
         assert main(["eval", str(folder), "--json", str(tmp_path / f"{name}.json"), "--no-progress"]) == 0
-    assert (tmp_path / "run" / "00002_mask.png").read_bytes() == (tmp_path / "export" / "00002_mask.png").read_bytes()
+    masks = [(tmp_path / name / "00002_mask.png").read_bytes() for name in ("run", "export")]
+    assert masks[0] == masks[1]
     run_eval, export_eval = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("run", "export"))
     assert export_eval["target_miou"] == run_eval["target_miou"]
 
@@ -115,8 +116,9 @@ def test_a_different_base_file_is_refused(lora_export, tmp_path, capsys):
     other = write_base(tmp_path / "other" / "tiny_dinov2.safetensors", seed=1)
     with pytest.raises(FisherTuneError, match="sha256"):
         fishertune.load_pretrained(lora_export, backbone=str(other))
-    assert main(["export", str(lora_export), "--onnx", str(tmp_path / "m.onnx"), "--backbone", str(other)]) == 2
-    assert "error: backbone weights" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", str(lora_export), "--onnx", str(onnx), "--backbone", str(other)]) == 2
+    assert "error: backbone weights" in capsys.readouterr().err and not onnx.exists()
 
 
 def test_the_base_hash_is_checked_when_the_file_is_not_pinned(lora_export, tmp_path):
