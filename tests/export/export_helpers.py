@@ -27,18 +27,20 @@ def write_base(path: Path, seed: int) -> Path:
     return path
 
 
-def train_run(folder: Path, scenes: Path, method: str, weights: Path | None, **sections) -> Path:
-    """Train a tiny run of `method` on the scenes (2 steps after a 1-step head warm-up) into folder/run."""
+def train_run(folder: Path, scenes: Path, method: str, weights: Path | None, sections: dict | None = None,
+              data: str = "source") -> Path:
+    """Train a tiny run of `method` on scenes/<data> (2 steps after a 1-step head warm-up) into folder/run;
+    `sections` update the config's sections key by key."""
     config = {
         "model": {"backbone": "dinov2", "weights": None if weights is None else str(weights),
                   "backbone_config": {} if weights is not None else dict(TINY), "head": "linear"},
         "method": {"name": method, "options": METHOD_OPTIONS[method]},
-        "data": {"train": f"folder:{scenes / 'source'}", "targets": [f"folder:{scenes / 'fog'}"],
+        "data": {"train": f"folder:{scenes / data}", "targets": [f"folder:{scenes / 'fog'}"],
                  "batch_size": 4},
         "train": {"warmup_steps": 1, "steps": 2, "lr": 1e-2, "head_lr": 1e-2, "seed": 1, "prepare_batches": 1,
                   "log_every": 1},
     }
-    for section, values in sections.items():
+    for section, values in (sections or {}).items():
         config[section].update(values)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     run = folder / "run"

@@ -1,0 +1,62 @@
+"""`fishertune export RUN --onnx FILE` for every method whose modules export: the graph (dynamic height and
+width) agrees with PyTorch on inputs of sizes it was not traced at; LoRA is merged into the weights."""
+
+import re
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from export_helpers import train_run
+
+import fishertune
+from fishertune.cli.main import main
+from fishertune.engine.onnx_export import TOLERANCE
+
+METHODS = ["frozen", "full", "fishertune", "childtune", "lora", "rein", "vpt", "adaptformer"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_onnx_round_trip(method, scenes, base_file, tmp_path, capsys):
+    run = train_run(tmp_path, scenes, method, base_file)
+    capsys.readouterr()
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    printed = [float(d) for d in re.findall(r"max abs logit difference (\S+)", capsys.readouterr().out)]
+    assert len(printed) == 3 and max(printed) <= TOLERANCE
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    model = fishertune.load_pretrained(run)
+    generator = torch.Generator().manual_seed(7)
+    for shape in [(1, 3, 36, 52), (3, 3, 16, 16)]:  # sizes the export neither traced nor checked
+        images = torch.rand(*shape, generator=generator)
+        expected = model.logits(images).numpy()
+        got = session.run(None, {"images": images.numpy()})[0]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= TOLERANCE
+    names = [init.name for init in onnx.load(str(onnx_file)).graph.initializer]
+    assert not any("lora_" in name for name in names)  # merged, not carried as adapters
+
+
+def test_an_export_folder_exports_too(scenes, base_file, tmp_path):
+    run = train_run(tmp_path, scenes, "fishertune", base_file)
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    assert main(["export", str(tmp_path / "export"), "--onnx", str(tmp_path / "model.onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    images = torch.rand(1, 3, 24, 28, generator=torch.Generator().manual_seed(1))
+    expected = fishertune.load_pretrained(run).logits(images).numpy()
+    assert np.abs(session.run(None, {"images": images.numpy()})[0] - expected).max() <= TOLERANCE
+
+
+def test_rein_with_linked_queries_says_why_it_cannot_export(scenes, base_file, tmp_path, capsys):
+    from fishertune.models.heads.base import tiny_head_config
+
+    run = train_run(tmp_path, scenes, "rein", base_file, {
+        "model": {"head": "mask2former", "head_options": tiny_head_config("mask2former")},
+        "method": {"options": {"num_tokens": 4, "token_rank": 2, "link_queries": True}}})
+    capsys.readouterr()
+    assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 2
+    assert "link_queries cannot be exported to ONNX" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()
