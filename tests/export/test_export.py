@@ -164,3 +164,9 @@ def test_export_refuses_what_it_cannot_write(exported, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in err] == ["error"] * 3
     assert "not empty" in err[0] and "not a finished run folder" in err[1] and "--out DIR" in err[2]
+
+
+def test_export_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--help"])
+    assert exit_.value.code == 0 and "--onnx FILE" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fishertune import __version__
 from fishertune.atomic import save_tensors, write_json, write_text
 from fishertune.engine.config import Config, load_config, save_config
 from fishertune.errors import FisherTuneError
@@ -215,8 +216,8 @@ def model_card(config: Config, manifest: dict, name: str) -> str:
     trainable = manifest.get("trainable_params")
     classes = run_classes(config)
     lines = [f"# {name}", "",
-             f"A semantic segmenter fine-tuned with **{config.method.name}** by "
-             f"[FisherTune](https://pypi.org/project/fishertune/) (`fishertune export`).", "",
+             f"A semantic segmenter fine-tuned with **{config.method.name}**, written by `fishertune export` "
+             f"(FisherTune {__version__}).", "",
              "| | |", "|---|---|",
              f"| base backbone | {base} |",
              f"| decode head | `{m.head}` |",
