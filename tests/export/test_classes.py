@@ -24,12 +24,14 @@ CLASSES = {"names": NAMES, "palette": PALETTE, "ignore_index": IGNORE}
 
 
 def three_class_copy(source: Path, target: Path) -> Path:
-    """The scenes of `source` with labels folded to 3 classes (train id % 3) and ignore stored as 254."""
+    """The scenes of `source` with labels folded to 3 classes (train id % 3) and the top-left 4x4 pixels
+    (and any 255) marked ignore, stored as 254."""
     (target / "labels").mkdir(parents=True)
     shutil.copytree(source / "images", target / "images")
     for path in sorted((source / "labels").glob("*.png")):
         label = np.array(Image.open(path))
         folded = np.where(label == 255, IGNORE, label % 3).astype(np.uint8)
+        folded[:4, :4] = IGNORE
         Image.fromarray(folded).save(target / "labels" / path.name)
     return target
 
@@ -53,7 +55,7 @@ def test_the_ignore_value_is_read_as_255(tri):
     item = build_dataset(f"folder:{tri / 'fog'}", classes=ClassSet.from_config(CLASSES))[0]
     stored = np.array(Image.open(tri / "fog" / "labels" / "00000.png"))
     np.testing.assert_array_equal(item["label"].numpy(), np.where(stored == IGNORE, 255, stored))
-    assert set(np.unique(item["label"].numpy())) <= {0, 1, 2, 255}
+    assert set(np.unique(item["label"].numpy())) == {0, 1, 2, 255}
 
 
 def test_train_eval_predict_export_follow_the_class_set(tri_run, tri, tmp_path):
@@ -120,3 +122,18 @@ def test_default_palette_extends_cityscapes_with_distinct_colours():
     assert classes.palette.shape == (30, 3)
     np.testing.assert_array_equal(classes.palette[:19], CITYSCAPES.palette)
     assert len({tuple(c) for c in classes.palette}) == 30
+
+
+def test_data_check_follows_the_config_classes(tri, tri_run, tmp_path, capsys):
+    """Against the 19 classes the 3-class labels' ignore value 254 is out of range; against the run's
+    config they are clean, and a value outside the set is named."""
+    assert main(["data", "check", f"folder:{tri / 'fog'}"]) == 1
+    assert "outside 0-18 and 255: 254" in capsys.readouterr().out
+    assert main(["data", "check", f"folder:{tri / 'fog'}", "--config", str(tri_run / "config.yaml")]) == 0
+    bad = three_class_copy(tri / "fog", tmp_path / "bad")
+    label = np.array(Image.open(bad / "labels" / "00001.png"))
+    label[1, 1] = 9
+    Image.fromarray(label).save(bad / "labels" / "00001.png")
+    capsys.readouterr()
+    assert main(["data", "check", f"folder:{bad}", "--config", str(tri_run / "config.yaml")]) == 1
+    assert "00001.png: label values outside 0-2 and 254: 9" in capsys.readouterr().out

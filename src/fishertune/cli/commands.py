@@ -116,9 +116,15 @@ def run_fisher(args: argparse.Namespace) -> int:
 
 def run_data_check(args: argparse.Namespace) -> int:
     from fishertune.data.check import inspect_dataset, split_counts
-    from fishertune.data.labels import CLASS_NAMES
+    from fishertune.data.classes import CITYSCAPES
 
-    report = inspect_dataset(args.spec, histogram=args.histogram)
+    classes = CITYSCAPES
+    if args.config:
+        from fishertune.engine.build import run_classes
+        from fishertune.engine.config import load_config
+
+        classes = run_classes(load_config(args.config))
+    report = inspect_dataset(args.spec, histogram=args.histogram, classes=classes)
     counts = split_counts(args.spec)
     if counts:
         shown = (f"{split} {'not found' if n is None else n}" for split, n in counts.items())
@@ -132,7 +138,7 @@ def run_data_check(args: argparse.Namespace) -> int:
     if report.histogram is not None:
         total = max(1, int(report.histogram.sum()))
         print(f"{'train id':>8s}  {'class':<14s} {'pixels':>14s} {'share':>7s}")
-        for train_id, name in [*enumerate(CLASS_NAMES), (255, "ignore")]:
+        for train_id, name in [*enumerate(classes.names), (255, "ignore")]:
             pixels = int(report.histogram[train_id])
             print(f"{train_id:>8d}  {name:<14s} {pixels:>14,d} {100 * pixels / total:6.2f}%")
     print(report.verdict)

@@ -134,6 +134,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "bad file is found.")
     check.add_argument("spec", metavar="SPEC", help="folder:PATH or <dataset>:ROOT[:split[:option]]")
     check.add_argument("--histogram", action="store_true", help="also print the train-id pixel histogram")
+    check.add_argument("--config", metavar="CONFIG", help="check labels against CONFIG's data.classes (a "
+                                                         "run's config.yaml works) instead of the 19 classes")
 
     if importlib.util.find_spec("fishertune.engine.demo") is not None:
         demo = commands.add_parser(

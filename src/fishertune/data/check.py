@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fishertune.data.classes import CITYSCAPES, ClassSet
 from fishertune.data.image_io import read_image
-from fishertune.data.labels import IGNORE_INDEX, NUM_CLASSES
 from fishertune.data.layouts import progress
 from fishertune.data.specs import DatasetSpec, resolve_spec
 from fishertune.errors import FisherTuneError
@@ -36,19 +36,22 @@ class DatasetReport:
         return f"OK: every file is fine ({self.name}: {self.images} images, {self.labelled} labelled{notes})"
 
 
-def check_dataset(spec: str) -> list[str]:
+def check_dataset(spec: str, classes: ClassSet = CITYSCAPES) -> list[str]:
     """One line per problem, naming the file (see ``inspect_dataset``); an empty list means clean."""
-    return inspect_dataset(spec).problems
+    return inspect_dataset(spec, classes=classes).problems
 
 
-def inspect_dataset(spec: str, histogram: bool = False) -> DatasetReport:
+def inspect_dataset(spec: str, histogram: bool = False, classes: ClassSet = CITYSCAPES) -> DatasetReport:
     """Read every image/label pair of a spec.
 
     Problems: an unreadable image or label, a label whose size differs from its image's (a note for GTAV,
     whose loader resizes the image), label values (after any id -> train-id mapping) outside 0-18 and 255,
     an image without a label (a note for BDD100K, whose loader skips it), a label without an image (folder
     specs), or no images at all. An unlabelled split (ACDC test) has its images checked only. A spec that
-    cannot be resolved at all (unknown name, missing folder) raises FisherTuneError."""
+    cannot be resolved at all (unknown name, missing folder) raises FisherTuneError. With a custom class
+    set (`data.classes`, folder specs only) the values are checked against it instead of 0-18 and 255."""
+    if not classes.is_cityscapes and not spec.startswith("folder:"):
+        raise FisherTuneError(f"{spec}: data.classes applies to folder: datasets only")
     files = resolve_spec(spec)
     layout = files.spec.layout
     skip_missing = layout is not None and layout.missing_labels == "skip"
@@ -83,13 +86,13 @@ def inspect_dataset(spec: str, histogram: bool = False) -> DatasetReport:
                 line + (" - the image is resized to the label" if pair.resize_to_label else ""))
         if pair.label_lut is not None:
             label = pair.label_lut[label.clip(0, len(pair.label_lut) - 1)]
-        values = np.unique(label)
-        bad = values[((values < 0) | (values >= NUM_CLASSES)) & (values != IGNORE_INDEX)]
+        bad = classes.bad_values(label)
         if bad.size:
             shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
-            report.problems.append(f"{pair.label}: label values outside 0-18 and 255: {shown}")
+            report.problems.append(f"{pair.label}: label values outside {classes.describe_values()}: {shown}")
         elif report.histogram is not None:
-            report.histogram += np.bincount(label.ravel().astype(np.int64), minlength=256)[:256]
+            ids = classes.to_train_ids(label)
+            report.histogram += np.bincount(ids.ravel().astype(np.int64), minlength=256)[:256]
     return report
 
 
