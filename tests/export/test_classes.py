@@ -69,7 +69,7 @@ def test_train_eval_predict_export_follow_the_class_set(tri_run, tri, tmp_path):
 
     image = tri / "fog" / "images" / "00001.png"
     assert main(["predict", str(tri_run), str(image), "--out", str(tmp_path / "pred")]) == 0
-    mask = np.array(Image.open(tmp_path / "pred" / "00001_mask.png").convert("RGB")).reshape(-1, 3)
+    mask = np.array(Image.open(tmp_path / "pred" / "00001.png").convert("RGB")).reshape(-1, 3)
     assert {tuple(c) for c in mask} <= {tuple(c) for c in PALETTE}
 
     assert main(["export", str(tri_run), "--out", str(tmp_path / "export")]) == 0
@@ -80,8 +80,8 @@ def test_train_eval_predict_export_follow_the_class_set(tri_run, tri, tmp_path):
     np.testing.assert_array_equal(ids, fishertune.load_pretrained(tri_run).predict(Image.open(image)))
     assert "3: ground, structure, object" in (tmp_path / "export" / "README.md").read_text()
     assert main(["predict", str(tmp_path / "export"), str(image), "--out", str(tmp_path / "pred2")]) == 0
-    assert (tmp_path / "pred" / "00001_mask.png").read_bytes() == \
-        (tmp_path / "pred2" / "00001_mask.png").read_bytes()
+    assert (tmp_path / "pred" / "00001.png").read_bytes() == \
+        (tmp_path / "pred2" / "00001.png").read_bytes()
 
 
 def test_a_label_outside_the_set_is_refused(tri, base_file, tmp_path, capsys):

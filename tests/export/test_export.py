@@ -84,7 +84,7 @@ def test_cli_predict_and_eval_take_the_export(exported, scenes, tmp_path):
     for name, folder in (("run", run), ("export", export)):
         assert main(["predict", str(folder), image, "--out", str(tmp_path / name)]) == 0
         assert main(["eval", str(folder), "--json", str(tmp_path / f"{name}.json"), "--no-progress"]) == 0
-    masks = [(tmp_path / name / "00002_mask.png").read_bytes() for name in ("run", "export")]
+    masks = [(tmp_path / name / "00002.png").read_bytes() for name in ("run", "export")]
     assert masks[0] == masks[1]
     run_eval, export_eval = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("run", "export"))
     assert export_eval["target_miou"] == run_eval["target_miou"]
