@@ -138,7 +138,7 @@ def test_a_moved_base_is_found_next_to_the_export(lora_export, tmp_path):
     shutil.copytree(lora_export, copy)
     config = (copy / "config.yaml").read_text().replace(str(lora_export.parent / "base"), "/gone/elsewhere")
     (copy / "config.yaml").write_text(config)
-    with pytest.raises(FisherTuneError):
+    with pytest.raises(FisherTuneError, match="tiny_dinov2.safetensors, is not found: put it there"):
         fishertune.load_pretrained(copy)
     base = lora_export.parent / "base"
     shutil.copy(base / "tiny_dinov2.safetensors", copy)
@@ -170,3 +170,4 @@ def test_export_has_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", "--help"])
     assert exit_.value.code == 0 and "--onnx FILE" in capsys.readouterr().out
+

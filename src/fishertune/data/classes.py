@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -65,11 +64,6 @@ class ClassSet:
         lut = np.zeros((256, 3), dtype=np.uint8)
         lut[:self.num_classes] = self.palette
         return lut[np.asarray(ids, dtype=np.int64).clip(0, 255)]
-
-    def to_config(self) -> dict[str, Any]:
-        """The `data.classes` mapping that rebuilds this set."""
-        return {"names": list(self.names), "palette": self.palette.tolist(),
-                "ignore_index": self.ignore_index}
 
     @classmethod
     def from_config(cls, raw: list | dict | None) -> ClassSet:

@@ -150,6 +150,11 @@ def load_export(directory: str | Path, backbone: str | None = None) -> tuple[Con
     if backbone is not None:
         config.model.weights = str(backbone)
     config.model.weights = _locate(config.model.weights, directory)
+    weights = config.model.weights
+    if weights is not None and looks_like_file(weights) and not Path(weights).expanduser().exists():
+        raise FisherTuneError(f"the base backbone of {directory}, {weights}, is not found: put it there or "
+                              f"next to the export folder, or give its location (load_pretrained(DIR, "
+                              f"backbone=PATH), export --onnx ... --backbone PATH)")
     model, base_hash = rebuild(config, directory / TUNER_DIR)
     if base_hash != manifest["base_sha256"]:
         source = config.model.weights or "a random init"

@@ -78,7 +78,12 @@ def sample_sizes(patch: int) -> list[tuple[int, int, int]]:
 
 def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None) -> dict:
     """Write `path` from a run or export folder; returns {"max_abs_diff", "checks": [(shape, diff)]}."""
-    import onnxruntime
+    try:
+        import onnx  # noqa: F401  (torch.onnx writes the graph with it)
+        import onnxruntime
+    except ImportError:
+        raise FisherTuneError("ONNX export needs onnx and onnxruntime: "
+                              "pip install 'fishertune[onnx]'") from None
 
     from fishertune.atomic import write_atomic
     from fishertune.engine.build import load_run

@@ -64,11 +64,9 @@ class PretrainedSegmenter:
 
 def _rgb_array(image) -> np.ndarray:
     """[H, W, 3] uint8 from a PIL image (converted to RGB) or a numpy array of that shape and dtype."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
