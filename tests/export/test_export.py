@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from export_helpers import train_run, write_base
 from PIL import Image
 from safetensors.torch import load_file
@@ -171,3 +172,18 @@ def test_export_has_help(capsys):
         main(["export", "--help"])
     assert exit_.value.code == 0 and "--onnx FILE" in capsys.readouterr().out
 
+
+
+def test_predict_follows_the_runs_sliding_window(exported, tmp_path):
+    """eval.mode: slide in the config makes `predict` average windows, as `Segmentor.predict` does."""
+    copy = tmp_path / "export"
+    shutil.copytree(exported[2], copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["eval"].update(mode="slide", crop=16, stride=8)
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    model = fishertune.load_pretrained(copy)
+    assert model.inference.kwargs() == {"mode": "slide", "crop": 16, "stride": 8}
+    images = torch.rand(1, 3, 40, 28, generator=torch.Generator().manual_seed(2))
+    slide = model.segmentor.predict(images, mode="slide", crop=16, stride=8).argmax(1)
+    assert torch.equal(model.predict(images), slide)
+    assert not torch.equal(slide, model.segmentor.predict(images).argmax(1))  # the windows do matter
