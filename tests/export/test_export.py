@@ -165,6 +165,8 @@ def test_export_refuses_what_it_cannot_write(exported, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in err] == ["error"] * 3
     assert "not empty" in err[0] and "not a finished run folder" in err[1] and "--out DIR" in err[2]
+    with pytest.raises(FisherTuneError, match="applies to export folders only"):
+        fishertune.load_pretrained(run, backbone="elsewhere.safetensors")
 
 
 def test_export_has_help(capsys):

@@ -120,17 +120,21 @@ def build_eval_datasets(specs: list[str], classes: ClassSet = CITYSCAPES) -> dic
     return datasets
 
 
-def load_run(run_dir: str | Path, device=None) -> tuple[Config, nn.Module]:
+def load_run(run_dir: str | Path, device=None, backbone: str | None = None) -> tuple[Config, nn.Module]:
     """(config, model in eval mode) of a finished run folder (config.yaml + model.safetensors) or of a
-    folder written by `fishertune export` (see `fishertune.engine.export`)."""
+    folder written by `fishertune export`, whose base backbone `backbone` may relocate (see
+    `fishertune.engine.export`)."""
     from fishertune.engine.checkpoint import load_model
     from fishertune.engine.config import load_config
     from fishertune.engine.export import is_export, load_export
 
     run_dir = Path(run_dir)
     if is_export(run_dir):
-        config, model = load_export(run_dir)
+        config, model = load_export(run_dir, backbone)
         return config, (model.to(device) if device is not None else model).eval()
+    if backbone is not None:
+        raise FisherTuneError(f"{run_dir} is a run folder; a backbone location applies to export folders "
+                              f"only")
     if not (run_dir / "config.yaml").is_file():
         raise FisherTuneError(f"{run_dir} is not a run folder (no config.yaml)")
     weights = run_dir / "model.safetensors"

@@ -9,7 +9,7 @@ caller (run the graph per window).
 What the method changed is in the weights: FisherTune's and the mask methods' delta and full fine-tuning
 are dense weights already, LoRA is merged into the linear layers it adapts (W + (alpha/r)·B·A), and the
 modules Rein, VPT and AdaptFormer add run as ordinary operators of the graph. The export traces the model
-(torch.onnx's TorchScript exporter: the one that needs no extra package) and then runs onnxruntime and
+(torch.onnx's TorchScript exporter, which needs `onnx` but not `onnxscript`) and then runs onnxruntime and
 PyTorch on a few inputs of different sizes; the largest absolute logit difference is reported, and an
 export whose difference exceeds `TOLERANCE` is refused and not kept.
 """
@@ -51,7 +51,7 @@ def merge_lora(model: nn.Module) -> int:
 
     merged = 0
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer) and isinstance(module, nn.Module):
+        if isinstance(module, LoraLayer):
             module.merge(safe_merge=True)
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
@@ -87,12 +87,11 @@ def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = No
 
     from fishertune.atomic import write_atomic
     from fishertune.engine.build import load_run
-    from fishertune.engine.export import is_export, load_export
 
     run_dir, path = Path(run_dir), Path(path)
     if path.suffix != ".onnx":
         raise FisherTuneError(f"--onnx expects a .onnx file name, got {path}")
-    _, model = load_export(run_dir, backbone) if is_export(run_dir) else load_run(run_dir)
+    _, model = load_run(run_dir, backbone=backbone)
     check_exportable(model)
     merge_lora(model)
     graph = OnnxSegmentor(model).eval()

@@ -86,14 +86,5 @@ def load_pretrained(directory: str | Path, backbone: str | None = None,
     from; then the method's change and the head are applied.
     """
     from fishertune.engine.build import load_run
-    from fishertune.engine.export import is_export, load_export
 
-    if is_export(directory):
-        config, model = load_export(directory, backbone)
-    elif backbone is not None:
-        raise FisherTuneError(f"{directory} is a run folder; backbone= applies to export folders only")
-    else:
-        config, model = load_run(directory)
-    if device is not None:
-        model.to(device)
-    return PretrainedSegmenter(config, model)
+    return PretrainedSegmenter(*load_run(directory, device, backbone))
