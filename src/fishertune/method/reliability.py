@@ -2,7 +2,9 @@
 
 The estimation images are split into two disjoint halves (the first and the second half of every batch,
 so both halves see the same number of batches), the task term T(A) and the domain term D are estimated on
-each half with the same settings, and each term's Spearman rank correlation between the halves, over all
+each half with the same settings but independent random draws (perturbation and weight samples: with
+shared draws, the same channel would be pushed the same way in both halves and the halves would agree
+for that reason alone), and each term's Spearman rank correlation between the halves, over all
 candidate entries, is its reliability: near 1, the ranking the selection uses is a property of the model
 and the data; near 0, it is noise of the few images it came from (docs/method.md).
 """
@@ -47,13 +49,13 @@ def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
     selection uses the domain term) on `batches`; the model's weights are left as they were."""
     from dataclasses import replace
 
-    from fishertune.method.tuner import FisherTuner
+    from fishertune.method.tuner import SPLIT_HALVES, FisherTuner, seed_stream
 
-    config = replace(config, selection="dr_fim")
     parts = [halves(b) for b in batches]
     terms = []
     for side in range(2):
-        tuner = FisherTuner(model, config)
+        tuner = FisherTuner(model, replace(config, selection="dr_fim",
+                                           seed=seed_stream(config.seed, SPLIT_HALVES, side)))
         tuner.estimate([p[side] for p in parts], loss_fn)
         terms.append(tuner.terms)
     images = sum(batch_size(p[0]) for p in parts)

@@ -52,7 +52,7 @@ VARIATIONAL = ("off", "ivon", "vogn")
 
 # Independent random streams of one estimate, all derived from the config's seed and the estimate's
 # number k (so a re-estimate draws afresh): seed_stream(seed, stream, k).
-RANDOM_SCORES, PERTURBATION_DRAWS, WEIGHT_SAMPLES = 1, 2, 3
+RANDOM_SCORES, PERTURBATION_DRAWS, WEIGHT_SAMPLES, SPLIT_HALVES = 1, 2, 3, 4
 
 
 def seed_stream(seed: int, stream: int, estimate: int) -> int:
