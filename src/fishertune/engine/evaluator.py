@@ -2,7 +2,8 @@
 
 Each process of a distributed run scores the images i = rank, rank + world, ... of a dataset (no padding,
 so nothing is counted twice) and the confusion matrices are all-reduced, giving every process the exact
-single-process result.
+single-process result. With `per_image=True` the result also holds every image's per-class intersection
+and union counts (metrics.per_image_counts), the numbers a bootstrap over images resamples.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fishertune.engine import distributed
-from fishertune.engine.metrics import ConfusionMatrix
+from fishertune.engine.metrics import ConfusionMatrix, per_image_counts
 from fishertune.errors import FisherTuneError
+
+PER_IMAGE_FILE = "per_image.safetensors"
+"""A run folder's per-image counts of its target domains: "<domain>/intersection", "<domain>/union"."""
 
 
 @dataclass
@@ -41,9 +45,11 @@ class Inference:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
-             batch_size: int = 1, amp: bool = True, workers: int = 0, progress: bool = False) -> dict:
+             batch_size: int = 1, amp: bool = True, workers: int = 0, progress: bool = False,
+             per_image: bool = False) -> dict:
     """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n,
-    "miou_subsets": {"16": percent or None, "13": ...}, "label_table": how the labels became train ids}.
+    "miou_subsets": {"16": percent or None, "13": ...}, "label_table": how the labels became train ids},
+    plus "per_image": {"intersection", "union"} (int64 [n, classes], dataset order) if asked.
 
     The subset mIoUs average the same per-class IoUs over the 16 or 13 classes SYNTHIA results are reported
     on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
@@ -63,13 +69,20 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))  # leaves the global RNG untouched
     matrix = ConfusionMatrix(classes.num_classes)
+    counts = torch.zeros(2, len(dataset), classes.num_classes, dtype=torch.int64)  # this process's rows
+    done = 0
     name = getattr(dataset, "name", "data")
     use_amp = amp and device.type == "cuda"
     for batch in tqdm(loader, desc=f"eval {name}", disable=not (progress and distributed.is_main()),
                       leave=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model.predict(batch["image"].to(device), **inference.kwargs())
-        matrix.update(logits.argmax(1), batch["label"])
+        prediction = logits.argmax(1)
+        matrix.update(prediction, batch["label"])
+        if per_image:
+            rows = shard[done:done + len(prediction)]
+            counts[:, rows] = torch.stack(per_image_counts(prediction, batch["label"], classes.num_classes))
+            done += len(prediction)
     matrix.all_reduce()
     model.train(was_training)
     iou = matrix.iou()
@@ -78,22 +91,49 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
         values = iou[list(CLASS_SUBSETS[subset])]
         values = values[~values.isnan()]
         subsets[subset] = float(100 * values.mean()) if len(values) else None
-    return {"miou": matrix.miou(),
-            "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(classes.names, iou)},
-            "pixel_accuracy": matrix.pixel_accuracy(),
-            "images": len(dataset),
-            "miou_subsets": subsets,
-            "label_table": getattr(dataset, "label_table", "")}
+    result = {"miou": matrix.miou(),
+              "iou": {name: None if v.isnan() else float(100 * v) for name, v in zip(classes.names, iou)},
+              "pixel_accuracy": matrix.pixel_accuracy(),
+              "images": len(dataset),
+              "miou_subsets": subsets,
+              "label_table": getattr(dataset, "label_table", "")}
+    if per_image:
+        intersection, union = distributed.all_reduce_sum(counts)  # each image counted by one process
+        result["per_image"] = {"intersection": intersection, "union": union}
+    return result
 
 
 def evaluate_targets(model: nn.Module, datasets: dict[str, Dataset], inference: Inference,
                      device: torch.device, **kwargs) -> dict:
     """Per-dataset results and their mean: {"target_miou": {name: miou}, "mean_target_miou",
-    "per_class_iou", "subset_miou": {name: {"16", "13"}}, "label_tables": {name: label table}}."""
+    "per_class_iou", "subset_miou": {name: {"16", "13"}}, "label_tables": {name: label table}}, plus
+    "per_image": {name: {"intersection", "union"}} with per_image=True (see `evaluate`)."""
     results = {name: evaluate(model, data, inference, device, **kwargs) for name, data in datasets.items()}
     target = {name: r["miou"] for name, r in results.items()}
-    return {"target_miou": target,
-            "mean_target_miou": sum(target.values()) / len(target) if target else None,
-            "per_class_iou": {name: r["iou"] for name, r in results.items()},
-            "subset_miou": {name: r["miou_subsets"] for name, r in results.items()},
-            "label_tables": {name: r["label_table"] for name, r in results.items()}}
+    out = {"target_miou": target,
+           "mean_target_miou": sum(target.values()) / len(target) if target else None,
+           "per_class_iou": {name: r["iou"] for name, r in results.items()},
+           "subset_miou": {name: r["miou_subsets"] for name, r in results.items()},
+           "label_tables": {name: r["label_table"] for name, r in results.items()}}
+    if kwargs.get("per_image"):
+        out["per_image"] = {name: r["per_image"] for name, r in results.items()}
+    return out
+
+
+def save_per_image(path, per_image: dict[str, dict[str, torch.Tensor]]) -> None:
+    """`evaluate_targets(..., per_image=True)["per_image"]` as one safetensors file (PER_IMAGE_FILE)."""
+    from fishertune.atomic import save_tensors
+
+    save_tensors(path, {f"{name}/{kind}": tensor for name, counts in per_image.items()
+                        for kind, tensor in counts.items()})
+
+
+def load_per_image(path) -> dict[str, dict[str, torch.Tensor]]:
+    """{domain: {"intersection", "union"}} from a PER_IMAGE_FILE."""
+    from safetensors.torch import load_file
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(path).items():
+        name, _, kind = key.rpartition("/")
+        out.setdefault(name, {})[kind] = tensor
+    return out

@@ -47,3 +47,24 @@ class ConfusionMatrix:
 
     def pixel_accuracy(self) -> float:
         return float(100 * self.matrix.diag().sum() / self.matrix.sum().clamp(min=1))
+
+
+def per_image_counts(prediction: torch.Tensor, label: torch.Tensor, num_classes: int = 19,
+                     ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of [B, H, W] predicted and true class ids: (intersection, union), each int64 [B, C].
+
+    intersection_c = TP_c and union_c = TP_c + FP_c + FN_c over the image's valid pixels. Both add up
+    over images, so any set of images (e.g. a bootstrap resample, with repeats) has the pooled IoU
+    Σ intersection / Σ union of the confusion matrix of those images."""
+    batch = label.shape[0]
+    label = label.reshape(batch, -1).to(torch.int64).cpu()
+    prediction = prediction.reshape(batch, -1).to(torch.int64).cpu()
+    n = num_classes
+    intersection = torch.zeros(batch, n, dtype=torch.int64)
+    union = torch.zeros(batch, n, dtype=torch.int64)
+    for i in range(batch):
+        valid = label[i] != ignore_index
+        matrix = torch.bincount(label[i][valid] * n + prediction[i][valid], minlength=n * n).reshape(n, n)
+        intersection[i] = matrix.diag()
+        union[i] = matrix.sum(0) + matrix.sum(1) - matrix.diag()
+    return intersection, union

@@ -46,7 +46,7 @@ from fishertune.engine.checkpoint import (
     set_rng_state,
 )
 from fishertune.engine.config import Config, load_config, save_config
-from fishertune.engine.evaluator import Inference, evaluate, evaluate_targets
+from fishertune.engine.evaluator import PER_IMAGE_FILE, Inference, evaluate, evaluate_targets, save_per_image
 from fishertune.engine.run_log import RunLogger
 from fishertune.errors import FisherTuneError
 
@@ -348,7 +348,7 @@ class Trainer:
             logger.log(step, "val", **source)
         targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
                                    batch_size=self.config.eval.batch_size, amp=t.amp,
-                                   workers=self.config.data.workers, progress=self.progress)
+                                   workers=self.config.data.workers, progress=self.progress, per_image=True)
         entry = {"trainable_params": self.tuner.num_trainable(),
                  "head_params": sum(p.numel() for p in self.model.head.parameters()),
                  "source_miou": source["source_miou"],
@@ -359,6 +359,7 @@ class Trainer:
         if distributed.is_main():
             save_model(self.model, self.run_dir / "model.safetensors")
             self.tuner.save_pretrained(str(self.run_dir / "tuner"))
+            save_per_image(self.run_dir / PER_IMAGE_FILE, targets["per_image"])
             write_json(self.run_dir / "results.json", {"methods": {self.config.method.name: entry}})
         logger.close()
         distributed.barrier()

@@ -159,15 +159,16 @@ def _paired_lines(diffs: list[PairedDifference], results: Mapping[str, Any], alp
             if d is None:
                 row.append("–")
                 continue
-            p = "" if d.p_value is None else f" (p={d.p_value:.2g})"
+            p = "" if d.p_value is None else f" (p={d.p_value:.2g}, Holm {d.p_holm:.2g})"
             cell = f"{d.mean:+.1f} ± {d.std:.1f}{p}"
             row.append(f"**{cell}**" if d.exceeds_noise else cell)
         rows.append(row)
     header = ["baseline", *(R.metric_label(k) for k in keys)]
-    lines = [f"Differences {ours} − baseline in mIoU points, paired by seed: mean ± std over seeds and the "
-             f"two-sided paired t-test p-value (scipy.stats.ttest_rel). **Bold**: exceeds seed noise "
-             f"(p < {alpha:g}); p-values are per comparison, not corrected for the many comparisons in this "
-             f"table, so expect about one false 'exceeds' in {1 / alpha:.0f} within-noise cells.", "",
+    lines = [f"Differences {ours} − baseline in mIoU points, paired by seed: mean ± std over seeds, the "
+             f"two-sided paired t-test p-value (scipy.stats.ttest_rel) and the same p Holm-adjusted over the "
+             f"{len(baselines)} baselines of its column (each column one family of comparisons). **Bold**: "
+             f"exceeds seed noise (Holm-adjusted p < {alpha:g}). The raw p is per comparison: about one "
+             f"in {1 / alpha:.0f} within-noise cells has a raw p below {alpha:g}.", "",
              *_md_table(header, rows), "",
              "On mean target mIoU:", ""]
     lines += [f"- {verdict(lookup[b, R.MEAN_TARGET], alpha)}"
@@ -181,7 +182,10 @@ def _sweep_lines(sweep: Mapping[str, Mapping[str, Any]]) -> list[str]:
     `sweep` is {method: {"lr" or "head_lr": chosen value, "source_val_miou": {value: mIoU}}}."""
     rows = []
     for method, entry in sweep.items():
-        key = next(k for k in entry if k != "source_val_miou")
+        key = next(k for k in entry if k in ("lr", "head_lr"))
+        if "as" in entry:  # takes another variant's choice
+            rows.append([method, key, f"**{entry[key]:g}**, {entry['as']}'s choice"])
+            continue
         tried = [f"**{v}: {m:.2f}**" if float(v) == float(entry[key]) else f"{v}: {m:.2f}"
                  for v, m in entry["source_val_miou"].items()]
         rows.append([method, key, ", ".join(tried)])
@@ -190,15 +194,57 @@ def _sweep_lines(sweep: Mapping[str, Mapping[str, Any]]) -> list[str]:
             *_md_table(["method", "parameter", "tried (source_val mIoU)"], rows, right_from=3)]
 
 
+def _bootstrap_lines(results: Mapping[str, Any]) -> list[str]:
+    """Per method and target domain (and their mean): the mean over seeds and its bootstrap interval."""
+    boot = results["bootstrap"]
+    summaries = summarize(results)
+    keys = [k for k in R.metric_keys(results) if k != R.SOURCE]
+    rows = []
+    for method, intervals in boot["intervals"].items():
+        row = [method]
+        for key in keys:
+            interval = intervals.get(key if key == R.MEAN_TARGET else R.metric_label(key))
+            summary = summaries[method][key]
+            row.append("–" if interval is None or summary is None
+                       else f"{summary.mean:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]")
+        rows.append(row)
+    return [f"Mean over seeds with its {100 * boot['level']:g}% percentile bootstrap interval over the test "
+            f"images ({boot['resamples']} resamples of each domain's images with replacement, seed "
+            f"{boot['seed']}; every seed of a method is scored on the same resample). The seed std leaves "
+            "this noise out: it is what another draw of test images of the same domain could move.", "",
+            *_md_table(["method", *(R.metric_label(k) for k in keys)], rows)]
+
+
+def _selection_lines(selections: Mapping[str, Any]) -> list[str]:
+    """The mask variants' share of the selection per module type and per block, and their overlaps."""
+    variants = selections["variants"]
+    names = list(variants)
+    lines = ["Final selections of the mask variants (mean over seeds): the share of the selected entries in "
+             "each module type and each transformer block.", ""]
+    for title, field in (("module type", "share_by_type"), ("block", "share_by_block")):
+        groups = list(dict.fromkeys(g for v in variants.values() for g in v[field]))
+        rows = [[name, f"{variants[name]['selected']:,}",
+                 *(f"{100 * variants[name][field].get(g, 0.0):.1f}%" for g in groups)] for name in names]
+        lines += [*_md_table([f"share per {title}", "selected", *groups], rows), ""]
+    rows = [[a, *("–" if a == b else f"{100 * variants[a]['overlap'].get(b, float('nan')):.1f}%"
+                  for b in names)] for a in names]
+    lines += [f"Overlap of the final selections (Jaccard |A ∩ B| / |A ∪ B|, mean over the seeds both ran). "
+              f"Two independent random selections of this size overlap by "
+              f"{100 * selections['random_overlap']:.1f}% on average.", "",
+              *_md_table(["Jaccard", *names], rows)]
+    return lines
+
+
 def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
                  figures: Mapping[str, str | os.PathLike] | None = None, notes: list[str] | None = None,
                  title: str = "FisherTune DGSS report", ours: str | None = None, alpha: float = 0.05) -> Path:
     """Writes out_dir/report.md (atomically) and returns its path.
 
     Sections: setup, the main table (best per column in bold), the ranking, the paired-difference
-    table and verdicts when any method has more than one seed, the learning rates tried (when results
-    hold a "sweep"), the figures (`{caption: path}`, linked relative to out_dir) and the notes on what
-    the run does and does not show."""
+    table and verdicts when any method has more than one seed, the bootstrap intervals over test images
+    (when results hold "bootstrap"), the mask variants' selections (when they hold "selections"), the
+    learning rates tried (when they hold a "sweep"), the figures (`{caption: path}`, linked relative to
+    out_dir) and the notes on what the run does and does not show."""
     out_dir = Path(out_dir)
     names = list(R.methods_of(results))
     if ours is None:
@@ -218,6 +264,10 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
     else:
         lines += ["One seed per method: differences between methods cannot be told apart from seed noise "
                   "here; compare over several seeds (`fishertune demo --full`) before claiming a winner.", ""]
+    if results.get("bootstrap"):
+        lines += ["## Bootstrap intervals over test images", "", *_bootstrap_lines(results), ""]
+    if results.get("selections"):
+        lines += ["## What the mask variants selected", "", *_selection_lines(results["selections"]), ""]
     if results.get("sweep"):
         lines += ["## Learning rates tried", "", *_sweep_lines(results["sweep"]), ""]
     if figures:

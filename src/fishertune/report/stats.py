@@ -1,12 +1,20 @@
-"""Seed statistics: mean ± std per method and metric, and paired differences of one method vs the rest.
+"""Seed statistics: mean ± std per method and metric, paired differences of one method vs the rest, and
+bootstrap intervals over test images.
 
 Test used: the two-sided paired t-test (`scipy.stats.ttest_rel`) on the per-seed differences
-d_s = ours_s − baseline_s over the seeds both methods ran. A difference "exceeds seed noise" when
-p < alpha (0.05 by default); with one common seed nothing can be said. Stds are sample stds (ddof=1).
+d_s = ours_s − baseline_s over the seeds both methods ran. The p-values of one metric (ours against every
+baseline) form one family and are Holm-adjusted (`holm`); a difference "exceeds seed noise" when its
+adjusted p < alpha (0.05 by default). With one common seed nothing can be said. Stds are sample stds
+(ddof=1).
+
+Seeds measure training noise only; the test images are a sample too. `bootstrap_intervals` resamples
+them: percentile intervals of the mean over seeds of a domain's mIoU, from per-image intersection and
+union counts (see `fishertune.engine.metrics.per_image_counts`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +63,8 @@ class PairedDifference:
     std: float
     wins: int  # seeds where ours is strictly higher
     p_value: float | None  # None with fewer than 2 paired seeds
-    exceeds_noise: bool | None
+    exceeds_noise: bool | None  # Holm-adjusted p < alpha
+    p_holm: float | None = None  # p_value Holm-adjusted over the baselines of this metric
 
     @property
     def n(self) -> int:
@@ -73,6 +82,22 @@ def paired_test(differences: list[float]) -> float | None:
     return float(scipy_stats.ttest_rel(d, np.zeros_like(d)).pvalue)
 
 
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None entries are left out and stay None).
+
+    With the m p-values sorted, p_(1) <= ... <= p_(m):
+    adjusted p_(i) = max_{j <= i} min(1, (m − j + 1)·p_(j)).
+    Rejecting where the adjusted p < alpha bounds the chance of any false rejection in the family by alpha.
+    """
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 def default_ours(results: Mapping[str, Any]) -> str:
     """"fishertune" when present, else the first method whose name starts with it."""
     names = list(R.methods_of(results))
@@ -86,7 +111,8 @@ def default_ours(results: Mapping[str, Any]) -> str:
 
 def paired_differences(results: Mapping[str, Any], ours: str | None = None, alpha: float = 0.05,
                        keys: list[str] | None = None) -> list[PairedDifference]:
-    """ours − every other method on each metric key (default: all mIoU columns), over common seeds."""
+    """ours − every other method on each metric key (default: all mIoU columns), over common seeds; the
+    p-values of each key are Holm-adjusted over the baselines."""
     methods = R.methods_of(results)
     ours = ours or default_ours(results)
     if ours not in methods:
@@ -103,10 +129,13 @@ def paired_differences(results: Mapping[str, Any], ours: str | None = None, alph
             diffs = [mine[s] - theirs[s] for s in seeds]
             summary = summarize_values(diffs)
             p = paired_test(diffs)
-            out.append(PairedDifference(
-                ours, baseline, key, seeds, diffs, summary.mean, summary.std,
-                wins=sum(d > 0 for d in diffs), p_value=p,
-                exceeds_noise=None if p is None else p < alpha))
+            out.append(PairedDifference(ours, baseline, key, seeds, diffs, summary.mean, summary.std,
+                                        wins=sum(d > 0 for d in diffs), p_value=p, exceeds_noise=None))
+    for key in {d.key for d in out}:
+        family = [i for i, d in enumerate(out) if d.key == key]
+        for i, adjusted in zip(family, holm([out[i].p_value for i in family])):
+            out[i] = dataclasses.replace(out[i], p_holm=adjusted,
+                                         exceeds_noise=None if adjusted is None else adjusted < alpha)
     return out
 
 
@@ -118,5 +147,52 @@ def verdict(diff: PairedDifference, alpha: float = 0.05) -> str:
     per_seed = ", ".join(f"{d:+.2f}" for d in diff.differences)
     noise = "exceeds seed noise" if diff.exceeds_noise else "within seed noise"
     return (f"{head} ± {diff.std:.2f} over {diff.n} paired seeds (per seed: {per_seed}); "
-            f"{diff.ours} higher in {diff.wins}/{diff.n}; paired t-test p = {diff.p_value:.3g} → "
-            f"{noise} (α = {alpha:g}).")
+            f"{diff.ours} higher in {diff.wins}/{diff.n}; paired t-test p = {diff.p_value:.3g}, "
+            f"Holm-adjusted {diff.p_holm:.3g} → {noise} (α = {alpha:g}).")
+
+
+Counts = tuple[np.ndarray, np.ndarray]
+"""Per-image (intersection, union) of one run on one domain: int arrays [images, classes]."""
+
+
+def pooled_miou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """mIoU in percent of pooled counts [..., classes]: the mean of Σ∩/Σ∪ over the classes whose pooled
+    union is not 0 (as `ConfusionMatrix.miou`); NaN where no class occurs."""
+    present = union > 0
+    iou = np.divide(intersection, union, out=np.zeros(np.shape(union)), where=present)
+    with np.errstate(invalid="ignore"):
+        return 100 * iou.sum(-1) / present.sum(-1)
+
+
+def resample_weights(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """[resamples, n]: how often each of n images is drawn in each resample of n with replacement (the
+    draws are rng.integers(0, n, (resamples, n)))."""
+    draws = rng.integers(0, n, size=(resamples, n))
+    rows = np.arange(resamples)[:, None] * n
+    return np.bincount((draws + rows).ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+def bootstrap_intervals(per_domain: Mapping[str, list[Counts]], resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap over test images of each domain's mean over seeds of mIoU, and of their mean.
+
+    `per_domain[domain]` holds one (intersection, union) per seed, all over the same images. Resample b
+    draws the images of each domain with replacement (`resample_weights`, from
+    np.random.default_rng(seed), domains in the given order); every seed's mIoU is computed on that same
+    draw, so the interval shows the test-image noise of the seed mean, not the seed noise again. Returns
+    {domain: (low, high), results.MEAN_TARGET: (low, high)} in mIoU percent."""
+    if not 0 < level < 1:
+        raise FisherTuneError(f"bootstrap level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    tails = [(1 - level) / 2, 1 - (1 - level) / 2]
+    means: dict[str, np.ndarray] = {}
+    for domain, runs in per_domain.items():
+        sizes = {counts.shape for run in runs for counts in run}
+        if len(sizes) != 1:
+            raise FisherTuneError(f"bootstrap: the per-image counts of {domain} differ in shape or are "
+                                  f"missing; every seed must cover the same images")
+        weights = resample_weights(next(iter(sizes))[0], resamples, rng).astype(np.float64)
+        means[domain] = np.mean([pooled_miou(weights @ i, weights @ u) for i, u in runs], axis=0)
+    if means:
+        means[R.MEAN_TARGET] = np.mean(list(means.values()), axis=0)
+    return {key: tuple(float(q) for q in np.quantile(values, tails)) for key, values in means.items()}
