@@ -4,37 +4,53 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from safetensors.torch import load_file
 
 from fishertune.cli.main import main
-from fishertune.engine.config import load_config
-from fishertune.engine.trainer import train
-from fishertune.tuners import load_selection
+from fishertune.engine.build import build_base_model
+from fishertune.engine.config import PACKAGED_CONFIGS, load_config
+from fishertune.engine.demo_records import read_record, record_path
+from fishertune.engine.evaluator import PER_IMAGE_FILE
+from fishertune.tuners import build_tuner, load_selection
 
 TINY = ["--backbone", "backbones/tiny.yaml", "--images", "8", "--size", "32", "--no-progress",
         "--set", "train.steps=4", "--set", "train.warmup_steps=2", "--set", "data.crop=28",
         "--set", "data.batch_size=4"]
 FIELDS = {"trainable_params", "source_miou", "target_miou", "mean_target_miou", "train_seconds"}
 TARGETS = {"photo", "fog", "night", "rain", "snow", "shift"}
+QUICK = ["frozen", "full", "fishertune", "random-select"]
+FIGURES = {"miou.png", "dr_fim_heatmap.png", "selection.png", "growth.png", "predictions.png"}
+
+
+def demo(out, methods, *extra):
+    return main(["demo", "--out", str(out), "--methods", ",".join(methods), *extra, *TINY])
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), "--methods", "frozen,full,fishertune", *TINY]) == 0
+    assert demo(out, QUICK) == 0
     return out
 
 
-def test_results_follow_the_contract(demo_dir):
+def record_of(out, variant, key="seed1"):
+    config = load_config(out / "runs" / variant / "config.yaml")
+    return read_record(out, variant, key, config.to_dict())
+
+
+def test_results_follow_the_contract_with_seed_1(demo_dir):
     results = json.loads((demo_dir / "results.json").read_text())
-    assert set(results["methods"]) == {"frozen", "full", "fishertune"}
+    assert list(results["methods"]) == QUICK
     for name, entry in results["methods"].items():
         assert set(entry) >= FIELDS, name
         assert set(entry["target_miou"]) == TARGETS
         assert entry["mean_target_miou"] == pytest.approx(sum(entry["target_miou"].values()) / len(TARGETS))
         assert all(0 <= v <= 100 for v in entry["target_miou"].values())
+        assert [s["seed"] for s in entry["seeds"]] == [1]  # quick mode reports seed 1, not the sweep seed
+        assert load_config(demo_dir / "runs" / name / "config.yaml").train.seed == 1
     assert results["methods"]["frozen"]["trainable_params"] == 0
     full = results["methods"]["full"]["trainable_params"]
     assert 0 < results["methods"]["fishertune"]["trainable_params"] < full
@@ -50,74 +66,219 @@ def test_every_run_folder_holds_a_model_and_frozen_keeps_the_backbone(demo_dir):
     assert (demo_dir / "runs" / "fishertune" / "tuner" / "delta.safetensors").is_file()
 
 
-def test_report_links_existing_figures(demo_dir):
+def test_report_links_existing_figures_and_has_every_section(demo_dir):
     report = (demo_dir / "report.md").read_text()
     links = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
-    assert {Path(link).name for link in links} == {"miou.png", "dr_fim_heatmap.png", "selection.png",
-                                                   "growth.png", "predictions.png"}
+    assert {Path(link).name for link in links} == FIGURES
     for link in links:
         assert (demo_dir / link).stat().st_size > 1000
     assert "| frozen |" in report and "| fishertune |" in report
+    assert "## Bootstrap intervals over test images" in report
+    assert "## What the mask variants selected" in report
 
 
-def test_rerun_reuses_finished_runs(demo_dir, capsys):
-    before = (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns
-    assert main(["demo", "--out", str(demo_dir), "--methods", "frozen,full,fishertune", *TINY]) == 0
-    assert (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns == before
-    assert "[demo] full:" not in capsys.readouterr().out  # nothing was trained again
+def test_per_image_counts_pool_to_the_reported_miou(demo_dir):
+    """The evaluator's per-image intersection/union add up to the confusion matrix it scored."""
+    results = json.loads((demo_dir / "results.json").read_text())
+    for variant in QUICK:
+        saved = load_file(demo_dir / "runs" / variant / PER_IMAGE_FILE)
+        record = record_of(demo_dir, variant)
+        assert list(record.per_image) == list(results["methods"][variant]["target_miou"])
+        for domain, (intersection, union) in record.per_image.items():
+            assert intersection.shape == (8, 19) and intersection.dtype == np.int64
+            np.testing.assert_array_equal(intersection, saved[f"{domain}/intersection"].numpy())
+            np.testing.assert_array_equal(union, saved[f"{domain}/union"].numpy())
+            assert (intersection <= union).all()
+            pooled_i, pooled_u = intersection.sum(0), union.sum(0)
+            miou = 100 * np.mean(pooled_i[pooled_u > 0] / pooled_u[pooled_u > 0])
+            assert miou == pytest.approx(results["methods"][variant]["target_miou"][domain], abs=1e-9)
+        interval = results["bootstrap"]["intervals"][variant]
+        assert set(interval) == TARGETS | {"mean_target_miou"}
+        assert all(low <= high for low, high in interval.values())
 
 
-def test_unknown_method_is_one_clear_error(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--methods", "frozen,fishtune", *TINY]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: unknown demo method 'fishtune'") and "Traceback" not in err
+def test_mask_records_hold_the_trained_selection(demo_dir):
+    results = json.loads((demo_dir / "results.json").read_text())
+    for variant in ("fishertune", "random-select"):
+        record = record_of(demo_dir, variant)
+        saved = load_selection(demo_dir / "runs" / variant / "tuner")["masks"]
+        masks = record.masks()
+        assert set(masks) == set(saved)
+        for name, mask in masks.items():
+            np.testing.assert_array_equal(mask, saved[name].numpy())
+        selected = sum(int(m.sum()) for m in masks.values())
+        assert results["methods"][variant]["trainable_params"] == selected == record.selection["selected"]
+        shares = {}
+        for row in record.selection["rows"]:
+            shares[row["module"]] = shares.get(row["module"], 0) + row["selected"] / selected
+        assert shares == pytest.approx(results["selections"]["variants"][variant]["share_by_type"], abs=1e-4)
 
 
-def test_full_mode_chooses_on_source_val_and_its_seed0_run_is_the_sweep_winner(tmp_path):
-    out = tmp_path / "full"
-    assert main(["demo", "--full", "--out", str(out), "--methods", "full", "--seeds", "0,1", *TINY]) == 0
-    hparams = yaml.safe_load((out / "hparams.yaml").read_text())["full"]
-    scores = {float(k): v for k, v in hparams["source_val_miou"].items()}
-    assert len(scores) >= 3 and hparams["lr"] == max(scores, key=lambda lr: (scores[lr], -lr))
-    for sweep in (out / "sweep" / "full").iterdir():  # the sweep never evaluated a target domain
-        (entry,) = json.loads((sweep / "results.json").read_text())["methods"].values()
-        assert entry["target_miou"] == {}
-    # independent check: seed 1's config (targets included) trained with seed 0 gives the seed-0 entry
-    config = load_config(out / "runs" / "full" / "seed1" / "config.yaml")
-    assert config.train.lr == hparams["lr"] and config.data.targets
-    config.train.seed = 0
-    retrained = train(config, tmp_path / "retrained", progress=False)
-    seed0, seed1 = json.loads((out / "results.json").read_text())["methods"]["full"]["seeds"]
-    assert seed0["source_miou"] == pytest.approx(retrained["source_miou"], abs=1e-9)
-    assert seed0["target_miou"] == pytest.approx(retrained["target_miou"], abs=1e-9)
-    assert seed1["seed"] == 1 and seed1["target_miou"] != seed0["target_miou"]
-
-
-def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path, capsys):
-    out, args = tmp_path / "d", ["demo", "--out", str(tmp_path / "d"), "--methods", "frozen", *TINY]
-    assert main(args) == 0
-    run = out / "runs" / "frozen"
-    first = json.loads((run / "results.json").read_text())["methods"]["frozen"]
-    for path in ("checkpoints", "model.safetensors", "results.json"):  # what a kill at step 1 leaves
-        shutil.rmtree(run / path) if (run / path).is_dir() else (run / path).unlink()
-    assert main(args) == 0
-    again = json.loads((run / "results.json").read_text())["methods"]["frozen"]
-    assert {**again, "train_seconds": 0} == {**first, "train_seconds": 0}
-    shutil.rmtree(run / "checkpoints")
-    (run / "results.json").unlink()
-    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 0", "seed: 5"))
-    capsys.readouterr()
-    assert main(args) == 2  # a folder of another config is never deleted
-    assert "holds neither a run of this config nor a checkpoint" in capsys.readouterr().err
-    assert (run / "model.safetensors").is_file()
-
-
-def test_report_states_how_much_the_selections_overlap(tmp_path):
-    out = tmp_path / "d"
-    assert main(["demo", "--out", str(out), "--methods", "fishertune,random-select", *TINY]) == 0
-    a, b = (load_selection(out / "runs" / v / "tuner")["masks"] for v in ("fishertune", "random-select"))
+def test_report_states_how_much_the_selections_overlap(demo_dir):
+    a, b = (load_selection(demo_dir / "runs" / v / "tuner")["masks"] for v in ("fishertune", "random-select"))
     a, b = ({n: m.reshape(-1) for n, m in s.items()} for s in (a, b))
     both = sum(int((a[n] & b[n]).sum()) for n in a)
     union = sum(int((a[n] | b[n]).sum()) for n in a)
     assert 0 < both < union
-    assert f"random-select {100 * both / union:.1f}%" in (out / "report.md").read_text()
+    row = next(line for line in (demo_dir / "report.md").read_text().splitlines()
+               if line.startswith("| fishertune | – |"))
+    assert row == f"| fishertune | – | {100 * both / union:.1f}% |"
+
+
+def test_rerun_reuses_finished_runs(demo_dir, capsys):
+    before = (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns
+    assert demo(demo_dir, QUICK) == 0
+    assert (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns == before
+    assert "[demo] full:" not in capsys.readouterr().out  # nothing was trained again
+
+
+def _without_wall_time(report: str) -> str:
+    return "\n".join(line for line in report.splitlines() if not line.startswith("- **wall seconds**"))
+
+
+def test_records_alone_give_the_same_results_and_report(demo_dir, tmp_path, capsys):
+    """A later session continues from the committed records: no weights, another folder."""
+    assert (demo_dir / ".gitignore").read_text().split() == ["runs/", "sweep/", "data/", "configs/"]
+    other = tmp_path / "committed"
+    shutil.copytree(demo_dir / "records", other / "records")
+    capsys.readouterr()
+    assert demo(other, QUICK) == 0
+    assert "[demo] " not in capsys.readouterr().out  # nothing trained
+    assert not (other / "runs").exists()
+    ours, theirs = (json.loads((d / "results.json").read_text()) for d in (demo_dir, other))
+    assert {k: v for k, v in ours.items() if k != "setup"} == {k: v for k, v in theirs.items() if k != "setup"}
+    assert _without_wall_time((other / "report.md").read_text()) == \
+        _without_wall_time((demo_dir / "report.md").read_text())
+    for figure in FIGURES:
+        assert (other / "figures" / figure).read_bytes() == (demo_dir / "figures" / figure).read_bytes()
+
+
+def test_a_record_of_another_config_or_with_foreign_arrays_is_not_reused(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert demo(out, ["frozen"]) == 0
+    path = record_path(out, "frozen", "seed1")
+    first = json.loads(path.read_text())
+    shutil.rmtree(out / "runs")
+    capsys.readouterr()
+    assert demo(out, ["frozen"], "--set", "train.head_lr=0.02") == 0  # another config: trained again
+    assert "[demo] frozen:" in capsys.readouterr().out
+    assert json.loads(path.read_text())["config"]["train"]["head_lr"] == 0.02
+    shutil.rmtree(out / "runs")
+    assert demo(out, ["frozen"]) == 0
+    assert json.loads(path.read_text())["entry"]["target_miou"] == first["entry"]["target_miou"]
+    arrays = path.with_suffix(".npz")
+    arrays.write_bytes(arrays.read_bytes()[:-10])  # a damaged or mismatched arrays file
+    capsys.readouterr()
+    assert demo(out, ["frozen"]) == 0  # rewritten from the finished run folder, not trained again
+    printed = capsys.readouterr().out
+    assert "is not the one it was written with" in printed and "[demo] frozen:" not in printed
+    assert read_record(out, "frozen", "seed1", load_config(out / "runs" / "frozen" / "config.yaml").to_dict())
+
+
+def test_unknown_method_is_one_clear_error(tmp_path, capsys):
+    assert demo(tmp_path / "d", ["frozen", "fishtune"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown demo method 'fishtune'") and "Traceback" not in err
+
+
+def test_full_mode_reports_fresh_seeds_after_a_source_val_choice(tmp_path, capsys):
+    out = tmp_path / "full"
+    assert demo(out, ["full", "frozen-noperturb"], "--full", "--seeds", "0,1") == 2
+    assert "seed 0 is the learning-rate sweep's seed" in capsys.readouterr().err
+    assert demo(out, ["full", "frozen-noperturb"], "--full", "--seeds", "1,2") == 0
+    hparams = yaml.safe_load((out / "hparams.yaml").read_text())
+    scores = {float(k): v for k, v in hparams["full"]["source_val_miou"].items()}
+    assert len(scores) == 3 and hparams["full"]["lr"] == max(scores, key=lambda lr: (scores[lr], -lr))
+    for sweep in (out / "sweep" / "full").iterdir():  # the sweep never evaluated a target domain
+        (entry,) = json.loads((sweep / "results.json").read_text())["methods"].values()
+        assert entry["target_miou"] == {}
+        assert load_config(sweep / "config.yaml").train.seed == 0
+    # frozen-noperturb takes frozen's choice (frozen swept, it did not) and trains without perturbation
+    frozen = hparams["frozen"]["head_lr"]
+    assert hparams["frozen-noperturb"] == {"head_lr": frozen, "as": "frozen"}
+    assert sorted(p.name for p in (out / "sweep").iterdir()) == ["frozen", "full"]
+    results = json.loads((out / "results.json").read_text())
+    for variant in ("full", "frozen-noperturb"):
+        assert [s["seed"] for s in results["methods"][variant]["seeds"]] == [1, 2]
+        for seed in (1, 2):  # trained afresh with the chosen lr and evaluated on the targets
+            config = load_config(out / "runs" / variant / f"seed{seed}" / "config.yaml")
+            assert config.train.seed == seed and config.data.targets
+            assert (config.train.lr if variant == "full" else config.train.head_lr) == \
+                (hparams["full"]["lr"] if variant == "full" else frozen)
+            assert config.train.perturb.enabled == (variant == "full")
+    seeds = results["methods"]["full"]["seeds"]
+    assert seeds[0]["target_miou"] != seeds[1]["target_miou"]
+    report = (out / "report.md").read_text()
+    assert f"| frozen-noperturb | head_lr | **{frozen:g}**, frozen's choice |" in report
+
+
+def test_lora_budget_takes_the_rank_closest_to_fishertunes_budget(tmp_path):
+    out = tmp_path / "d"
+    assert demo(out, ["lora-budget"]) == 0
+    config = load_config(out / "runs" / "lora-budget" / "config.yaml")
+    plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())
+    options = plan["variants"]["fishertune"]["options"]
+    # FisherTune's budget, counted by hand: budget x the backbone weights outside the embeddings
+    model = build_base_model(config)
+    candidates = sum(p.numel() for n, p in model.named_parameters()
+                     if n.startswith("backbone.") and "embeddings" not in n)
+    target = int(options["budget"] * candidates + 0.5)
+    counts = {rank: build_tuner("lora", build_base_model(config), rank=rank).num_trainable()
+              for rank in range(1, 9)}
+    best = min(counts, key=lambda rank: (abs(counts[rank] - target), rank))
+    assert config.method.options["rank"] == best
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"]["lora-budget"]["trainable_params"] == counts[best]
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert demo(out, ["frozen"]) == 0
+    run = out / "runs" / "frozen"
+    first = json.loads((run / "results.json").read_text())["methods"]["frozen"]
+    shutil.rmtree(out / "records")
+    for path in ("checkpoints", "model.safetensors", "results.json"):  # what a kill at step 1 leaves
+        shutil.rmtree(run / path) if (run / path).is_dir() else (run / path).unlink()
+    assert demo(out, ["frozen"]) == 0
+    again = json.loads((run / "results.json").read_text())["methods"]["frozen"]
+    assert {**again, "train_seconds": 0} == {**first, "train_seconds": 0}
+    shutil.rmtree(out / "records")
+    shutil.rmtree(run / "checkpoints")
+    (run / "results.json").unlink()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 1", "seed: 5"))
+    capsys.readouterr()
+    assert demo(out, ["frozen"]) == 2  # a folder of another config is never deleted
+    assert "holds a run of another config" in capsys.readouterr().err
+    assert (run / "model.safetensors").is_file()
+
+
+def test_the_plan_and_the_quick_learning_rates_agree():
+    plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())
+    hparams = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "hparams.yaml").read_text())
+    variants = plan["variants"]
+    assert plan["full"]["seeds"] == [1, 2, 3, 4, 5] and plan["quick"]["seeds"] == [1]
+    assert set(plan["full"]["variants"]) >= {
+        "frozen", "frozen-noperturb", "full", "lora", "lora-budget", "rein", "fishertune", "random-select",
+        "fim-select", "deltaf-select", "drfim-select", "drfim-absmean"}
+    for name in plan["quick"]["variants"] + plan["full"]["variants"]:
+        assert name in variants
+    for name, spec in variants.items():
+        assert {"lr", "head_lr"} & set(hparams[name]), name  # the quick mode's lr
+        source = spec.get("lr_from", name)
+        assert source in plan["full"]["lr_grid"] or variants[source]["method"] in plan["full"]["lr_grid"]
+        if spec.get("lr_from"):
+            lrs = [{k: v for k, v in hparams[n].items() if k in ("lr", "head_lr")} for n in (name, source)]
+            assert lrs[0] == lrs[1], name
+    ablation = {"random-select": "random", "fim-select": "fim", "deltaf-select": "delta_f",
+                "drfim-select": "dr_fim", "drfim-absmean": "dr_fim"}
+    fishertune = variants["fishertune"]["options"]
+    assert fishertune["variational"] == "ivon" and "selection" not in fishertune
+    for name, selection in ablation.items():
+        options = variants[name]["options"]
+        assert options["selection"] == selection and options["variational"] == "off"
+        assert {k: v for k, v in options.items() if k not in ("selection", "variational", "domain_weight")} \
+            == {k: v for k, v in fishertune.items() if k != "variational"}
+    assert variants["drfim-absmean"]["options"]["domain_weight"] == "abs_mean"
+    for grid in plan["full"]["lr_grid"].values():
+        ((_, values),) = grid.items()
+        assert len(values) == 3

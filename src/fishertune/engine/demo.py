@@ -271,15 +271,13 @@ class _Runner:
         if record is not None:
             return record
         run_dir = self.out / folder / name
-        finished = (run_dir / "results.json").is_file() and \
-            load_config(run_dir / "config.yaml").to_dict() == config.to_dict()
-        if not finished:
+        saved = run_dir / "config.yaml"
+        if run_dir.exists() and not (saved.is_file() and load_config(saved).to_dict() == config.to_dict()):
+            raise FisherTuneError(f"{run_dir} holds a run of another config (or no run); remove it or choose "
+                                  f"another --out")
+        if not (run_dir / "results.json").is_file():
             resume = latest_checkpoint(run_dir / "checkpoints") is not None
             if run_dir.exists() and not resume:
-                saved = run_dir / "config.yaml"
-                if not (saved.is_file() and load_config(saved).to_dict() == config.to_dict()):
-                    raise FisherTuneError(f"{run_dir} exists but holds neither a run of this config nor a "
-                                          f"checkpoint; remove it or choose another --out")
                 shutil.rmtree(run_dir)  # this run, killed before its first checkpoint: start it again
             print(f"[demo] {name}: lr {config.train.lr:g}, head lr {config.train.head_lr:g}, "
                   f"perturbation {'on' if config.train.perturb.enabled else 'off'}"
