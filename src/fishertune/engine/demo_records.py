@@ -8,7 +8,8 @@ of training again:
     DIR/records/<variant>/<key>.json  the run's results entry; its config, with the results folder written
                                       as "$DIR" (so a copy elsewhere still matches); for a mask method its
                                       selection: growth history, per-tensor mean score, the share of the
-                                      selection per block and module type, and the mask's tensor layout
+                                      selection per module type, per block and per (block, module type)
+                                      cell, and the mask's tensor layout
     DIR/records/<variant>/<key>.npz   arrays (numpy's compressed .npz, read with allow_pickle=False, so
                                       loading runs no code): per target domain the per-image intersection
                                       and union counts and the example predictions (uint8 class ids), and
@@ -153,7 +154,7 @@ def _predict(run_dir: Path, examples: dict[str, torch.Tensor]) -> dict[str, np.n
 
 def _selection(tuner_dir: Path) -> tuple[dict | None, np.ndarray | None]:
     """A mask method's final selection from its saved tuner folder (None, None for other methods)."""
-    from fishertune.report.breakdown import selection_rows
+    from fishertune.report.breakdown import count_selection, module_shares, selection_rows
     from fishertune.tuners.mask_methods import SELECTION_FILE, load_selection
 
     if not (tuner_dir / SELECTION_FILE).is_file():
@@ -161,11 +162,15 @@ def _selection(tuner_dir: Path) -> tuple[dict | None, np.ndarray | None]:
     selection = load_selection(str(tuner_dir))
     masks = {name: selection["masks"][name].numpy() for name in sorted(selection["masks"])}
     scores = selection["scores"]
+    counts = count_selection(masks)
     summary = {"tensors": [[name, list(mask.shape)] for name, mask in masks.items()],
                "selected": int(sum(int(m.sum()) for m in masks.values())),
                "history": selection["history"],
                "score_mean": {n: float(s.double().mean()) if s.numel() else 0.0 for n, s in scores.items()},
                "numel": {n: s.numel() for n, s in scores.items()},
+               "share_by_type": module_shares(masks),
+               "share_by_block": {"outside" if block is None else str(block): selected / counts.selected
+                                  for block, (selected, _) in counts.by_block.items() if counts.selected},
                "rows": selection_rows(masks)}
     packed = np.packbits(np.concatenate([m.reshape(-1) for m in masks.values()]))
     return summary, packed
