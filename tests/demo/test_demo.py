@@ -211,6 +211,7 @@ def test_full_mode_reports_fresh_seeds_after_a_source_val_choice(tmp_path, capsy
     assert seeds[0]["target_miou"] != seeds[1]["target_miou"]
     report = (out / "report.md").read_text()
     assert f"| frozen-noperturb | head_lr | **{frozen:g}**, frozen's choice |" in report
+    assert "Left out of this plan" in report  # the plan's notes on what it dropped
 
 
 def test_lora_budget_takes_the_rank_closest_to_fishertunes_budget(tmp_path):

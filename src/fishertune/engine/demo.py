@@ -101,7 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         hparams = yaml.safe_load(HPARAMS.read_text())
     records = {v: [(seed, runner.run(v, hparams.get(v, {}), seed, settings.get("perturb"),
-                                     variant_name(v, seed, mode))) for seed in seeds] for v in variants}
+                                     _run_name(v, seed, mode))) for seed in seeds] for v in variants}
     results = collect_results(records, plan["bootstrap"])
     if mode == "full":
         results["sweep"] = {v: hparams[v] for v in variants}
@@ -120,7 +120,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def variant_name(variant: str, seed: int, mode: str) -> str:
+def _run_name(variant: str, seed: int, mode: str) -> str:
     """The run folder of one reported run, under DIR/runs."""
     return variant if mode == "quick" else f"{variant}/seed{seed}"
 
