@@ -214,6 +214,8 @@ class _Runner:
             if domain not in (SOURCE, SOURCE_VAL):
                 dataset = build_dataset(f"folder:{path}")
                 self.examples[domain] = [dataset[i] for i in range(min(EXAMPLES_PER_DOMAIN, len(dataset)))]
+        self.example_images = {d: torch.stack([item["image"] for item in items])
+                               for d, items in self.examples.items()}
         self.matched: dict[str, dict] = {}  # variant -> its options with a budget-matched size knob
 
     def options(self, variant: str) -> dict:
@@ -283,8 +285,8 @@ class _Runner:
                   f"perturbation {'on' if config.train.perturb.enabled else 'off'}"
                   + (" (resuming)" if resume else ""))
             train(config, run_dir, resume=resume, progress=self.progress)
-        examples = {d: torch.stack([s["image"] for s in items]) for d, items in self.examples.items()}
-        return write_record(self.out, variant, key, config.to_dict(), run_dir, examples if targets else None)
+        return write_record(self.out, variant, key, config.to_dict(), run_dir,
+                            self.example_images if targets else None)
 
     def choose_hparams(self, variant: str, grid: dict[str, list[float]], perturb: bool | None) -> dict:
         """The grid value with the best source_val mIoU, seed 0 (no target domain is evaluated)."""
