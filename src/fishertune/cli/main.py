@@ -144,7 +144,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                         "every target domain, and write DIR/results.json, DIR/report.md and one run per "
                         "method.")
         demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
-        demo.add_argument("--full", action="store_true", help="the multi-seed comparison (about 2 hours)")
+        demo.add_argument("--full", action="store_true",
+                          help="the multi-seed comparison (about 2.5 hours on 2 cores)")
         if argv[:1] == ["demo"]:  # further options of the demo, if it has any (imported only when used)
             from fishertune.engine import demo as demo_module
 
