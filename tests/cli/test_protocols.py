@@ -78,7 +78,7 @@ def protocol_run(tree, tmp_path_factory) -> tuple[Path, str]:
     """(run folder, what training wrote on stderr)."""
     run = tmp_path_factory.mktemp("runs") / "gtav_synthia"
     sets = {"data.train": f"[gtav:{tree / 'gtav'}:all, synthia:{tree / 'synthia'}]",
-            "data.val": f"gtav:{tree / 'gtav'}:val",
+            "data.val": "holdout:3",  # the protocol's holdout:500, scaled to the 12 fabricated source images
             "data.targets": f"[cityscapes:{tree / 'cityscapes'}:val, bdd100k:{tree / 'bdd'}:val, "
                             f"mapillary:{tree / 'vistas'}:validation]",
             "train.warmup_steps": 1, "train.steps": 2, "train.prepare_batches": 1, "train.lr_warmup": 0,
@@ -104,6 +104,10 @@ def test_the_multi_source_protocol_trains_and_evaluates(protocol_run, tree, tmp_
     config = yaml.safe_load((protocol_run / "config.yaml").read_text())
     assert config["data"]["train"] == [f"gtav:{tree / 'gtav'}:all", f"synthia:{tree / 'synthia'}:all:19"]
     assert config["data"]["targets"][2] == f"mapillary:{tree / 'vistas'}:validation:robustnet"
+    assert config["data"]["val"] == "holdout:3"
+    validation = [json.loads(line) for line in (protocol_run / "log.jsonl").read_text().splitlines()
+                  if json.loads(line).get("phase") == "val"]
+    assert len(validation) == 1 and 0 <= validation[0]["source_miou"] <= 100
     assert config["method"]["name"] == "fishertune"
     assert config["model"]["backbone_config"]["hidden_size"] == 32  # the tiny backbone
     out = tmp_path / "eval.json"
@@ -152,3 +156,20 @@ def test_data_check_reports_counts_table_histogram_and_verdict(tree, capsys):
     assert {name for name, pixels in rows.items() if pixels} == {"road", "sidewalk", "building", "vegetation",
                                                                   "sky", "car"}
     assert out[-1] == "OK: every file is fine (gtav: 8 images, 8 labelled, 1 note(s))"
+
+
+def test_the_protocols_hold_out_is_checked_against_the_sources_before_the_model(tree, tmp_path, capsys):
+    """The shipped holdout:500 is more than the 12 fabricated source images: one line, before the (here
+    missing) backbone weights are looked at, and no run folder."""
+    run = tmp_path / "run"
+    args = ["train", "protocols/gtav_synthia_to_cityscapes_bdd_mapillary.yaml", "backbones/tiny.yaml",
+            "--set", f"data.train=[gtav:{tree / 'gtav'}:all, synthia:{tree / 'synthia'}]",
+            "--set", "data.targets=[]", "--set", f"model.weights={tmp_path / 'missing.safetensors'}",
+            "--out", str(run), "--no-progress"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: data.val holdout:500 holds out 500 of the 12 training source images: it must "
+                       "hold out at least 1 and leave some to train on"), err
+    assert not [line for line in err if not line.startswith(("note: ", "error: "))]
+    assert not run.exists()

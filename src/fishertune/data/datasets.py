@@ -6,7 +6,8 @@ to train ids while loading, through a 256-entry lookup table.
 
 ``build_dataset(spec)`` takes ``folder:PATH`` or ``<dataset>:ROOT[:split[:option]]`` (see
 ``fishertune.data.specs`` and the layouts registered in ``fishertune.data.layouts``; docs/datasets.md shows
-each dataset as downloaded). ``build_sources(specs, sampling)`` concatenates several sources for training.
+each dataset as downloaded). ``build_sources(specs, sampling)`` concatenates several sources for training;
+``hold_out(parts, holdout)`` keeps a slice of them out of training as source validation.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from torch.utils.data import Dataset
 from fishertune.data.classes import CITYSCAPES, ClassSet
 from fishertune.data.image_io import image_size, read_image
 from fishertune.data.layouts import DATASETS, Pair, progress
-from fishertune.data.specs import DatasetFiles, DatasetSpec, resolve_spec
+from fishertune.data.specs import DatasetFiles, DatasetSpec, HoldOut, resolve_spec
 from fishertune.errors import FisherTuneError
 
 __all__ = ["DATASETS", "DatasetFiles", "DatasetSpec", "FolderDataset", "Pair", "SegmentationDataset",
-           "build_dataset", "build_sources", "resolve_spec"]
+           "build_dataset", "build_sources", "concatenate", "hold_out", "resolve_spec"]
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 """``transform(image [3,H,W] float, label [H,W] int64, generator) -> (image, label)``."""
@@ -97,6 +98,14 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.order)
+
+    def subset(self, indices) -> SegmentationDataset:
+        """The pairs at ``indices`` (each once, in that order) as a dataset of the same name, label table
+        and classes, without transform."""
+        indices = [int(i) for i in indices]
+        resized = {new for new, old in enumerate(indices) if old in self.resized}
+        return SegmentationDataset([self.pairs[i] for i in indices], self.name, self.root,
+                                   label_table=self.label_table, resized=resized, classes=self.classes)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -186,12 +195,39 @@ def build_dataset(spec: str | DatasetSpec, transform: Transform | None = None,
 
 def build_sources(specs: list[str], sampling: Sampling = "proportional", transform: Transform | None = None,
                   seed: int = 0, classes: ClassSet = CITYSCAPES) -> SegmentationDataset:
-    """Several training sources as one dataset (one spec: that dataset).
+    """Several training sources as one dataset (one spec: that dataset); see `concatenate`."""
+    return concatenate([build_dataset(spec, classes=classes) for spec in specs], sampling, transform, seed)
 
-    ``proportional``: every image of every source once per epoch, so a source is drawn in proportion to
-    its size. ``equal``: each source fills the same number of items per epoch, the size of the largest;
-    the images of a smaller source are repeated in turn (each about largest/size times)."""
-    parts = [build_dataset(spec, classes=classes) for spec in specs]
+
+def hold_out(parts: list[SegmentationDataset], holdout: HoldOut
+             ) -> tuple[list[SegmentationDataset], SegmentationDataset]:
+    """(the parts less the held-out images, the held-out images as one dataset named ``source_val``).
+
+    The held-out images are drawn from the pooled images of all parts (see `HoldOut`) and removed before
+    the training set is put together, so no sampling repeats them; ``source_val`` holds each once, with its
+    source's label table and without a transform."""
+    chosen = holdout.indices(sum(len(part.pairs) for part in parts))
+    kept, held, start = [], [], 0
+    for part in parts:
+        mine = chosen[(chosen >= start) & (chosen < start + len(part.pairs))] - start
+        rest = np.setdiff1d(np.arange(len(part.pairs)), mine)
+        if not rest.size:
+            raise FisherTuneError(f"data.val {holdout} holds out every image of {part.name}: hold out fewer")
+        kept.append(part.subset(rest))
+        held += [part.subset(mine)] if mine.size else []
+        start += len(part.pairs)
+    val = concatenate(held)
+    val.name = "source_val"
+    return kept, val
+
+
+def concatenate(parts: list[SegmentationDataset], sampling: Sampling = "proportional",
+                transform: Transform | None = None, seed: int = 0) -> SegmentationDataset:
+    """Datasets of one class set as one (one dataset: itself), with ``transform`` seeded by ``seed``.
+
+    ``proportional``: every image of every dataset once per epoch, so a source is drawn in proportion to
+    its size. ``equal``: each dataset fills the same number of items per epoch, the size of the largest;
+    the images of a smaller one are repeated in turn (each about largest/size times)."""
     if len(parts) == 1:
         parts[0].transform, parts[0].seed = transform, seed
         return parts[0]
@@ -204,4 +240,4 @@ def build_sources(specs: list[str], sampling: Sampling = "proportional", transfo
         resized |= {start + i for i in part.resized}
     table = "; ".join(f"{part.name}: {part.label_table}" for part in parts)
     return SegmentationDataset(pairs, "+".join(part.name for part in parts), parts[0].root, transform, seed,
-                               order, table, resized, classes)
+                               order, table, resized, parts[0].classes)

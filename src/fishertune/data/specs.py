@@ -1,5 +1,6 @@
 """Dataset specs: the text users write (``folder:PATH`` or ``<dataset>:ROOT[:split[:option]]``) as a typed
-``DatasetSpec``, and what a spec resolves to on disk (``DatasetFiles``)."""
+``DatasetSpec``, and what a spec resolves to on disk (``DatasetFiles``); and ``holdout:N``, the source
+validation slice that ``data.val`` may name instead of a spec (``HoldOut``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from fishertune.data.layouts import DATASETS, DatasetLayout, Pair, folder_pairs, require_dir
 from fishertune.errors import FisherTuneError
 
 SPLIT_ALIASES = {"mapillary": {"train": "training", "val": "validation"}}
+HOLDOUT_PREFIX = "holdout:"
+HOLDOUT_SEED = 0
+"""Seed of the held-out draw: fixed, not train.seed, so every seed and method validates on one slice."""
 
 
 def _nearest(name: str, options) -> str:
@@ -36,6 +42,9 @@ class DatasetSpec:
                                   f"<dataset>:ROOT[:split]")
         if name == "folder":
             return cls("folder", Path(rest))
+        if str(text).startswith(HOLDOUT_PREFIX):
+            raise FisherTuneError(f"'{text}' is not a dataset: holdout:N names a held-out slice of the "
+                                  f"training sources, for data.val only")
         if name not in DATASETS:
             raise FisherTuneError(f"unknown dataset '{name}'" + _nearest(name, ["folder", *DATASETS]))
         layout = DATASETS[name]
@@ -81,6 +90,12 @@ def canonical(text: str) -> str:
     return str(DatasetSpec.parse(text))
 
 
+def canonical_val(text: str) -> str:
+    """The canonical text of a source validation set: a spec, or ``holdout:N`` (see `HoldOut`)."""
+    holdout = HoldOut.parse(text)
+    return canonical(text) if holdout is None else str(holdout)
+
+
 @dataclass(frozen=True)
 class DatasetFiles:
     """What a spec resolves to: the spec, the pairs, and label files that have no image (found for folder
@@ -112,3 +127,51 @@ def resolve_spec(spec: str | DatasetSpec) -> DatasetFiles:
         return DatasetFiles(spec, pairs, orphans)
     require_dir(spec.root)
     return DatasetFiles(spec, spec.layout.pairs(spec.root, spec.split, spec.option), [])
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """``holdout:N``: N images of the training sources kept out of training as the source validation set.
+
+    N is a count (``holdout:500``) or a fraction of the pooled source images (``holdout:0.02``). The
+    slice is the first N of a permutation of the pooled images (every source's images in ``data.train``
+    order, each source sorted by file name) drawn by a generator seeded with ``HOLDOUT_SEED``: it depends
+    on the source files and N only, never on train.seed or the method, and a smaller slice lies inside a
+    larger one."""
+
+    amount: int | float
+
+    @classmethod
+    def parse(cls, text: str) -> HoldOut | None:
+        """The hold-out that ``text`` names, or None when it is a dataset spec."""
+        if not str(text).startswith(HOLDOUT_PREFIX):
+            return None
+        value = str(text).removeprefix(HOLDOUT_PREFIX)
+        try:
+            amount: int | float = int(value)
+            valid = amount >= 1
+        except ValueError:
+            try:
+                amount = float(value)
+                valid = 0 < amount < 1
+            except ValueError:
+                valid = False
+        if not valid:
+            raise FisherTuneError(f"bad hold-out '{text}': expected holdout:N with N a count of images "
+                                  f"(>= 1) or a fraction between 0 and 1")
+        return cls(amount)
+
+    def size(self, total: int) -> int:
+        """How many of ``total`` pooled source images are held out; at least one, and fewer than all."""
+        size = round(self.amount * total) if isinstance(self.amount, float) else self.amount
+        if not 1 <= size < total:
+            raise FisherTuneError(f"data.val {self} holds out {size} of the {total} training source images: "
+                                  f"it must hold out at least 1 and leave some to train on")
+        return size
+
+    def indices(self, total: int) -> np.ndarray:
+        """Sorted indices into the pooled source images of the held-out slice."""
+        return np.sort(np.random.default_rng(HOLDOUT_SEED).permutation(total)[:self.size(total)])
+
+    def __str__(self) -> str:
+        return f"{HOLDOUT_PREFIX}{self.amount}"

@@ -84,26 +84,37 @@ def check_options(options: dict, function, where: str, skip: tuple[str, ...] = (
             raise FisherTuneError(f"unknown option {where}.{key}{hint}")
 
 
-def build_train_dataset(config: Config):
-    """The source training set (one or several sources, see `build_sources`) with the seeded training
-    augmentation (random crop, flip)."""
-    from fishertune.data.datasets import build_sources
+def build_source_datasets(config: Config) -> tuple[object, dict[str, object]]:
+    """(training set, {name: source validation set}): the sources of `data.train` (one or several, drawn
+    per `data.sampling`) with the seeded training augmentation (random crop, flip), and `data.val`: a spec,
+    or `holdout:N`, a slice of the sources kept out of training (`fishertune.data.datasets.hold_out`),
+    named `source_val` and evaluated without the augmentation. Either may be refused before training."""
+    from fishertune.data.datasets import build_dataset, concatenate, hold_out
+    from fishertune.data.specs import HoldOut
 
-    if not config.data.train:
+    data = config.data
+    if not data.train:
         raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")
-    specs = config.data.train if isinstance(config.data.train, list) else [config.data.train]
     transform = None
-    if config.data.crop:
+    if data.crop:
         from fishertune.data.transforms import TrainTransform
 
-        check_options(config.data.augment, TrainTransform, "data.augment", skip=("crop_size",))
-        transform = TrainTransform(config.data.crop, **config.data.augment)
-    dataset = build_sources(specs, config.data.sampling, transform=transform, seed=config.train.seed,
-                            classes=run_classes(config))
-    if len(dataset) < config.data.batch_size:
+        check_options(data.augment, TrainTransform, "data.augment", skip=("crop_size",))
+        transform = TrainTransform(data.crop, **data.augment)
+    classes = run_classes(config)
+    parts = [build_dataset(spec, classes=classes)
+             for spec in (data.train if isinstance(data.train, list) else [data.train])]
+    holdout = HoldOut.parse(data.val) if data.val else None
+    if holdout is not None:
+        parts, val = hold_out(parts, holdout)
+        val_sets = {val.name: val}
+    else:
+        val_sets = build_eval_datasets([data.val], classes) if data.val else {}
+    dataset = concatenate(parts, data.sampling, transform, config.train.seed)
+    if len(dataset) < data.batch_size:
         raise FisherTuneError(f"data.train has {len(dataset)} images, fewer than data.batch_size "
-                              f"{config.data.batch_size}")
-    return dataset
+                              f"{data.batch_size}")
+    return dataset, val_sets
 
 
 def build_eval_datasets(specs: list[str], classes: ClassSet = CITYSCAPES) -> dict[str, object]:

@@ -67,7 +67,8 @@ class DataConfig:
     """How several training sources are drawn: proportional to their sizes (every image once per epoch), or
     equally (each source fills the same share; smaller ones are repeated)."""
     val: str | None = None
-    """Source validation SPEC: the only data used for model selection."""
+    """Source validation: a SPEC, or holdout:N (N images, or a fraction, of the training sources kept out of
+    training by a fixed-seed draw; see docs/datasets.md). The only data used for model selection."""
     targets: list[str] = field(default_factory=list)
     """Unseen target-domain SPECs evaluated after training."""
     crop: int | None = None
@@ -172,12 +173,13 @@ def config_from_dict(raw: dict) -> Config:
 
 def canonical_specs(data: DataConfig) -> None:
     """Check every dataset spec of `data` (without touching the disk) and write out its default split and
-    option, so a saved config records e.g. which Mapillary label table its numbers use."""
-    from fishertune.data.specs import canonical
+    option, so a saved config records e.g. which Mapillary label table its numbers use. `data.val` may
+    instead be `holdout:N` (a slice of the training sources, see `fishertune.data.specs.HoldOut`)."""
+    from fishertune.data.specs import canonical, canonical_val
 
-    def fix(spec: str, where: str) -> str:
+    def fix(spec: str, where: str, form=canonical) -> str:
         try:
-            return canonical(spec)
+            return form(spec)
         except FisherTuneError as error:
             raise FisherTuneError(f"{where}: {error}") from None
 
@@ -188,7 +190,7 @@ def canonical_specs(data: DataConfig) -> None:
     elif data.train:
         data.train = fix(data.train, "data.train")
     if data.val:
-        data.val = fix(data.val, "data.val")
+        data.val = fix(data.val, "data.val", canonical_val)
     data.targets = [fix(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
 
 

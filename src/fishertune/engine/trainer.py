@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from fishertune.atomic import write_json
 from fishertune.engine import distributed
-from fishertune.engine.build import build_eval_datasets, build_model, build_train_dataset, run_classes
+from fishertune.engine.build import build_eval_datasets, build_model, build_source_datasets, run_classes
 from fishertune.engine.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -200,15 +200,13 @@ class Trainer:
                                   f"{world} processes")
         self.checkpoint = open_run(self.run_dir, config, resume)
         distributed.barrier()  # every process has checked the run folder before rank 0 creates it
+        self.train_set, self.val_sets = build_source_datasets(config)  # data first: refused before the model
+        self.target_sets = build_eval_datasets(config.data.targets, run_classes(config))
         seed_everything(config.train.seed)
         self.model, self.tuner = build_model(config)
         if distributed.is_distributed() and self.device.type == "cuda":  # BatchNorm statistics over all GPUs
             nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
-        self.train_set = build_train_dataset(config)
-        classes = run_classes(config)
-        self.val_sets = build_eval_datasets([config.data.val], classes) if config.data.val else {}
-        self.target_sets = build_eval_datasets(config.data.targets, classes)
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
         self.inference = Inference.from_config(config)
