@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fishertune.errors import InputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -48,3 +50,26 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str
 
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     return write_atomic(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Refuse (one InputError) an output that cannot be written, before any work: a file output that is a
+    folder, a folder output that is a file, a parent that is a file, or a place where no file can be created
+    (probed with a temporary file in the nearest existing folder, so read-only mounts count too)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"output folder {path} is a file")
+    if not folder and path.is_dir():
+        raise InputError(f"output file {path} is a folder; give a file name")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {path}: {existing} is a file")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {existing} is not writable ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
+    return path

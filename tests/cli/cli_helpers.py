@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-TINY_BACKBONE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+TINY_BACKBONE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "patch_size": 4, "image_size": 32}
 
 

@@ -43,7 +43,8 @@ def test_types_are_coerced_only_where_safe():
 
 
 def test_parse_override_reads_yaml_values():
-    assert parse_override("train.lr=2e-5") == {"train": {"lr": "2e-5"}}  # coerced to float by the schema
+    assert parse_override("train.lr=2e-5") == {"train": {"lr": 2e-5}}  # a number, as in YAML 1.2
+    assert parse_override("method.options.ratio=5E-2") == {"method": {"options": {"ratio": 0.05}}}
     assert parse_override("data.targets=[folder:a, b:c]") == {"data": {"targets": ["folder:a", "b:c"]}}
     assert parse_override("train.amp=false") == {"train": {"amp": False}}
     with pytest.raises(FisherTuneError, match="--set expects key.sub=value"):
@@ -116,4 +117,4 @@ def test_every_shipped_config_is_valid(path):
     from fishertune.tuners.base import make_config
 
     config = load_config(path)
-    make_config(TUNERS[config.method.name].config_class, config.method.options, config.method.name)
+    make_config(TUNERS[config.method.name].config_class, config.method.options)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from fishertune.errors import FisherTuneError
+from fishertune.atomic import check_writable
+from fishertune.errors import FisherTuneError, InputError
 
 
 def run_synth(args: argparse.Namespace) -> int:
     from fishertune.data.synthetic import generate
 
+    out = check_writable(args.out, folder=True)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(f"{out} is not empty; pass --overwrite to replace same-named files in it, or choose "
+                         f"another --out")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     domains = None if args.domains is None else [d.strip() for d in args.domains.split(",") if d.strip()]
     folders = generate(args.out, domains=domains, n=args.n, size=args.size, seed=args.seed)
     print(f"wrote {args.n} images per domain for {', '.join(folders)} to {args.out}")
@@ -22,6 +29,7 @@ def run_train(args: argparse.Namespace) -> int:
     from fishertune.engine.trainer import train
 
     config = load_config(args.config, args.overrides)
+    check_writable(args.out, folder=True)
     entry = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if distributed.is_main():
         print(_summary(config.method.name, entry))
@@ -36,11 +44,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from fishertune.engine.build import build_eval_datasets, load_run, run_classes
     from fishertune.engine.evaluator import evaluate_targets
 
+    if args.json:
+        check_writable(args.json)
     device = distributed.setup()
     config, model = load_run(args.run, device)
+    set_max_pixels(config.data.max_pixels)
     specs = args.data or config.data.targets
     if not specs:
-        raise FisherTuneError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
+        raise InputError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
     datasets = build_eval_datasets(specs, run_classes(config))
     inference = _inference(args, config)
     results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
@@ -61,8 +72,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from fishertune.engine.build import load_run, run_classes
     from fishertune.engine.predictor import check_inputs, predict_images
 
+    check_writable(args.out, folder=True)
     if bool(args.images) == bool(args.data):
-        raise FisherTuneError("give either image files or --data SPEC")
+        raise InputError("give either image files or --data SPEC")
     images, base = args.images, None
     if args.data:
         from fishertune.data.specs import resolve_spec
@@ -70,7 +82,8 @@ def run_predict(args: argparse.Namespace) -> int:
         files = resolve_spec(args.data)
         images, base = [pair.image for pair in files.pairs], files.root
         if not images:
-            raise FisherTuneError(f"no images found for {args.data}")
+            raise InputError(f"no images found for {args.data}")
+    set_max_pixels(args.max_pixels)
     check_inputs(images)  # before the model is loaded
     device = distributed.setup()
     config, model = load_run(args.run, device)
@@ -107,6 +120,7 @@ def run_fisher(args: argparse.Namespace) -> int:
     from fishertune.engine.fisher_map import fisher_map
 
     config = load_config(args.config, args.overrides)
+    check_writable(args.out, folder=True)
     written = fisher_map(config, args.out, progress=not args.no_progress)
     if distributed.is_main():
         print("wrote " + ", ".join(str(path) for path in written))
@@ -118,6 +132,7 @@ def run_data_check(args: argparse.Namespace) -> int:
     from fishertune.data.check import inspect_dataset, split_counts
     from fishertune.data.classes import CITYSCAPES
 
+    set_max_pixels(args.max_pixels)
     classes = CITYSCAPES
     if args.config:
         from fishertune.engine.build import run_classes
@@ -149,6 +164,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from fishertune.engine.demo import run_demo
 
     return run_demo(args) or 0
+
+
+def set_max_pixels(max_pixels: int | None) -> None:
+    from fishertune.data.image_io import set_max_pixels
+
+    set_max_pixels(max_pixels)
 
 
 def _inference(args: argparse.Namespace, config):

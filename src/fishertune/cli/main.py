@@ -1,16 +1,35 @@
 """The `fishertune` command line.
 
-Commands import torch and the models lazily, so `fishertune --help` answers at once. Bad input
-(`FisherTuneError`) prints `error: <one line>` on stderr and exits with status 2, without a traceback.
+Commands import torch and the models lazily, so `fishertune --help` answers at once. `main` is the one
+place where errors become messages and exit statuses (docs/errors.md):
+
+    0    success
+    1    `data check` found bad files
+    2    bad input, config or environment: one line `error: ...` on stderr, no traceback
+    70   a bug in FisherTune: the traceback and a line asking to report it
+    130  interrupted by Ctrl-C (143: by SIGTERM), with a line saying what was kept and how to continue
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import json
+import signal
 import sys
+import traceback
 
-from fishertune.errors import FisherTuneError
+from fishertune.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BUG,
+    FisherTuneError,
+    RunInterrupted,
+    UsageError,
+)
+
+MAX_PIXELS_HELP = ("refuse images larger than N pixels (width x height) before decoding them "
+                   "(default 50 million)")
 
 EXAMPLES = """examples:
   fishertune synth --out data/synth --n 64 --size 64
@@ -47,6 +66,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--domains", default=None, metavar="A,B", help="comma-separated domains (default all)")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="write into a non-empty DIR, replacing same-named files (refused otherwise)")
 
     train = commands.add_parser(
         "train", help="train from a YAML config into a run folder",
@@ -108,6 +129,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     predict.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
     predict.add_argument("--crop", type=int, help="sliding-window size")
     predict.add_argument("--stride", type=int, help="sliding-window stride")
+    predict.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
 
     export = commands.add_parser(
         "export", help="a run as a small shareable folder and/or an ONNX graph",
@@ -136,6 +158,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     check.add_argument("--histogram", action="store_true", help="also print the train-id pixel histogram")
     check.add_argument("--config", metavar="CONFIG", help="check labels against CONFIG's data.classes (a "
                                                          "run's config.yaml works) instead of the 19 classes")
+    check.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
 
     if importlib.util.find_spec("fishertune.engine.demo") is not None:
         demo = commands.add_parser(
@@ -163,6 +186,44 @@ def one_line(error: Exception) -> str:
     return lines[-1].split(f"{type(error).__name__}: ", 1)[-1]
 
 
+def translate(error: BaseException) -> str | None:
+    """One line for an error of a library or the OS that bad input or the environment causes (a file that
+    cannot be read or written, a corrupt weights or JSON file, an image too large to decode, memory);
+    None for anything else, which is a bug."""
+    if isinstance(error, OSError) and (error.filename is not None or error.strerror):
+        target = f" {error.filename}" if error.filename is not None else ""
+        return f"cannot access{target}: {error.strerror or error}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"a text file is not UTF-8 ({error.reason} at byte {error.start})"
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if "SafetensorError" in names:
+        return f"invalid safetensors file: {one_line(error)}"
+    if "DecompressionBombError" in names:
+        return f"image too large to decode safely: {one_line(error)}"
+    if isinstance(error, MemoryError) or "OutOfMemoryError" in names:
+        return f"out of memory ({one_line(error)}); lower data.batch_size, data.crop or eval.batch_size"
+    return None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (e.g. from a job scheduler) raises RunInterrupted, so runs stop as cleanly as on Ctrl-C."""
+    def stop(signum, frame):
+        raise RunInterrupted("interrupted by SIGTERM", signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
@@ -170,13 +231,32 @@ def main(argv: list[str] | None = None) -> int:
 
     command = args.command if args.command != "data" else f"data_{args.data_command}"
     try:
-        return getattr(commands, f"run_{command}")(args) or 0
-    except FisherTuneError as error:
+        with sigterm_as_interrupt():
+            return getattr(commands, f"run_{command}")(args) or 0
+    except RunInterrupted as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+        return error.exit_status
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except UsageError:
+        return _bug()
+    except FisherTuneError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:
+        message = translate(error)
+        if message is None:
+            return _bug()
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _bug() -> int:
+    traceback.print_exc()
+    print("error: this is a bug in FisherTune, not a problem with your input; please report it to the "
+          "FisherTune issue tracker with the command you ran and the traceback above", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":

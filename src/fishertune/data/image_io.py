@@ -1,23 +1,77 @@
-"""Reading and writing the image and label files of a dataset, with one-line errors naming the file."""
+"""Reading and writing the image and label files of a dataset, with one-line errors naming the file.
+
+Every read
+- checks the size from the file's header before decoding the pixels: an image of more than `max_pixels`
+  pixels (default `MAX_PIXELS`, 50 megapixels; `set_max_pixels` / `data.max_pixels` / `--max-pixels`
+  change it) is refused by name, and so is one PIL itself refuses as a decompression bomb;
+- applies the EXIF orientation (a photo taken upright is read upright, labels alike);
+- scales 16-bit images to 8 bits (value · 255 / 65535, rounded) rather than clipping them to white.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fishertune.atomic import write_atomic
-from fishertune.errors import FisherTuneError
+from fishertune.errors import InputError
+
+MAX_PIXELS = 50_000_000
+"""Default largest image (width x height) read; larger ones are refused before they are decoded."""
+_limit = {"max_pixels": MAX_PIXELS}
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+"""Single-channel modes PIL gives 16-bit PNG and TIFF images (mode "I" holds them as 32-bit integers)."""
+
+
+def set_max_pixels(max_pixels: int | None) -> None:
+    """Change the largest image every later read accepts (None: back to MAX_PIXELS)."""
+    if max_pixels is not None and max_pixels < 1:
+        raise InputError(f"the image size limit must be at least 1 pixel, got {max_pixels}")
+    _limit["max_pixels"] = MAX_PIXELS if max_pixels is None else int(max_pixels)
+
+
+ORIENTATION_TAG = 0x0112
+"""The EXIF tag of the orientation; values 5-8 are a quarter turn (width and height swap)."""
+
+
+@contextlib.contextmanager
+def _open(path: str | Path, kind: str, orient: bool = True) -> Iterator[Image.Image]:
+    """The image at `path` with its size checked from the header (pixels not yet decoded), EXIF-oriented
+    unless orient=False; a problem is one InputError naming the file."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            limit = _limit["max_pixels"]
+            if width * height > limit:
+                raise InputError(f"{kind} {path} is {width}x{height} = {width * height / 1e6:.1f} "
+                                 f"megapixels, over the limit of {limit / 1e6:g} (data.max_pixels, or "
+                                 f"--max-pixels)")
+            yield ImageOps.exif_transpose(image) if orient else image
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{kind} {path} is too large to decode safely: {error}") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"cannot read {kind} {path}: {error}") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB image file -> [H, W, 3] uint8 (grey and RGBA images are converted to RGB)."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise FisherTuneError(f"cannot read image {path}: {error}") from None
+    """An RGB image file -> [H, W, 3] uint8 (grey and RGBA images are converted to RGB; 16-bit ones are
+    scaled to 8 bits). Other modes that cannot be shown as RGB (float images) are refused."""
+    with _open(path, "image") as image:
+        if image.mode in SIXTEEN_BIT_MODES:
+            values = np.asarray(image).astype(np.int64)
+            if values.min() < 0 or values.max() > 65535:
+                raise InputError(f"image {path} has {image.mode} values outside 0-65535; expected 8- or "
+                                 f"16-bit pixels")
+            grey = np.round(values * (255 / 65535)).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+        if image.mode == "F":
+            raise InputError(f"image {path} holds floating-point pixels (mode F); expected 8- or 16-bit")
+        return np.array(image.convert("RGB"))
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -26,25 +80,20 @@ def read_label(path: str | Path) -> np.ndarray:
     Palette ("P") PNGs, as GTAV and Mapillary ship them, keep their palette *indices* (the class ids); they
     are never converted to colours. Colour label images are refused: they are visualisations, not labels.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16", "1"):
-                raise FisherTuneError(
-                    f"label {path} has colour mode {image.mode}; expected one channel of ids"
-                )
-            return np.asarray(image).astype(np.int64)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise FisherTuneError(f"cannot read label {path}: {error}") from None
+    with _open(path, "label") as image:
+        if image.mode not in ("L", "P", "I", "I;16", "1"):
+            raise InputError(f"label {path} has colour mode {image.mode}; expected one channel of ids")
+        return np.asarray(image).astype(np.int64)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image file from its header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            return height, width
-    except (OSError, ValueError, SyntaxError) as error:
-        raise FisherTuneError(f"cannot read image {path}: {error}") from None
+    """(height, width) of an image file as `read_image` returns it (EXIF orientation applied), from the
+    header, without decoding the pixels; refuses files over the size limit."""
+    with _open(path, "image", orient=False) as image:
+        width, height = image.size
+        if image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8):
+            width, height = height, width
+        return height, width
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:

@@ -90,8 +90,10 @@ def build_source_datasets(config: Config) -> tuple[object, dict[str, object]]:
     or `holdout:N`, a slice of the sources kept out of training (`fishertune.data.datasets.hold_out`),
     named `source_val` and evaluated without the augmentation. Either may be refused before training."""
     from fishertune.data.datasets import build_dataset, concatenate, hold_out
+    from fishertune.data.image_io import set_max_pixels
     from fishertune.data.specs import HoldOut
 
+    set_max_pixels(config.data.max_pixels)  # for every image the run reads from here on
     data = config.data
     if not data.train:
         raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fishertune.atomic import save_tensors, write_json
-from fishertune.errors import FisherTuneError
+from fishertune.errors import InputError
 
 LATEST = "latest.json"
 
@@ -80,20 +80,41 @@ def save_model(model: nn.Module, path: str | Path) -> None:
 
 
 def load_model(model: nn.Module, path: str | Path) -> None:
-    """Load weights saved by `save_model`; keys must match the model exactly (aliases aside)."""
+    """Load weights saved by `save_model`; keys and shapes must match the model exactly (aliases aside)."""
+    state = read_tensors(path, "model weights")
+    expected = model_state(model)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise InputError(f"weights {path} do not fit the model: "
+                         f"{len(missing)} missing (e.g. {missing[:2]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape:
+            raise InputError(f"weights {path}: {name} has shape {list(state[name].shape)}, the model's is "
+                             f"{list(tensor.shape)}")
+    model.load_state_dict(state, strict=False)
+
+
+def read_tensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a missing, truncated or corrupt file is one InputError."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path))
-    except (OSError, ValueError) as error:
-        raise FisherTuneError(f"cannot read model weights {path}: {error}") from None
-    expected = set(model_state(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise FisherTuneError(f"weights {path} do not fit the model: "
-                              f"{len(missing)} missing (e.g. {missing[:2]}), "
-                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
-    model.load_state_dict(state, strict=False)
+        return load_file(str(path))
+    except (OSError, ValueError, SafetensorError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise InputError(f"cannot read {what} {path}: {reason}") from None
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file; a missing, unreadable or invalid one is one InputError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} is missing") from None
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"{what} {path} is not readable JSON: {error}") from None
 
 
 # -- RNG states --------------------------------------------------------------------------------------------
@@ -141,18 +162,34 @@ def save_checkpoint(directory: str | Path, step: int, model: nn.Module, state: d
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    pointer = Path(directory) / LATEST
+    """The checkpoint folder `latest.json` names (None when there is none); the pointer must name a
+    `step_*` folder inside `directory` that exists."""
+    directory = Path(directory)
+    pointer = directory / LATEST
     if not pointer.is_file():
         return None
-    return Path(directory) / json.loads(pointer.read_text())["path"]
+    record = read_json(pointer, "checkpoint pointer")
+    name = record.get("path") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not name.startswith("step_") or Path(name).name != name:
+        raise InputError(f"checkpoint pointer {pointer} must name a step_* folder inside {directory}, "
+                         f"got {name!r}")
+    if not (directory / name).is_dir():
+        raise InputError(f"checkpoint pointer {pointer} names {name}, which does not exist")
+    return directory / name
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> tuple[int, dict]:
-    """Load the model weights in place; return (step, state) with tensors restored."""
-    from safetensors.torch import load_file
-
+    """Load the model weights in place; return (step, state) with tensors restored. A damaged checkpoint
+    (missing or corrupt file, a reference to a tensor that is not there) is one InputError."""
     path = Path(path)
+    record = read_json(path / "state.json", "checkpoint state")
+    tensors = read_tensors(path / "state.safetensors", "checkpoint state")
+    try:
+        step, state = record["step"], unflatten(record["state"], tensors)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"checkpoint {path} is damaged: {type(error).__name__} {error} in state.json"
+                         ) from None
+    if not isinstance(step, int) or not isinstance(state, dict):
+        raise InputError(f"checkpoint {path} is damaged: state.json holds no step and state")
     load_model(model, path / "model.safetensors")
-    record = json.loads((path / "state.json").read_text())
-    tensors = load_file(str(path / "state.safetensors"))
-    return record["step"], unflatten(record["state"], tensors)
+    return step, state

@@ -11,23 +11,25 @@ Bases are merged in order (later wins, dictionaries merge key by key), then the 
 first, then among the configs shipped in `fishertune/configs/`. When a later layer changes `method.name`,
 the earlier layers' `method.options` are dropped, because options belong to one method.
 
-Every key is checked: an unknown or mistyped key is one error naming it and the nearest valid key.
+Every key is checked (`fishertune.validation.from_dict`): an unknown or mistyped key is one error naming
+it and the nearest valid key; every value must have the field's type and lie in its range (the
+`metadata` of the field: `at_least(1)` means >= 1). YAML is read with the YAML 1.2 rule for numbers, so
+`5e-2` is the number 0.05 (PyYAML alone reads it as a string).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import types
-import typing
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
+from fishertune.validation import at_least, from_dict
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -71,25 +73,28 @@ class DataConfig:
     training by a fixed-seed draw; see docs/datasets.md). The only data used for model selection."""
     targets: list[str] = field(default_factory=list)
     """Unseen target-domain SPECs evaluated after training."""
-    crop: int | None = None
+    crop: int | None = field(default=None, metadata=at_least(1))
     """Training crop size in pixels (square); None = full images (they must share one size)."""
     augment: dict = field(default_factory=dict)
     """Options of the training augmentation `fishertune.data.transforms.TrainTransform` used with a crop:
     scale_range, base_short_side, flip_prob, jitter."""
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=at_least(1))
     """Global batch size (split evenly over the processes of a distributed run)."""
-    workers: int = 0
+    workers: int = field(default=0, metadata=at_least(0))
     """DataLoader worker processes per training process."""
     classes: list[str] | dict | None = None
     """Class set of folder: datasets: a list of names, or {names, palette, ignore_index}; None = the
     Cityscapes 19 classes (see `fishertune.data.classes`)."""
+    max_pixels: int | None = field(default=None, metadata=at_least(1))
+    """Largest image (width x height) read; larger files are refused by name before they are decoded.
+    None = 50 megapixels (`fishertune.data.image_io.MAX_PIXELS`)."""
 
 
 @dataclass
 class PerturbConfig:
     enabled: bool = False
     """Apply the DSU-style feature-statistics perturbation during training."""
-    alpha: float = 1.0
+    alpha: float = field(default=1.0, metadata=at_least(0))
     """Perturbation strength."""
     layers: list[int | str] = field(default_factory=lambda: [0, 1])
     """Backbone block indices or module names the perturbation attaches to."""
@@ -97,44 +102,53 @@ class PerturbConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = field(default=1000, metadata=at_least(0))
     """Optimiser steps of tuning (after the head warm-up)."""
-    warmup_steps: int = 0
+    warmup_steps: int = field(default=0, metadata=at_least(0))
     """Optimiser steps that train the head only, backbone frozen, before the tuner's prepare."""
-    prepare_batches: int = 4
+    prepare_batches: int = field(default=4, metadata=at_least(1))
     """Source batches handed to the tuner's prepare/after_step (e.g. Fisher estimation)."""
-    lr: float = 1e-4
+    lr: float = field(default=1e-4, metadata=at_least(0))
     """Learning rate of the tuned backbone parameters."""
-    head_lr: float = 1e-3
+    head_lr: float = field(default=1e-3, metadata=at_least(0))
     """Learning rate of the decode head."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata=at_least(0))
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     """Learning-rate decay after the linear warm-up: poly (power 0.9), cosine or constant."""
-    lr_warmup: int = 0
+    lr_warmup: int = field(default=0, metadata=at_least(0))
     """Steps of linear learning-rate warm-up at the start of tuning."""
-    grad_accum: int = 1
+    grad_accum: int = field(default=1, metadata=at_least(1))
     """Micro-batches whose gradients are summed per optimiser step."""
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
-    eval_every: int = 0
+    eval_every: int = field(default=0, metadata=at_least(0))
     """Evaluate on the source validation set every N steps (0 = only at the end)."""
-    checkpoint_every: int = 0
+    checkpoint_every: int = field(default=0, metadata=at_least(0))
     """Save a resumable checkpoint every N steps (0 = only at the end)."""
-    log_every: int = 10
+    log_every: int = field(default=10, metadata=at_least(1))
     """Write a log record every N steps."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=at_least(0))
     amp: bool = True
     """bf16 autocast on CUDA (ignored on CPU)."""
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps + self.steps < 1:
+            raise InputError("train.warmup_steps + train.steps must be at least 1 (nothing would train)")
 
 
 @dataclass
 class EvalConfig:
     mode: Literal["whole", "slide"] = "whole"
     """Whole-image or sliding-window inference."""
-    crop: int | None = None
+    crop: int | None = field(default=None, metadata=at_least(1))
     """Sliding-window size (default: data.crop)."""
-    stride: int | None = None
+    stride: int | None = field(default=None, metadata=at_least(1))
     """Sliding-window stride (default: two thirds of the window)."""
-    batch_size: int = 1
+    batch_size: int = field(default=1, metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and self.stride is not None and self.stride > self.crop:
+            raise InputError(f"eval.stride {self.stride} is larger than eval.crop {self.crop}: the windows "
+                             f"would leave pixels unpredicted")
 
 
 @dataclass
@@ -164,9 +178,10 @@ def load_config(path: str | Path | list[str | Path], overrides: list[str] = ()) 
 
 
 def config_from_dict(raw: dict) -> Config:
-    """Validate a plain dictionary against the schema (strict: unknown keys and wrong types are errors).
-    Dataset specs are checked and written out with their defaults (see `canonical_specs`)."""
-    config = _build(Config, raw, "")
+    """Validate a plain dictionary against the schema (strict: unknown keys, wrong types and values out of
+    range are errors). Dataset specs are checked and written out with their defaults (see
+    `canonical_specs`)."""
+    config = from_dict(Config, raw)
     canonical_specs(config.data)
     return config
 
@@ -181,17 +196,31 @@ def canonical_specs(data: DataConfig) -> None:
         try:
             return form(spec)
         except FisherTuneError as error:
-            raise FisherTuneError(f"{where}: {error}") from None
+            raise InputError(f"{where}: {error}") from None
 
     if isinstance(data.train, list):
         if not data.train:
-            raise FisherTuneError("data.train is an empty list: give at least one SPEC")
+            raise InputError("data.train is an empty list: give at least one SPEC")
         data.train = [fix(spec, f"data.train[{i}]") for i, spec in enumerate(data.train)]
     elif data.train:
         data.train = fix(data.train, "data.train")
     if data.val:
         data.val = fix(data.val, "data.val", canonical_val)
     data.targets = [fix(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
+
+
+class YamlLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads exponent numbers without a dot (`5e-2`, `1E5`) as floats (YAML 1.2)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str):
+    """Parse YAML text safely (no Python tags) with the YAML 1.2 rule for numbers."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -204,11 +233,11 @@ def parse_override(text: str) -> dict:
     """'train.lr=1e-4' -> {'train': {'lr': 1e-4}} (the value is parsed as YAML)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise FisherTuneError(f"--set expects key.sub=value, got {text!r}")
+        raise InputError(f"--set expects key.sub=value, got {text!r}")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml(value)
     except yaml.YAMLError as error:
-        raise FisherTuneError(f"--set {key}: {value!r} is not valid YAML ({_first_line(error)})") from None
+        raise InputError(f"--set {key}: {value!r} is not valid YAML ({_first_line(error)})") from None
     for part in reversed(key.strip().split(".")):
         parsed = {part: parsed}
     return parsed
@@ -222,23 +251,29 @@ def _find_config(path: str | Path, relative_to: Path | None = None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FisherTuneError(f"config file not found: {path}")
+    raise InputError(f"config file not found: {path}")
 
 
 def _read_composed(path: Path, seen: tuple[Path, ...]) -> dict:
+    path = path.resolve()  # `../x/../x.yaml` and `x.yaml` are one file, so a cycle is always found
     if path in seen:
-        raise FisherTuneError(f"config {path} includes itself through its bases")
+        chain = " -> ".join(p.name for p in (*seen[seen.index(path):], path))
+        raise InputError(f"config {path} includes itself through its bases ({chain})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"config {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except OSError as error:
+        raise InputError(f"cannot read config {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
-        raise FisherTuneError(f"config {path} is not valid YAML: {_first_line(error)}") from None
+        raise InputError(f"config {path} is not valid YAML: {_first_line(error)}") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise FisherTuneError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+        raise InputError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
     bases = raw.pop("base", [])
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise FisherTuneError(f"config {path}: 'base' must be a file name or a list of file names")
+        raise InputError(f"config {path}: 'base' must be a file name or a list of file names")
     merged: dict = {}
     for base in bases:
         merged = _merge(merged, _read_composed(_find_config(base, path.parent), (*seen, path)))
@@ -258,88 +293,6 @@ def _merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise FisherTuneError(f"{where or 'config'} must be a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in raw.items():
-        name = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            raise FisherTuneError(f"unknown config key {name!r}{_suggest(str(key), fields, where)}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, value, name)
-        else:
-            values[key] = _check(value, hint, name)
-    return cls(**values)
-
-
-def _suggest(key: str, valid: typing.Iterable[str], where: str) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    prefix = f"{where}." if where else ""
-    if close:
-        return f" (did you mean {prefix + close[0]!r}?)"
-    return f"; valid keys{' in ' + where if where else ''}: {', '.join(valid)}"
-
-
-def _check(value: Any, hint: Any, name: str) -> Any:
-    """Return `value` if it fits the type `hint` (floats also accept ints and numeric strings)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _check(value, option, name)
-            except FisherTuneError:
-                continue
-        raise FisherTuneError(f"{name} must be {_describe(hint)}, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.5)
-        hint_text = f" (did you mean {close[0]!r}?)" if close else ""
-        raise FisherTuneError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}{hint_text}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise FisherTuneError(f"{name} must be a list, got {value!r}")
-        return [_check(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)] if args else value
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise FisherTuneError(f"{name} must be a mapping, got {value!r}")
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str and isinstance(value, str):
-        return value
-    raise FisherTuneError(f"{name} must be {_describe(hint)}, got {value!r}")
-
-
-def _describe(hint: Any) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args) + (" or null" if len(args) < len(typing.get_args(hint))
-                                                           else "")
-    if typing.get_origin(hint) is list:
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
-    return names.get(hint, str(hint))
 
 
 def _first_line(error: Exception) -> str:

@@ -44,6 +44,7 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FisherTuneError(f"{out_dir} already exists and is not empty; choose another --out")
     trainer = Trainer(config, out_dir, progress=progress)  # builds model, tuner and data
+    trainer.folder.clean_up()  # the files come at the end: no lock, no folder until then
     trainer.prepare = prepare_batches(trainer.train_set, config)
     batches = source_batches(trainer.train_set, config, start=0)
     trainer.enter_phase("warmup")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 import random
-import shutil
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -45,16 +45,17 @@ from fishertune.engine.checkpoint import (
     save_model,
     set_rng_state,
 )
-from fishertune.engine.config import Config, load_config, save_config
+from fishertune.engine.config import Config, save_config
 from fishertune.engine.evaluator import PER_IMAGE_FILE, Inference, evaluate, evaluate_targets, save_per_image
+from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError, RunInterrupted
 
 PREPARE_EPOCH = 2**31
 """Augmentation epoch of the tuner's prepare batches, apart from every training epoch."""
 
 
-class TrainingDiverged(FisherTuneError):
+class TrainingDiverged(InputError):
     """The loss became NaN or infinite."""
 
 
@@ -159,35 +160,6 @@ def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]
     return out
 
 
-def open_run(run_dir: Path, config: Config, resume: bool) -> Path | None:
-    """Check the run folder; return the checkpoint to resume from (None for a fresh run)."""
-    checkpoints = run_dir / "checkpoints"
-    if resume:
-        checkpoint = latest_checkpoint(checkpoints)
-        if checkpoint is None:
-            raise FisherTuneError(f"nothing to resume: {run_dir} has no checkpoint")
-        saved = load_config(run_dir / "config.yaml").to_dict()
-        if saved != config.to_dict():
-            key = _first_difference(saved, config.to_dict())
-            raise FisherTuneError(f"--resume: the config differs from {run_dir / 'config.yaml'} at {key}")
-        return checkpoint
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise FisherTuneError(f"{run_dir} already exists and is not empty; pass --resume to continue it "
-                              f"or choose another --out")
-    return None
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
-            if found:
-                return found
-        elif a.get(key) != b.get(key):
-            return f"{prefix}{key} ({a.get(key)!r} != {b.get(key)!r})"
-    return ""
-
-
 class Trainer:
     """One training run into `run_dir`; `run()` returns the run's results.json entry."""
 
@@ -198,8 +170,30 @@ class Trainer:
         if config.data.batch_size % world:
             raise FisherTuneError(f"data.batch_size {config.data.batch_size} is not divisible by the "
                                   f"{world} processes")
-        self.checkpoint = open_run(self.run_dir, config, resume)
-        distributed.barrier()  # every process has checked the run folder before rank 0 creates it
+        self.folder = RunFolder(self.run_dir)
+        self.lock_folder()
+        try:
+            self.checkpoint = open_run(self.run_dir, config, resume)
+            distributed.barrier()  # every process has checked the run folder before rank 0 writes to it
+            self.build()
+        except BaseException:
+            self.folder.clean_up()
+            raise
+
+    def lock_folder(self) -> None:
+        """Rank 0 takes the run folder's lock; every process refuses when it could not."""
+        refused = None
+        if distributed.is_main():
+            try:
+                self.folder.lock()
+            except InputError as error:
+                refused = error
+        if distributed.any_true(refused is not None, self.device):
+            raise refused or InputError(f"{self.run_dir} is in use by another training")
+
+    def build(self) -> None:
+        """Datasets, model and tuner of the run."""
+        config = self.config
         self.train_set, self.val_sets = build_source_datasets(config)  # data first: refused before the model
         self.target_sets = build_eval_datasets(config.data.targets, run_classes(config))
         seed_everything(config.train.seed)
@@ -267,10 +261,8 @@ class Trainer:
                 with autocast, self.perturbation(step, micro):
                     loss = self.forward(images, labels).float().mean()
                 if distributed.any_true(not torch.isfinite(loss).item(), device):
-                    last_good = latest_checkpoint(self.run_dir / "checkpoints")
-                    kept = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written"
                     raise TrainingDiverged(f"loss became {loss.item()} at step {step}; training stopped "
-                                           f"({kept}); lower train.lr or train.head_lr")
+                                           f"(lower train.lr or train.head_lr)")
                 (loss / t.grad_accum).backward()
             losses.append(loss.detach())
         self.optimizer.step()
@@ -291,18 +283,34 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> dict:
-        fresh = distributed.is_main() and self.checkpoint is None  # the run folder is new (or empty)
-        if fresh:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if distributed.is_main():  # a resumed run records the settings it continues with (RESUME_OVERRIDES)
             save_config(self.config, self.run_dir / "config.yaml")
         try:
             return self._run()
+        except KeyboardInterrupt as error:
+            signum = getattr(error, "signum", signal.SIGINT)
+            reason = "interrupted by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+            raise RunInterrupted(self.stopped(reason), signum) from None
+        except TrainingDiverged as error:
+            raise TrainingDiverged(self.stopped(str(error))) from None
         except BaseException:
-            if fresh and latest_checkpoint(self.run_dir / "checkpoints") is None:
-                for path in self.run_dir.iterdir():  # nothing worth keeping was written
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-                self.run_dir.rmdir()
+            self.stopped("failed")
             raise
+        finally:
+            self.folder.unlock()
+
+    def stopped(self, reason: str) -> str:
+        """After a failure: remove what this run added if it has no checkpoint; return `reason` and what to
+        do next."""
+        checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+        if checkpoint is None:
+            if distributed.is_main():
+                self.folder.clean_up()
+            return (f"{reason} before the first checkpoint; the files of this run were removed: run the "
+                    f"same command again (without --resume)")
+        return (f"{reason}; the last checkpoint ({checkpoint}) is kept: continue with the same `fishertune "
+                f"train` command plus --resume, which may change train.lr, train.steps, eval.* and a few "
+                f"more (see docs/errors.md)")
 
     def _run(self) -> dict:
         t = self.config.train
@@ -311,7 +319,13 @@ class Trainer:
         step, seconds = 0, 0.0
         if self.checkpoint is not None:
             step, saved = load_checkpoint(self.checkpoint, self.model)
+            missing = {"phase", "config", "optimizer", "scheduler", "tuner", "rng", "train_seconds"}
+            missing -= set(saved)
+            if missing:
+                raise InputError(f"checkpoint {self.checkpoint} is damaged: its state lacks "
+                                 f"{sorted(missing)}")
             self.enter_phase(saved["phase"], saved)
+            self.apply_resume_overrides(saved["config"]["train"])
             set_rng_state(saved["rng"])
             seconds = saved["train_seconds"]
             logger.truncate_after(step)
@@ -362,6 +376,24 @@ class Trainer:
         logger.close()
         distributed.barrier()
         return entry
+
+    def apply_resume_overrides(self, saved: dict) -> None:
+        """Continue with this config's train.lr, head_lr and steps rather than the checkpoint's: every lr
+        group is scaled by new/old (group 0 is the head's, the tuner contract; the rest the backbone's),
+        and the schedule's lrs are recomputed for the new steps. Unchanged settings give the same lrs."""
+        t = self.config.train
+        head = t.head_lr / saved["head_lr"] if saved["head_lr"] else 1.0
+        tune = t.lr / saved["lr"] if saved["lr"] else 1.0
+        groups = self.optimizer.param_groups
+        factors = [head if i == 0 else tune for i in range(len(groups))]
+        if self.scheduler is None:
+            for group, factor in zip(groups, factors):
+                group["lr"] *= factor
+            return
+        self.scheduler.base_lrs = [base * f for base, f in zip(self.scheduler.base_lrs, factors)]
+        epoch = self.scheduler.last_epoch
+        for group, base, factor_at in zip(groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["initial_lr"], group["lr"] = base, base * factor_at(epoch)
 
     def evaluate_source(self) -> dict:
         (dataset,) = self.val_sets.values()

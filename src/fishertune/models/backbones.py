@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -133,6 +133,11 @@ class HFBackbone(Backbone):
         raise NotImplementedError
 
 
+ALLOW_TORCH_WEIGHTS = "FISHERTUNE_ALLOW_TORCH_WEIGHTS"
+"""Environment variable: "1" lets a weights folder or hub id without safetensors load torch files
+(.bin), which transformers reads with torch.load(weights_only=True). Unset, only safetensors load."""
+
+
 def load_hf_model(config_class: type, model_class: type, weights: str | os.PathLike | None,
                   overrides: dict | None) -> nn.Module:
     """Random init (weights=None), a local `save_pretrained` folder, a .safetensors file, or a hub id.
@@ -141,6 +146,7 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
     `overrides` are applied on top in every case.
     """
     overrides = dict(overrides or {})
+    check_config_keys(config_class, overrides)
     if weights is None:
         return model_class(config_class(**overrides)).eval()
     path = Path(weights).expanduser()
@@ -166,6 +172,19 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
     return _from_pretrained(model_class, text, overrides)
 
 
+def check_config_keys(config_class: type, overrides: dict) -> None:
+    """Refuse a key of `model.backbone_config` that the family's transformers config does not have (the
+    config would store it silently and nothing would read it)."""
+    from fishertune.validation import suggest
+
+    default = config_class()
+    known = set(default.to_dict())
+    for key in overrides:
+        if key not in known and not hasattr(default, key) and not hasattr(default, f"_{key}"):
+            raise InputError(f"unknown config key 'model.backbone_config.{key}' for {config_class.__name__}"
+                             f"{suggest(key, sorted(known), 'model.backbone_config')}")
+
+
 def check_state_matches(own: dict, state: dict, source: str, target: str, hint: str = "") -> None:
     """Refuse weights whose keys or shapes differ from the model's, naming the first differences."""
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -182,8 +201,15 @@ def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per weight file would clutter the run's own progress
+    allow_torch = os.environ.get(ALLOW_TORCH_WEIGHTS) == "1"
+    if not allow_torch and Path(source).is_dir() and not any(Path(source).glob("*.safetensors")):
+        raise InputError(f"{source} holds no .safetensors weights; FisherTune loads no pickled weights "
+                         f"(.bin/.pth) unless {ALLOW_TORCH_WEIGHTS}=1 is set (then with torch.load's "
+                         f"weights_only=True); convert them with save_pretrained(..., "
+                         f"safe_serialization=True)")
     try:
-        return model_class.from_pretrained(str(source), **overrides).eval()
+        return model_class.from_pretrained(str(source), use_safetensors=None if allow_torch else True,
+                                           **overrides).eval()
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FisherTuneError(f"could not load {model_class.__name__} weights from {str(source)!r}: "

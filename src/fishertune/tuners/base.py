@@ -40,6 +40,7 @@ from torch import nn
 
 from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError
+from fishertune.validation import from_dict
 
 TUNERS: dict[str, type[Tuner]] = {}
 CONFIG_FILE = "tuner_config.json"
@@ -70,13 +71,11 @@ class TunerConfig:
     """A method without options."""
 
 
-def make_config(config_class: type, options: dict[str, Any], method: str) -> Any:
-    """Build `config_class(**options)`, naming an unknown option and the nearest valid one."""
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    for key in options:
-        if key not in fields:
-            raise _unknown(f"option for method {method!r}:", key, fields)
-    return config_class(**options)
+def make_config(config_class: type, options: dict[str, Any], method: str = "") -> Any:
+    """Build `config_class(**options)` with every option checked against the field's type and range
+    (`fishertune.validation.from_dict`): an unknown option is named with the nearest valid one, as
+    `method.options.<key>` for a method of a run config, else as `<ConfigClass>.<key>`."""
+    return from_dict(config_class, options, "method.options" if method else config_class.__name__)
 
 
 def config_help(config_class: type) -> str:
