@@ -149,7 +149,7 @@ def test_layer_wise_lr_decay_groups():
 
 
 def test_bad_options_are_one_clear_error():
-    with pytest.raises(FisherTuneError, match="did you mean 'rank'"):
+    with pytest.raises(FisherTuneError, match="did you mean 'method.options.rank'"):
         build_tuner("lora", make_segmentor(), rnak=4)
     with pytest.raises(FisherTuneError, match="did you mean 'rein'"):
         build_tuner("reinn", make_segmentor())

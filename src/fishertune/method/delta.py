@@ -16,11 +16,11 @@ import json
 import os
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from fishertune.atomic import save_tensors
-from fishertune.errors import FisherTuneError
+from fishertune.errors import InputError, UsageError
 
 FORMAT = "fishertune-delta"
 METADATA_KEY = "fishertune_delta"
@@ -40,7 +40,7 @@ def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dic
                path: str | os.PathLike) -> dict:
     """Write the selected entries of `model` against `base_state`; returns the JSON config written.
 
-    Refuses (FisherTuneError) when an unselected entry differs from the base, since the delta could then
+    Refuses (UsageError) when an unselected entry differs from the base, since the delta could then
     not reproduce the model.
     """
     params = dict(model.named_parameters())
@@ -50,14 +50,14 @@ def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dic
         if not bool(mask.any()):
             continue
         if name not in params or name not in base_state:
-            raise FisherTuneError(f"mask names {name!r}, which is not a parameter of the model and the base")
+            raise UsageError(f"mask names {name!r}, which is not a parameter of the model and the base")
         current, base = params[name].detach(), base_state[name].detach().to(params[name].device)
         if current.shape != base.shape or mask.shape != current.shape:
-            raise FisherTuneError(f"{name!r}: model, base and mask shapes differ "
+            raise UsageError(f"{name!r}: model, base and mask shapes differ "
                                   f"({list(current.shape)}, {list(base.shape)}, {list(mask.shape)})")
         outside = ~mask.to(current.device)
         if not torch.equal(current[outside], base[outside]):
-            raise FisherTuneError(f"{name!r} changed outside its mask; a sparse delta cannot reproduce it")
+            raise UsageError(f"{name!r} changed outside its mask; a sparse delta cannot reproduce it")
         index = mask.reshape(-1).nonzero().squeeze(1).cpu()
         tensors[f"{name}.indices"] = index
         tensors[f"{name}.values"] = current.reshape(-1).cpu()[index].clone()
@@ -68,17 +68,35 @@ def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dic
 
 
 def read_delta_config(path: str | os.PathLike) -> dict:
-    """The JSON config stored in a delta file."""
+    """The JSON config stored in a delta file, checked for its format and the fields of every tensor."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FisherTuneError(f"no delta file at {os.fspath(path)!r}")
-    with safe_open(os.fspath(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+        raise InputError(f"no delta file at {path!r}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError) as error:
+        raise InputError(f"cannot read delta {path!r}: {error}") from None
     if METADATA_KEY not in metadata:
-        raise FisherTuneError(f"{os.fspath(path)!r} is not a FisherTune delta (no {METADATA_KEY!r} metadata)")
-    config = json.loads(metadata[METADATA_KEY])
-    if config.get("format") != FORMAT or config.get("version") != 1:
-        raise FisherTuneError(f"{os.fspath(path)!r}: unsupported delta format {config.get('format')!r} "
-                              f"version {config.get('version')!r}")
+        raise InputError(f"{path!r} is not a FisherTune delta (no {METADATA_KEY!r} metadata)")
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+    except ValueError as error:
+        raise InputError(f"{path!r}: the delta's metadata is not valid JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("version") != 1:
+        found = config.get("format") if isinstance(config, dict) else None
+        version = config.get("version") if isinstance(config, dict) else None
+        raise InputError(f"{path!r}: unsupported delta format {found!r} version {version!r}")
+    tensors = config.get("tensors")
+    if not isinstance(tensors, dict):
+        raise InputError(f"{path!r}: the delta's metadata has no 'tensors' mapping")
+    for name, info in tensors.items():
+        fields_ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
+                     and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+                     and isinstance(info.get("dtype"), str) and isinstance(info.get("count"), int)
+                     and isinstance(info.get("base_sha256"), str))
+        if not fields_ok:
+            raise InputError(f"{path!r}: delta entry {name!r} needs shape, dtype, count and base_sha256")
     return config
 
 
@@ -86,28 +104,50 @@ def read_delta_config(path: str | os.PathLike) -> dict:
 def load_delta(model: nn.Module, path: str | os.PathLike) -> dict:
     """Write the delta's values into `model` (which must hold the exact base weights); returns its config.
 
-    Every touched tensor is checked before any is written, so a refused delta leaves the model unchanged.
+    All or nothing: every touched tensor (shape, dtype, base hash) and every stored index and value (count,
+    dtype, indices within the tensor, no index twice) is checked before any weight is written, so a refused
+    delta leaves the model unchanged.
     """
     config = read_delta_config(path)
     params = dict(model.named_parameters())
     for name, info in config["tensors"].items():
         if name not in params:
-            raise FisherTuneError(f"delta tensor {name!r} is not a parameter of this model")
+            raise InputError(f"delta tensor {name!r} is not a parameter of this model")
         p = params[name]
         if list(p.shape) != info["shape"]:
-            raise FisherTuneError(f"delta tensor {name!r} has shape {info['shape']}, "
-                                  f"the model's is {list(p.shape)}")
+            raise InputError(f"delta tensor {name!r} has shape {info['shape']}, "
+                             f"the model's is {list(p.shape)}")
         if _dtype_name(p) != info["dtype"]:
-            raise FisherTuneError(f"delta tensor {name!r} has dtype {info['dtype']}, "
-                                  f"the model's is {_dtype_name(p)}")
+            raise InputError(f"delta tensor {name!r} has dtype {info['dtype']}, "
+                             f"the model's is {_dtype_name(p)}")
         if not p.is_contiguous():
-            raise FisherTuneError(f"parameter {name!r} must be contiguous to load a delta")
+            raise UsageError(f"parameter {name!r} must be contiguous to load a delta")
         if tensor_sha256(p) != info["base_sha256"]:
-            raise FisherTuneError(f"delta tensor {name!r} was made for a different base (sha256 mismatch)")
-    with safe_open(os.fspath(path), framework="pt") as f:
-        for name in config["tensors"]:
-            p = params[name]
-            index = f.get_tensor(f"{name}.indices").to(p.device)
-            values = f.get_tensor(f"{name}.values").to(p.device)
-            p.view(-1)[index] = values
+            raise InputError(f"delta tensor {name!r} was made for a different base (sha256 mismatch)")
+    updates = {name: _read_entries(path, name, info, params[name])
+               for name, info in config["tensors"].items()}
+    for name, (index, values) in updates.items():
+        params[name].view(-1)[index.to(params[name].device)] = values.to(params[name].device)
     return config
+
+
+def _read_entries(path: str | os.PathLike, name: str, info: dict,
+                  p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, values) of one delta tensor, checked against its config entry and the parameter."""
+    where = f"delta {os.fspath(path)!r}, tensor {name!r}"
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            index, values = f.get_tensor(f"{name}.indices"), f.get_tensor(f"{name}.values")
+    except (OSError, SafetensorError) as error:
+        raise InputError(f"{where}: cannot read its indices and values ({error})") from None
+    count = info["count"]
+    if index.dtype != torch.int64 or index.shape != (count,) or values.shape != (count,):
+        raise InputError(f"{where}: expected {count} int64 indices and {count} values, got "
+                         f"{index.dtype} {list(index.shape)} and {list(values.shape)}")
+    if values.dtype != p.dtype:
+        raise InputError(f"{where}: values are {_dtype_name(values)}, the parameter is {_dtype_name(p)}")
+    if count and (int(index.min()) < 0 or int(index.max()) >= p.numel()):
+        raise InputError(f"{where}: indices outside 0..{p.numel() - 1}")
+    if torch.unique(index).numel() != count:
+        raise InputError(f"{where}: an index appears twice")
+    return index, values

@@ -32,6 +32,7 @@ from torch.func import functional_call, grad, vmap
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.batching import batch_size, per_sample_tensors, rebuild_one, sample
+from fishertune.method.finite import first_non_finite, require_finite
 from fishertune.method.perturbation import FeaturePerturbation
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -68,14 +69,16 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
                 params: Sequence[str] | None = None, per_sample: bool = True,
                 backend: str = "auto", chunk_size: int | None = None,
                 perturbation: FeaturePerturbation | None = None) -> tuple[dict[str, torch.Tensor], int]:
-    """Σ_n g_n² (or Σ_b B_b ḡ_b²) and N, all-reduced across processes; `empirical_fisher` divides them."""
+    """Σ_n g_n² (or Σ_b B_b ḡ_b²) and N, all-reduced across processes; `empirical_fisher` divides them.
+    Sums with a NaN or an infinity (from NaN/Inf inputs or a diverged model) are refused (InputError
+    naming the parameter and the first batch), so no selection is ever made from them."""
     if backend not in BACKENDS:
         raise FisherTuneError(f"unknown Fisher backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     named = _named_params(model, params)
     sums = {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for name, p in named.items()}
-    count = 0
+    count, first_bad = 0, None
     use_vmap = per_sample and backend != "loop"
-    for batch in batches:
+    for index, batch in enumerate(batches):
         size = batch_size(batch)
         if not per_sample:
             _accumulate_batch(model, batch, size, loss_fn, named, sums)
@@ -94,7 +97,12 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
         else:
             _accumulate_loop(model, batch, size, loss_fn, named, sums)
         count += size
-    return _all_reduce(sums, count)
+        if first_bad is None and first_non_finite(sums) is not None:
+            first_bad = index
+    sums, count = _all_reduce(sums, count)  # every process checks the same sums, so all of them stop
+    where = f" (first on this process after batch {first_bad})" if first_bad is not None else ""
+    require_finite(sums, "Fisher sums", f"{where}: NaN or infinity in the inputs, the loss or the model")
+    return sums, count
 
 
 class RunningFisher:

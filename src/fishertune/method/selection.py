@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 
 from fishertune.errors import FisherTuneError
+from fishertune.method.finite import require_finite
 
 GRANULARITIES = ("element", "row", "tensor")
 SCOPES = ("global", "per_tensor")
@@ -79,9 +80,7 @@ def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, cou
         raise FisherTuneError(f"count must be an integer in [0, {total}] (candidate entries), got {count}")
     if max_per_tensor is not None and not 0.0 < max_per_tensor <= 1.0:
         raise FisherTuneError(f"max_per_tensor must be in (0, 1], got {max_per_tensor}")
-    for n in names:
-        if torch.isnan(scores[n]).any():
-            raise FisherTuneError(f"scores of {n!r} contain NaN")
+    require_finite({n: scores[n] for n in names}, "scores")
     caps = {n: scores[n].numel() if max_per_tensor is None else math.floor(max_per_tensor * scores[n].numel())
             for n in names}
     masks = {n: torch.zeros(s.shape, dtype=torch.bool, device=s.device) for n, s in scores.items()}
