@@ -380,6 +380,8 @@ def foggy_zurich_pairs(root: Path, split: str, option: str | None) -> list[Pair]
     pairs = []
     for line in filter(None, (line.strip() for line in listing.read_text().splitlines())):
         image = root / line
+        if Path(line).is_absolute() or not image.resolve().is_relative_to(root.resolve()):
+            raise FisherTuneError(f"{listing} lists {line!r}, which is outside {root}")
         if not image.is_file():
             raise FisherTuneError(f"image {image} listed in {listing} does not exist")
         tail = Path(*Path(line).parts[1:])

@@ -1,4 +1,4 @@
-"""A run folder is owned by one training at a time, and a failed run removes only what it created.
+"""A run folder is owned by one training at a time, and a failed run removes only the files it created.
 
 Lock: `RUN/.lock` holds the pid and host of the training that owns the folder, under an exclusive
 `flock`. The kernel releases the flock when that process ends in any way (even `kill -9`), so a lock file
@@ -24,6 +24,9 @@ from fishertune.engine.config import Config, load_config
 from fishertune.errors import InputError
 
 LOCK_NAME = ".lock"
+RUN_FILES = ("config.yaml", "log.jsonl", "tensorboard", "checkpoints", "model.safetensors", "tuner",
+             "results.json")
+"""What a training writes into its folder (`clean_up` removes only these, and only those it created)."""
 
 RESUME_OVERRIDES = ("train.lr", "train.head_lr", "train.steps", "train.eval_every",
                     "train.checkpoint_every", "train.log_every", "eval.*", "data.val", "data.targets",
@@ -77,11 +80,14 @@ class RunFolder:
         return not any(p.name != LOCK_NAME for p in self.path.iterdir())
 
     def clean_up(self) -> None:
-        """Remove the files this run added (those that were not there when it took the lock), release the
-        lock, and remove the folder if this run created it and nothing else is in it."""
-        for path in self.path.iterdir():
-            if path.name not in self.before and path.name != LOCK_NAME:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        """Remove the files this run created (RUN_FILES that were not there when it took the lock), release
+        the lock, and remove the folder if this run created it and nothing else is in it."""
+        for name in set(RUN_FILES) - self.before:
+            path = self.path / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         self.unlock()
         if self.created and not any(self.path.iterdir()):
             self.path.rmdir()

@@ -314,16 +314,17 @@ class Trainer:
 
     def _run(self) -> dict:
         t = self.config.train
-        logger = RunLogger(self.run_dir, enabled=distributed.is_main())
-        self.prepare = prepare_batches(self.train_set, self.config)
         step, seconds = 0, 0.0
-        if self.checkpoint is not None:
+        if self.checkpoint is not None:  # read (and checked) before the run writes anything
             step, saved = load_checkpoint(self.checkpoint, self.model)
             missing = {"phase", "config", "optimizer", "scheduler", "tuner", "rng", "train_seconds"}
             missing -= set(saved)
             if missing:
                 raise InputError(f"checkpoint {self.checkpoint} is damaged: its state lacks "
                                  f"{sorted(missing)}")
+        logger = RunLogger(self.run_dir, enabled=distributed.is_main())
+        self.prepare = prepare_batches(self.train_set, self.config)
+        if self.checkpoint is not None:
             self.enter_phase(saved["phase"], saved)
             self.apply_resume_overrides(saved["config"]["train"])
             set_rng_state(saved["rng"])
