@@ -402,15 +402,24 @@ def test_decompression_bomb_is_one_line(synth_dir, tmp_path, monkeypatch, capsys
 
 # -- 5. NaN and Inf ------------------------------------------------------------------------------------------
 
-def nan_batches():
-    from torch import nn
+class TokenModel(torch.nn.Module):
+    """Tokens [B, T, 3] -> embedding (where a perturbation can attach) -> mean -> 2 classes."""
 
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.embed(x)).mean(1))
+
+
+def nan_batches():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
-    clean = {"x": torch.randn(4, 3), "y": torch.tensor([0, 1, 0, 1])}
+    clean = {"x": torch.randn(4, 2, 3), "y": torch.tensor([0, 1, 0, 1])}
     poisoned = {"x": clean["x"].clone(), "y": clean["y"]}
-    poisoned["x"][2, 1] = float("nan")
-    return model, [clean, poisoned]
+    poisoned["x"][2, 1, 0] = float("nan")
+    return TokenModel(), [clean, poisoned]
 
 
 def per_sample_ce(model, batch):
@@ -422,7 +431,7 @@ def test_nan_inputs_stop_the_fisher_naming_parameter_and_batch(per_sample):
     from fishertune.method import empirical_fisher
 
     model, batches = nan_batches()
-    with pytest.raises(InputError, match=r"Fisher sums of '0\.weight' contain NaN .*after batch 1"):
+    with pytest.raises(InputError, match=r"Fisher sums of 'embed\.weight' contain NaN .*after batch 1"):
         empirical_fisher(model, batches, per_sample_ce, per_sample=per_sample)
 
 
@@ -431,7 +440,7 @@ def test_selection_never_runs_on_nan(selection):
     from fishertune.method import FisherTuneConfig, FisherTuner
 
     model, batches = nan_batches()
-    tuner = FisherTuner(model, FisherTuneConfig(ratio=0.5, selection=selection, perturb_layers=["0"]))
+    tuner = FisherTuner(model, FisherTuneConfig(ratio=0.5, selection=selection, perturb_layers=["embed"]))
     with pytest.raises(InputError, match="contain NaN"):
         tuner.estimate(batches, per_sample_ce)
     assert not tuner.masks
