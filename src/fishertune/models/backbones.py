@@ -89,7 +89,7 @@ class Backbone(nn.Module):
         height, width = x.shape[-2:]
         p = self.patch_size
         if height % p or width % p:
-            raise ValueError(f"input {height}x{width} is not a multiple of the patch size {p}")
+            raise InputError(f"input {height}x{width} is not a multiple of the patch size {p}")
         grid = (height // p, width // p)
         hidden, block_kwargs = self.embed(x)
         wanted = set(self.out_indices)

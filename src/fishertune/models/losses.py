@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from fishertune.errors import UsageError
+
 IGNORE_INDEX = 255
 
 
@@ -18,7 +20,7 @@ def _reduce(per_image: torch.Tensor, reduction: str) -> torch.Tensor:
         return per_image
     if reduction == "mean":
         return per_image.mean()
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    raise UsageError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
 from fishertune.models.losses import pixel_cross_entropy
+from fishertune.validation import suggest
 
 HEADS: dict[str, type[DecodeHead]] = {}
 
@@ -59,7 +61,10 @@ def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = 
     """Build a registered head ("linear", "multilevel", "mask2former"); `kw` are the head's own options."""
     if name not in HEADS:
         raise FisherTuneError(f"unknown head {name!r}; available: {', '.join(sorted(HEADS))}")
-    try:
-        return HEADS[name](in_channels, num_levels, num_classes, **kw)
-    except (TypeError, ValueError) as err:
-        raise FisherTuneError(f"bad options for head {name!r}: {err}") from None
+    valid = [p for p in inspect.signature(HEADS[name].__init__).parameters
+             if p not in ("self", "in_channels", "num_levels", "num_classes")]
+    for key in kw:
+        if key not in valid:
+            raise InputError(f"unknown option model.head_options.{key} for head {name!r}"
+                             f"{suggest(key, valid, 'model.head_options')}")
+    return HEADS[name](in_channels, num_levels, num_classes, **kw)

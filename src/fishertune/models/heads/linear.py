@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fishertune.errors import InputError
 from fishertune.models.heads.base import DecodeHead, register_head
 
 
@@ -17,7 +18,7 @@ class LinearHead(DecodeHead):
     def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19, use_levels: str = "all"):
         super().__init__(in_channels, num_levels, num_classes)
         if use_levels not in ("all", "last"):
-            raise ValueError(f"use_levels must be 'all' or 'last', got {use_levels!r}")
+            raise InputError(f"model.head_options.use_levels must be 'all' or 'last', got {use_levels!r}")
         self.use_levels = use_levels
         channels = in_channels * (num_levels if use_levels == "all" else 1)
         self.norm = nn.BatchNorm2d(channels)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fishertune.errors import InputError
 from fishertune.models.heads.base import group_norm
 
 DEFAULT_SCALES = (4.0, 2.0, 1.0, 0.5)
@@ -30,7 +31,7 @@ def _rescale(channels: int, scale: float) -> nn.Module:
         return nn.Identity()
     if scale == 0.5:
         return nn.MaxPool2d(2, ceil_mode=True)
-    raise ValueError(f"pyramid scales must be among 4, 2, 1, 0.5; got {scale}")
+    raise InputError(f"pyramid scales must be among 4, 2, 1, 0.5; got {scale}")
 
 
 class FeaturePyramid(nn.Module):
@@ -41,9 +42,9 @@ class FeaturePyramid(nn.Module):
         super().__init__()
         scales = tuple(DEFAULT_SCALES[:num_levels] if scales is None else scales)
         if len(scales) != num_levels:
-            raise ValueError(f"{num_levels} feature levels need {num_levels} scales, got {scales}")
+            raise InputError(f"{num_levels} feature levels need {num_levels} scales, got {scales}")
         if list(scales) != sorted(scales, reverse=True):
-            raise ValueError(f"pyramid scales must go from fine to coarse, got {scales}")
+            raise InputError(f"pyramid scales must go from fine to coarse, got {scales}")
         self.scales = scales
         self.rescale = nn.ModuleList(_rescale(in_channels, s) for s in scales)
         self.lateral = nn.ModuleList(conv_norm_act(in_channels, channels, 1) for _ in scales)
