@@ -3,6 +3,7 @@ no traceback is printed, that the one `error:` line names the problem, and that 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,8 +55,6 @@ def finished_run(synth_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run_copy(finished_run, tmp_path) -> Path:
-    import shutil
-
     return Path(shutil.copytree(finished_run, tmp_path / "run"))
 
 
@@ -274,6 +273,20 @@ def test_resume_accepts_safe_overrides_and_refuses_the_rest(synth_dir, tmp_path,
             assert record["head_lr"] == pytest.approx(2e-2 * factor(record["step"] - 1))
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["lr"] == 2e-3 and saved["train"]["steps"] == 6 and saved["eval"]["batch_size"] == 2
+
+
+def test_a_run_whose_evaluation_failed_is_finished_by_resume(run_copy, capsys):
+    """Training ended (final checkpoint written) but evaluation crashed: --resume only evaluates, and may
+    change the evaluation settings."""
+    expected = json.loads((run_copy / "results.json").read_text())["methods"]["full"]["target_miou"]
+    for name in ("results.json", "model.safetensors", "tuner"):
+        target = run_copy / name
+        target.unlink() if target.is_file() else shutil.rmtree(target)
+    args = ["train", str(run_copy / "config.yaml"), "--out", str(run_copy), "--resume", "--no-progress",
+            "--set", "eval.batch_size=2"]
+    assert main(args) == 0
+    assert json.loads((run_copy / "results.json").read_text())["methods"]["full"]["target_miou"] == expected
+    assert (run_copy / "model.safetensors").is_file() and not (run_copy / ".lock").exists()
 
 
 # -- 3. validate everything before work starts ---------------------------------------------------------------

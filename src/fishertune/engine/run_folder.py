@@ -12,6 +12,7 @@ evaluated (docs/errors.md, "Resuming"). Any other difference is refused, naming 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -76,12 +77,12 @@ class RunFolder:
         os.close(self._handle)  # closing releases the flock
         self._handle = None
 
-    def is_empty(self) -> bool:
-        return not any(p.name != LOCK_NAME for p in self.path.iterdir())
-
     def clean_up(self) -> None:
         """Remove the files this run created (RUN_FILES that were not there when it took the lock), release
-        the lock, and remove the folder if this run created it and nothing else is in it."""
+        the lock, and remove the folder if this run created it and nothing else is in it. Only the process
+        holding the lock cleans up (under torchrun: rank 0); for the others this does nothing."""
+        if self._handle is None:
+            return
         for name in set(RUN_FILES) - self.before:
             path = self.path / name
             if path.is_dir():
@@ -90,7 +91,8 @@ class RunFolder:
                 path.unlink(missing_ok=True)
         self.unlock()
         if self.created and not any(self.path.iterdir()):
-            self.path.rmdir()
+            with contextlib.suppress(OSError):  # another training may have taken the folder meanwhile
+                self.path.rmdir()
 
 
 def _same_file(handle: int, path: Path) -> bool:

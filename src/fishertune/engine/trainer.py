@@ -283,8 +283,6 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> dict:
-        if distributed.is_main():  # a resumed run records the settings it continues with (RESUME_OVERRIDES)
-            save_config(self.config, self.run_dir / "config.yaml")
         try:
             return self._run()
         except KeyboardInterrupt as error:
@@ -304,8 +302,7 @@ class Trainer:
         do next."""
         checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
         if checkpoint is None:
-            if distributed.is_main():
-                self.folder.clean_up()
+            self.folder.clean_up()
             return (f"{reason} before the first checkpoint; the files of this run were removed: run the "
                     f"same command again (without --resume)")
         return (f"{reason}; the last checkpoint ({checkpoint}) is kept: continue with the same `fishertune "
@@ -322,6 +319,8 @@ class Trainer:
             if missing:
                 raise InputError(f"checkpoint {self.checkpoint} is damaged: its state lacks "
                                  f"{sorted(missing)}")
+        if distributed.is_main():  # a resumed run records the settings it continues with (RESUME_OVERRIDES)
+            save_config(self.config, self.run_dir / "config.yaml")
         logger = RunLogger(self.run_dir, enabled=distributed.is_main())
         self.prepare = prepare_batches(self.train_set, self.config)
         if self.checkpoint is not None:
