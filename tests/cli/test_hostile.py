@@ -97,6 +97,21 @@ def test_corrupt_run_files_are_one_line(case, run_copy, capsys):
     assert snapshot(run_copy) == before
 
 
+def test_corrupt_saved_tuner_is_one_error(run_copy):
+    from fishertune.engine.build import build_model
+    from fishertune.engine.config import load_config
+    from fishertune.tuners import load_tuner
+
+    model, _ = build_model(load_config(run_copy / "config.yaml"))
+    weights = run_copy / "tuner" / "tuner_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(InputError, match="cannot read saved full weights"):
+        load_tuner(str(run_copy / "tuner"), model)
+    (run_copy / "tuner" / "tuner_config.json").write_text("{\"method\": ")
+    with pytest.raises(InputError, match="tuner_config.json is not valid JSON"):
+        load_tuner(str(run_copy / "tuner"), model)
+
+
 def test_a_bug_prints_its_traceback_and_asks_for_a_report(monkeypatch, capsys):
     from fishertune.cli import commands
 
@@ -147,6 +162,7 @@ def test_non_utf8_config_and_base_cycle(tmp_path, capsys):
 
 # -- 2. run folders are owned --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_at_once(synth_dir, tmp_path):
     """The race: both start together; one trains, the other is refused at once and touches nothing."""
     run = tmp_path / "run"

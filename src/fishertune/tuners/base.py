@@ -35,11 +35,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from fishertune.atomic import save_tensors, write_json
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
 from fishertune.validation import from_dict
 
 TUNERS: dict[str, type[Tuner]] = {}
@@ -207,7 +208,11 @@ class Tuner:
         """Read what `save_pretrained` wrote (the config is read by `load_tuner`)."""
         path = os.path.join(directory, WEIGHTS_FILE)
         if os.path.exists(path):
-            self.load_saved_tensors(load_file(path))
+            try:
+                tensors = load_file(path)
+            except SafetensorError as error:
+                raise InputError(f"cannot read saved {self.name} weights {path}: {error}") from None
+            self.load_saved_tensors(tensors)
 
 
 def load_tuner(directory: str, model: nn.Module) -> Tuner:
@@ -215,8 +220,14 @@ def load_tuner(directory: str, model: nn.Module) -> Tuner:
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(path):
         raise FisherTuneError(f"no saved tuner in {directory!r}: {CONFIG_FILE} is missing")
-    with open(path) as f:
-        saved = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except ValueError as error:  # invalid JSON or not UTF-8
+        raise InputError(f"saved tuner config {path} is not valid JSON: {error}") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("method"), str)
+            and isinstance(saved.get("config"), dict)):
+        raise InputError(f"saved tuner config {path} needs a 'method' name and a 'config' mapping")
     tuner = build_tuner(saved["method"], model, **saved["config"])
     tuner.load_pretrained(directory)
     return tuner
