@@ -54,7 +54,7 @@ def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dic
         current, base = params[name].detach(), base_state[name].detach().to(params[name].device)
         if current.shape != base.shape or mask.shape != current.shape:
             raise UsageError(f"{name!r}: model, base and mask shapes differ "
-                                  f"({list(current.shape)}, {list(base.shape)}, {list(mask.shape)})")
+                             f"({list(current.shape)}, {list(base.shape)}, {list(mask.shape)})")
         outside = ~mask.to(current.device)
         if not torch.equal(current[outside], base[outside]):
             raise UsageError(f"{name!r} changed outside its mask; a sparse delta cannot reproduce it")
