@@ -12,7 +12,8 @@ def scenes(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("scenes")
     assert main(["synth", "--out", str(out), "--n", "8", "--size", "32", "--domains", "source"]) == 0
-    assert main(["synth", "--out", str(out), "--n", "4", "--size", "32", "--domains", "fog"]) == 0
+    assert main(["synth", "--out", str(out), "--n", "4", "--size", "32", "--domains", "fog",
+                 "--overwrite"]) == 0  # adds fog/ beside source/ (synth.json is rewritten)
     return out
 
 
