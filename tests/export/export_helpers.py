@@ -7,7 +7,7 @@ import yaml
 
 from fishertune.cli.main import main
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
         "patch_size": 4, "image_size": 32, "mlp_ratio": 2}
 METHOD_OPTIONS = {"fishertune": {"budget": 0.05}, "lora": {"rank": 2},
                   "rein": {"num_tokens": 4, "token_rank": 2}, "vpt": {"num_prompts": 2},
