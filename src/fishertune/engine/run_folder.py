@@ -22,11 +22,12 @@ from pathlib import Path
 
 from fishertune.engine.checkpoint import latest_checkpoint
 from fishertune.engine.config import Config, load_config
+from fishertune.engine.evaluator import PER_IMAGE_FILE
 from fishertune.errors import InputError
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("config.yaml", "log.jsonl", "tensorboard", "checkpoints", "model.safetensors", "tuner",
-             "results.json")
+             "results.json", PER_IMAGE_FILE)
 """What a training writes into its folder (`clean_up` removes only these, and only those it created)."""
 
 RESUME_OVERRIDES = ("train.lr", "train.head_lr", "train.steps", "train.eval_every",
