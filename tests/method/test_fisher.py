@@ -139,3 +139,47 @@ def test_transformers_dinov2_vmap_and_fallback():
     with pytest.warns(UserWarning, match="vmap failed"):
         looped = empirical_fisher(model, batches, loss_fn)
     assert looped.keys() == vmapped.keys() and all(torch.isfinite(v).all() for v in looped.values())
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 5])
+def test_chunked_vmap_equals_loop_with_and_without_perturbation(vit, chunk_size):
+    from fishertune.method.perturbation import FeaturePerturbation
+
+    batches = make_batches([3, 2], (3, 8, 8))
+    names = [n for n, _ in vit.named_parameters()]
+    loop = empirical_fisher(vit, batches, classification_loss, backend="loop")
+    chunked = empirical_fisher(vit, batches, classification_loss, backend="vmap", chunk_size=chunk_size)
+    assert_same(chunked, loop)
+    results = {}
+    for backend, chunk in (("loop", None), ("vmap", chunk_size)):
+        pert = FeaturePerturbation(vit, ["blocks.0"], alpha=1.0, seed=5)
+        with pert:
+            with torch.no_grad(), pert.recording():
+                for b in batches:
+                    classification_loss(vit, b)
+            results[backend] = empirical_fisher(vit, batches, classification_loss, backend=backend,
+                                                chunk_size=chunk, perturbation=pert)
+    assert_same(results["vmap"], results["loop"])
+    assert not torch.allclose(results["vmap"]["blocks.1.fc1.weight"], loop["blocks.1.fc1.weight"])
+    assert set(loop) == set(names)
+
+
+def test_chunked_vmap_holds_one_chunk_of_per_sample_gradients(mlp, monkeypatch):
+    """The per-sample gradients handed back by each vmap call have chunk_size rows, never the batch."""
+    import fishertune.method.fisher as fisher_module
+
+    rows = []
+    real_vmap = fisher_module.vmap
+
+    def recording_vmap(*args, **kwargs):
+        mapped = real_vmap(*args, **kwargs)
+
+        def call(*a):
+            out = mapped(*a)
+            rows.append({g.shape[0] for g in out.values()})
+            return out
+        return call
+
+    monkeypatch.setattr(fisher_module, "vmap", recording_vmap)
+    empirical_fisher(mlp, make_batches([5], (6,)), classification_loss, backend="vmap", chunk_size=2)
+    assert rows == [{2}, {2}, {1}]

@@ -55,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
     datasets = build_eval_datasets(specs, run_classes(config))
     inference = _inference(args, config)
     results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
-                               amp=config.train.amp, workers=config.data.workers,
+                               workers=config.data.workers,
                                progress=not args.no_progress)
     if distributed.is_main():
         for name, miou in results["target_miou"].items():
@@ -173,10 +173,13 @@ def set_max_pixels(max_pixels: int | None) -> None:
 
 
 def _inference(args: argparse.Namespace, config):
+    import dataclasses
+
     from fishertune.engine.evaluator import Inference
 
     base = Inference.from_config(config)
-    return Inference(args.mode or base.mode, args.crop or base.crop, args.stride or base.stride)
+    return dataclasses.replace(base, mode=args.mode or base.mode, crop=args.crop or base.crop,
+                               stride=args.stride or base.stride)
 
 
 def _summary(method: str, entry: dict) -> str:

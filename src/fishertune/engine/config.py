@@ -28,6 +28,7 @@ from typing import Literal
 
 import yaml
 
+from fishertune.engine.precision import amp_mode
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.validation import at_least, from_dict
 
@@ -127,10 +128,15 @@ class TrainConfig:
     log_every: int = field(default=10, metadata=at_least(1))
     """Write a log record every N steps."""
     seed: int = field(default=0, metadata=at_least(0))
-    amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    amp: bool | Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision of training, on CPU and CUDA: off (float32), bf16 or fp16 autocast (fp16 with loss
+    scaling). false = off, true = bf16."""
+    activation_checkpointing: bool = False
+    """Recompute each backbone block's activations in the backward pass instead of keeping them (less
+    memory, about one more forward pass of time)."""
 
     def __post_init__(self) -> None:
+        self.amp = amp_mode(self.amp)
         if self.warmup_steps + self.steps < 1:
             raise InputError("train.warmup_steps + train.steps must be at least 1 (nothing would train)")
 
@@ -144,8 +150,15 @@ class EvalConfig:
     stride: int | None = field(default=None, metadata=at_least(1))
     """Sliding-window stride (default: two thirds of the window)."""
     batch_size: int = field(default=1, metadata=at_least(1))
+    window_batch: int = field(default=8, metadata=at_least(1))
+    """Sliding windows per forward pass (same scores as one at a time, up to float rounding)."""
+    flip: bool = False
+    """Test-time augmentation: average the scores of each image and its mirror image."""
+    amp: bool | Literal["off", "bf16", "fp16"] | None = None
+    """Mixed precision of evaluation: off, bf16 or fp16 (default: train.amp)."""
 
     def __post_init__(self) -> None:
+        self.amp = None if self.amp is None else amp_mode(self.amp)
         if self.crop is not None and self.stride is not None and self.stride > self.crop:
             raise InputError(f"eval.stride {self.stride} is larger than eval.crop {self.crop}: the windows "
                              f"would leave pixels unpredicted")

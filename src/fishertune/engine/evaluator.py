@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from fishertune.engine import distributed
 from fishertune.engine.metrics import ConfusionMatrix, per_image_counts
+from fishertune.engine.precision import autocast
 from fishertune.errors import FisherTuneError
 
 PER_IMAGE_FILE = "per_image.safetensors"
@@ -25,27 +26,36 @@ PER_IMAGE_FILE = "per_image.safetensors"
 
 @dataclass
 class Inference:
-    """How `Segmentor.predict` is called: whole image, or windows of `crop` px every `stride` px."""
+    """How `Segmentor.predict` is called: whole image, or windows of `crop` px every `stride` px
+    (`window_batch` per pass), optionally with flip test-time augmentation, under `amp` precision."""
 
     mode: str = "whole"
     crop: int | None = None
     stride: int | None = None
+    window_batch: int = 8
+    flip: bool = False
+    amp: str = "off"
 
     @classmethod
     def from_config(cls, config) -> Inference:
-        """A run config's inference: its eval section, windows of data.crop px unless eval.crop says."""
-        return cls(config.eval.mode, config.eval.crop or config.data.crop, config.eval.stride)
+        """A run config's inference: its eval section, windows of data.crop px unless eval.crop says,
+        precision eval.amp (default train.amp)."""
+        e = config.eval
+        return cls(e.mode, e.crop or config.data.crop, e.stride, e.window_batch, e.flip,
+                   e.amp if e.amp is not None else config.train.amp)
 
     def kwargs(self) -> dict:
+        extra = {"flip": True} if self.flip else {}
         if self.mode == "whole":
-            return {"mode": "whole"}
+            return {"mode": "whole", **extra}
         crop = self.crop or 512
-        return {"mode": "slide", "crop": crop, "stride": self.stride or max(1, 2 * crop // 3)}
+        return {"mode": "slide", "crop": crop, "stride": self.stride or max(1, 2 * crop // 3),
+                "window_batch": self.window_batch, **extra}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
-             batch_size: int = 1, amp: bool = True, workers: int = 0, progress: bool = False,
+             batch_size: int = 1, amp: bool | str | None = None, workers: int = 0, progress: bool = False,
              per_image: bool = False) -> dict:
     """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n,
     "miou_subsets": {"16": percent or None, "13": ...}, "label_table": how the labels became train ids},
@@ -54,7 +64,8 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     The subset mIoUs average the same per-class IoUs over the 16 or 13 classes SYNTHIA results are reported
     on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
     as in the 19-class mIoU. Classes are the dataset's (`dataset.classes`, Cityscapes-19 by default), which
-    the model must predict; a custom class set has no subsets."""
+    the model must predict; a custom class set has no subsets. amp: precision of the forward passes; None =
+    the inference's own (`inference.amp`)."""
     from fishertune.data.classes import CITYSCAPES
     from fishertune.data.labels import CLASS_SUBSETS
 
@@ -72,10 +83,10 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     counts = torch.zeros(2, len(dataset), classes.num_classes, dtype=torch.int64)  # this process's rows
     done = 0
     name = getattr(dataset, "name", "data")
-    use_amp = amp and device.type == "cuda"
+    precision = inference.amp if amp is None else amp
     for batch in tqdm(loader, desc=f"eval {name}", disable=not (progress and distributed.is_main()),
                       leave=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device, precision):
             logits = model.predict(batch["image"].to(device), **inference.kwargs())
         prediction = logits.argmax(1)
         matrix.update(prediction, batch["label"])

@@ -11,8 +11,12 @@ Backends of the exact (per-sample) mode:
 - "auto": "vmap", falling back to "loop" (with a warning) when vmap fails on the first batch (draws an
   attached perturbation presampled for that batch are then spent, so its later draws shift).
 
-vmap holds the per-sample gradients of a chunk at once (chunk × candidate parameters floats): for large
-models set chunk_size (e.g. 1-4 on a ViT-L).
+vmap holds the per-sample gradients of the samples it maps over at once (samples × candidate parameters
+floats). With chunk_size c the batch is cut into chunks of c samples, one vmap call each, and the squares
+of each chunk are added to the sums before the next chunk runs, so at most c copies of the parameters'
+gradients exist at any time (vmap's own chunk_size would not help: it concatenates every chunk's output).
+For large models set chunk_size (e.g. 1-4 on a ViT-L). Sums then add chunk by chunk, which can change the
+last bits of F against one whole-batch call.
 
 Estimation runs in the model's current train/eval mode. `FisherTuner` switches the model to eval() while
 estimating, so BatchNorm does not couple the samples of a batch and dropout does not randomise them.
@@ -31,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.batching import batch_size, per_sample_tensors, rebuild_one, sample
+from fishertune.method.batching import batch_size, map_tensors, per_sample_tensors, rebuild_one, sample
 from fishertune.method.finite import first_non_finite, require_finite
 from fishertune.method.perturbation import FeaturePerturbation
 
@@ -56,7 +60,8 @@ def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     gradient gets zeros. Batches may have different sizes: squares are summed over samples and divided by
     the total count. Under an initialised torch.distributed process group, sums and counts are
     all-reduced, so N processes give the Fisher of the union of their data.
-    chunk_size: samples per vmap call (bounds the memory of per-sample gradients); None = whole batch.
+    chunk_size: samples per vmap call, squared and summed before the next (bounds the memory of per-sample
+    gradients to chunk_size copies of the parameters); None = whole batch.
     perturbation: an attached FeaturePerturbation whose random draws the vmap path makes ahead
     (`presample`) and maps over, so that it equals the loop path draw for draw; without it the draws of
     an attached perturbation make vmap fail over to the loop.
@@ -212,12 +217,18 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
             losses = functional_call(wrapper, swapped, (one,), strict=False)
         return losses.reshape(())
 
-    with warnings.catch_warnings():  # torch's note that some op (e.g. CPU SDPA) is batched by a slow loop
-        warnings.filterwarnings("ignore", message="There is a performance drop")
-        per_sample_grad = vmap(grad(one_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
-        per_sample_grads = per_sample_grad(values, leaves, draws)
-    for name, g in per_sample_grads.items():
-        sums[name].add_(g.detach().float().square().sum(0))
+    per_sample_grad = vmap(grad(one_loss), in_dims=(None, 0, 0))
+    step = chunk_size or size
+    for start in range(0, size, step):
+        def cut(t: torch.Tensor, start: int = start) -> torch.Tensor:
+            return t[start:start + step]
+
+        with warnings.catch_warnings():  # torch's note that some op (e.g. CPU SDPA) is batched by a slow loop
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            per_sample_grads = per_sample_grad(values, [cut(t) for t in leaves], map_tensors(draws, cut))
+        for name, g in per_sample_grads.items():
+            sums[name].add_(g.detach().float().square().sum(0))
+        del per_sample_grads
 
 
 def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:

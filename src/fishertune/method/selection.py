@@ -128,21 +128,43 @@ def _descending(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(values, descending=True, stable=True).indices
 
 
+def _best(values: list[torch.Tensor], eligible: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Masks of the k best eligible entries of the flat float tensors `values`, ranked by (value high to
+    low, list position, index): the order of a stable descending sort of their concatenation.
+
+    By threshold instead of a sort: t = the k-th largest eligible value (a selection, O(N)); every entry
+    above t is taken, then the first k − #(above t) entries equal to t in (list position, index) order.
+    """
+    if k == 0:
+        return [torch.zeros_like(e) for e in eligible]
+    pool = torch.cat([v[e] for v, e in zip(values, eligible)])
+    if k >= pool.numel():
+        return [e.clone() for e in eligible]
+    threshold = torch.kthvalue(pool, pool.numel() - k + 1).values
+    del pool
+    above = [(v > threshold) & e for v, e in zip(values, eligible)]
+    ties_needed = k - sum(int(a.sum()) for a in above)
+    for a, v, e in zip(above, values, eligible):
+        if ties_needed == 0:
+            break
+        if v.numel() == 0:
+            continue
+        tied = (v == threshold) & e
+        order = tied.cumsum(0)  # 1, 2, ... at the tied entries, in index order
+        take = tied & (order <= ties_needed)
+        a |= take
+        ties_needed -= min(ties_needed, int(order[-1]))
+    return above
+
+
 def _select_elements(scores, names, k, left, masks) -> None:
-    pools, owners = [], []
-    for i, n in enumerate(names):
-        flat = scores[n].detach().reshape(-1).float()
-        index = (~masks[n].reshape(-1)).nonzero().squeeze(1)
-        if left[n] < index.numel():
-            index = torch.sort(index[_descending(flat[index])[:left[n]]]).values
-        pools.append((flat[index], index))
-        owners.append(torch.full((index.numel(),), i, dtype=torch.long, device=flat.device))
-    values = torch.cat([v for v, _ in pools])
-    indices = torch.cat([ix for _, ix in pools])
-    owner = torch.cat(owners)
-    chosen = _descending(values)[:k]
-    for i, n in enumerate(names):
-        masks[n].view(-1)[indices[chosen[owner[chosen] == i]]] = True
+    values = [scores[n].detach().reshape(-1).float() for n in names]
+    eligible = [~masks[n].reshape(-1) for n in names]
+    for i, n in enumerate(names):  # a capped tensor offers only its best `left` free entries
+        if left[n] < int(eligible[i].sum()):
+            eligible[i] = _best([values[i]], [eligible[i]], left[n])[0]
+    for n, chosen in zip(names, _best(values, eligible, k)):
+        masks[n] |= chosen.view(masks[n].shape)
 
 
 def _units(t: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -153,21 +175,38 @@ def _units(t: torch.Tensor, granularity: str) -> torch.Tensor:
 
 
 def _select_units(scores, names, k, granularity, left, masks) -> None:
+    """Greedy over units, best mean first; unit u of tensor n takes min(free_u, budget left, cap left of n).
+
+    Vectorised: until the budget runs out a unit takes a_u = min(free_u, cap left of n), i.e. the
+    increments of min(Σ free over n's units so far, cap of n); the unit where Σ a crosses k takes the rest,
+    units after it nothing. Units taking all their free entries are set at once; the (at most one per
+    capped tensor, plus one at the budget end) partial units take their best free entries.
+    """
     grids = [_units(scores[n].detach().float(), granularity) for n in names]
-    taken = [_units(masks[n], granularity) for n in names]
+    free = [~_units(masks[n], granularity) for n in names]
     unit_scores = torch.cat([g.mean(1) for g in grids])
-    unit_owner = [(i, u) for i, g in enumerate(grids) for u in range(g.shape[0])]
-    remaining = k
-    for position in _descending(unit_scores).tolist():
-        i, u = unit_owner[position]
-        n, row = names[i], grids[i][u]
-        free = (~taken[i][u]).nonzero().squeeze(1)
-        take = min(free.numel(), remaining, left[n])
-        if take == 0:
-            continue
-        columns = free if take == free.numel() else free[_descending(row[free])[:take]]
-        masks[n].view(-1)[u * row.numel() + columns] = True
-        left[n] -= take
-        remaining -= take
-        if remaining == 0:
-            break
+    owner = torch.cat([torch.full((g.shape[0],), i, dtype=torch.long) for i, g in enumerate(grids)])
+    row = torch.cat([torch.arange(g.shape[0]) for g in grids])
+    free_count = torch.cat([f.sum(1) for f in free]).cpu()
+    order = _descending(unit_scores).cpu()
+    owner, row, free_count = owner[order], row[order], free_count[order]
+    take = torch.zeros_like(free_count)
+    for i, n in enumerate(names):  # each tensor's units in rank order, capped at what it has left
+        mine = (owner == i).nonzero().squeeze(1)
+        reach = free_count[mine].cumsum(0).clamp(max=left[n])
+        take[mine] = torch.diff(reach, prepend=reach.new_zeros(1))
+    reach = take.cumsum(0)
+    last = int(torch.searchsorted(reach, k))  # the unit where the budget is reached
+    take[last] -= int(reach[last]) - k
+    take[last + 1:] = 0
+    whole = take == free_count
+    for i, n in enumerate(names):
+        rows = row[whole & (owner == i) & (take > 0)]
+        full = torch.zeros(grids[i].shape[0], dtype=torch.bool, device=free[i].device)
+        full[rows.to(full.device)] = True
+        unit_mask = _units(masks[n], granularity)  # a view: masks are contiguous
+        unit_mask |= full[:, None] & free[i]
+    for position in ((~whole) & (take > 0)).nonzero().squeeze(1).tolist():
+        i, u, n = int(owner[position]), int(row[position]), names[int(owner[position])]
+        unit_mask = _units(masks[n], granularity)
+        unit_mask[u] |= _best([grids[i][u]], [free[i][u]], int(take[position]))[0]

@@ -1,8 +1,11 @@
-"""Segmentor = backbone + decode head, with normalisation, padding, losses and whole/sliding inference."""
+"""Segmentor = backbone + decode head, with normalisation, padding, losses and whole/sliding inference.
+
+Precision is the caller's: the segmentor never enters autocast itself (the engine's `train.amp` /
+`eval.amp` does, see docs/performance.md); only the returned inference scores are cast to float32.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -13,13 +16,6 @@ from fishertune.errors import FisherTuneError
 from fishertune.models.backbones import Backbone, build_backbone
 from fishertune.models.heads import DecodeHead, build_head
 from fishertune.models.losses import IGNORE_INDEX
-
-
-def autocast_for(images: torch.Tensor):
-    """bf16 autocast on CUDA; nothing elsewhere (CPU runs stay float32)."""
-    if images.is_cuda:
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def pad_to(x: torch.Tensor, height: int, width: int, value: float = 0.0) -> torch.Tensor:
@@ -55,8 +51,7 @@ class Segmentor(nn.Module):
 
     def _head_output(self, normalised: torch.Tensor) -> Any:
         """Head output for normalised images already padded to a multiple of the patch size."""
-        with autocast_for(normalised):
-            return self.head(self.backbone(normalised))
+        return self.head(self.backbone(normalised))
 
     def _logits_at_input(self, normalised: torch.Tensor) -> torch.Tensor:
         """Float32 scores [B, C, H, W] for normalised images of any size."""
@@ -84,18 +79,35 @@ class Segmentor(nn.Module):
         return self.head.loss(output, pad_to(labels, *padded, value=IGNORE_INDEX), reduction)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, mode: str = "whole", crop: int = 512,
-                stride: int = 341) -> torch.Tensor:
-        """Scores [B, C, H, W] at input size: one pass ("whole") or overlapping crops averaged ("slide")."""
+    def predict(self, images: torch.Tensor, mode: str = "whole", crop: int = 512, stride: int = 341,
+                window_batch: int = 1, flip: bool = False) -> torch.Tensor:
+        """Scores [B, C, H, W] at input size: one pass ("whole") or overlapping crops averaged ("slide").
+
+        window_batch: sliding windows per forward pass (each pass holds window_batch × B crops); the
+        result equals one window at a time up to float rounding. flip: test-time augmentation, the mean
+        of the scores of the image and of its mirror image (flipped back), computed in the same pass.
+        """
+        if window_batch < 1:
+            raise FisherTuneError(f"window_batch must be >= 1, got {window_batch}")
         normalised = self.normalise(images)
         if mode == "whole":
-            return self._logits_at_input(normalised)
+            return self._scores(normalised, flip)
         if mode == "slide":
-            return self._slide(normalised, crop, stride)
+            return self._slide(normalised, crop, stride, window_batch, flip)
         raise FisherTuneError(f"unknown inference mode {mode!r}; available: slide, whole")
 
-    def _slide(self, normalised: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
-        """Average the scores of crop x crop windows placed every `stride` px (the last flush with the edge).
+    def _scores(self, normalised: torch.Tensor, flip: bool) -> torch.Tensor:
+        """Scores at input size, averaged with those of the mirrored images (flipped back) when `flip`."""
+        if not flip:
+            return self._logits_at_input(normalised)
+        both = self._logits_at_input(torch.cat([normalised, normalised.flip(-1)]))
+        plain, mirrored = both.chunk(2)
+        return (plain + mirrored.flip(-1)) / 2
+
+    def _slide(self, normalised: torch.Tensor, crop: int, stride: int, window_batch: int = 1,
+               flip: bool = False) -> torch.Tensor:
+        """Average the scores of crop x crop windows placed every `stride` px (the last flush with the edge),
+        `window_batch` windows per forward pass.
 
         Images smaller than the crop are padded up to it (zeros = mean colour) and the result is cropped back.
         """
@@ -108,11 +120,13 @@ class Segmentor(nn.Module):
         counts = x.new_zeros(1, 1, full_h, full_w)
         rows = -(-(full_h - crop) // stride) + 1
         cols = -(-(full_w - crop) // stride) + 1
-        for r in range(rows):
-            for c in range(cols):
-                top, left = min(r * stride, full_h - crop), min(c * stride, full_w - crop)
-                window = x[..., top:top + crop, left:left + crop]
-                scores[..., top:top + crop, left:left + crop] += self._logits_at_input(window)
+        corners = [(min(r * stride, full_h - crop), min(c * stride, full_w - crop))
+                   for r in range(rows) for c in range(cols)]
+        for first in range(0, len(corners), window_batch):
+            group = corners[first:first + window_batch]
+            windows = torch.cat([x[..., top:top + crop, left:left + crop] for top, left in group])
+            for (top, left), window_scores in zip(group, self._scores(windows, flip).split(x.shape[0])):
+                scores[..., top:top + crop, left:left + crop] += window_scores
                 counts[..., top:top + crop, left:left + crop] += 1
         return (scores / counts)[..., :height, :width]
 
