@@ -22,7 +22,10 @@ from fishertune.errors import FisherTuneError
     ({"train": {"schedule": "cosin"}}, "train.schedule must be one of poly, cosine, constant, got 'cosin' "
                                        "(did you mean 'cosine'?)"),
     ({"train": {"steps": "many"}}, "train.steps must be an integer, got 'many'"),
-    ({"train": {"amp": "yes"}}, "train.amp must be true or false"),
+    ({"train": {"amp": "yes"}}, "train.amp must be true or false or one of off, bf16, fp16, got 'yes'"),
+    ({"eval": {"window_batch": 0}}, "eval.window_batch must be >= 1, got 0"),
+    ({"train": {"activation_checkpointing": True, "perturb": {"enabled": True}}},
+     "train.activation_checkpointing cannot be combined with train.perturb"),
     ({"data": {"targets": "folder:x"}}, "data.targets must be a list"),
     ({"model": {"weights": 3}}, "model.weights must be a string or null"),
     ({"train": 5}, "train must be a mapping"),
@@ -40,6 +43,10 @@ def test_types_are_coerced_only_where_safe():
     assert config.train.lr == 1e-4 and isinstance(config.train.head_lr, float)
     assert config.train.perturb.layers == [0, "backbone.x"]
     assert config_from_dict({}).train.steps == 1000  # defaults fill what a file leaves out
+    # precision: YAML's off/false and true map to the modes; eval follows train unless it says
+    assert [config_from_dict({"train": {"amp": v}}).train.amp for v in (False, True, "fp16")] == \
+        ["off", "bf16", "fp16"]
+    assert config_from_dict({}).train.amp == "off" and config_from_dict({}).eval.amp is None
 
 
 def test_parse_override_reads_yaml_values():

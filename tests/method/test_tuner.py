@@ -66,9 +66,12 @@ def test_growth_reestimation_and_resume(vit):
     tuner.estimate(batches, classification_loss)
     first = {n: m.clone() for n, m in tuner.select(0).items()}
     optimizer = tuner.build_optimizer(vit.named_parameters(), lr=1e-3)
-    # growth may select any candidate later, so all candidates take gradients
-    assert all(p.requires_grad for n, p in vit.named_parameters() if n in tuner.candidates)
+    # only tensors with a selected entry take gradients; growth turns others on when they gain one
+    params = dict(vit.named_parameters())
+    assert all(params[n].requires_grad == bool(tuner.masks[n].any()) for n in tuner.candidates)
+    assert not all(params[n].requires_grad for n in tuner.candidates)
     train(tuner, optimizer, batches, 6)
+    assert all(params[n].requires_grad == bool(tuner.masks[n].any()) for n in tuner.candidates)
     counts = [h["selected"] for h in tuner.history]
     assert [h["step"] for h in tuner.history] == [0, 2, 4]  # none after the last step: it would not train
     assert counts == sorted(counts) and counts[0] < counts[-1]

@@ -139,6 +139,9 @@ class TrainConfig:
         self.amp = amp_mode(self.amp)
         if self.warmup_steps + self.steps < 1:
             raise InputError("train.warmup_steps + train.steps must be at least 1 (nothing would train)")
+        if self.activation_checkpointing and self.perturb.enabled:
+            raise InputError("train.activation_checkpointing cannot be combined with train.perturb: the "
+                             "recomputed forward pass would draw other perturbations than the first")
 
 
 @dataclass

@@ -47,6 +47,7 @@ from fishertune.engine.checkpoint import (
 )
 from fishertune.engine.config import Config, save_config
 from fishertune.engine.evaluator import PER_IMAGE_FILE, Inference, evaluate, evaluate_targets, save_per_image
+from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
 from fishertune.errors import FisherTuneError, InputError, RunInterrupted
@@ -198,6 +199,7 @@ class Trainer:
         self.target_sets = build_eval_datasets(config.data.targets, run_classes(config))
         seed_everything(config.train.seed)
         self.model, self.tuner = build_model(config)
+        self.model.backbone.activation_checkpointing = config.train.activation_checkpointing
         if distributed.is_distributed() and self.device.type == "cuda":  # BatchNorm statistics over all GPUs
             nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -210,6 +212,8 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.forward: nn.Module | None = None
+        self.scaler = grad_scaler(self.device, config.train.amp)
+        self._wrapped_for: list[nn.Parameter] = []
 
     # -- phases --------------------------------------------------------------------------------------
     def enter_phase(self, phase: str, saved: dict | None = None) -> None:
@@ -238,11 +242,25 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(saved["scheduler"])
         self.phase = phase
+        self.wrap()
+
+    def wrap(self) -> None:
+        """The loss module, under DDP in a distributed run. DDP all-reduces the gradients of the parameters
+        that require grad when it is built, so it is rebuilt whenever that set changes (a mask tuner freezes
+        the tensors with nothing selected: only tensors with a selection are all-reduced). Every trainable
+        parameter receives a gradient, so DDP needs no search for unused ones."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._wrapped_for = trainable
         self.forward = PerSampleLoss(self.model)
-        if distributed.is_distributed():  # DDP registers the parameters that train now: wrap per phase
+        if distributed.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids,
-                                                               find_unused_parameters=True)
+            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
+
+    def rewrap_if_changed(self) -> None:
+        """Rebuild the DDP wrapper when the tuner changed which parameters train (e.g. mask growth)."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if distributed.is_distributed() and [id(p) for p in trainable] != [id(p) for p in self._wrapped_for]:
+            self.wrap()
 
     # -- one optimiser step --------------------------------------------------------------------------
     def train_step(self, step: int, batches: Iterator[dict]) -> float:
@@ -255,17 +273,16 @@ class Trainer:
             images, labels = batch["image"].to(device), batch["label"].to(device)
             last = micro == t.grad_accum - 1
             sync = self.forward.no_sync() if distributed.is_distributed() and not last else nullcontext()
-            use_amp = t.amp and device.type == "cuda"
-            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
             with sync:
-                with autocast, self.perturbation(step, micro):
+                with autocast(device, t.amp), self.perturbation(step, micro):
                     loss = self.forward(images, labels).float().mean()
                 if distributed.any_true(not torch.isfinite(loss).item(), device):
                     raise TrainingDiverged(f"loss became {loss.item()} at step {step}; training stopped "
                                            f"(lower train.lr or train.head_lr)")
-                (loss / t.grad_accum).backward()
+                self.scaler.scale(loss / t.grad_accum).backward()
             losses.append(loss.detach())
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # optimizer.step(), after unscaling and a finiteness check with fp16
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         mean = torch.stack(losses).mean()
@@ -342,6 +359,7 @@ class Trainer:
             if phase == "tune":
                 self.tuner.after_step(step - t.warmup_steps, t.steps, self.prepare, per_sample_loss,
                                       self.optimizer)
+                self.rewrap_if_changed()
             seconds += time.perf_counter() - start
             step += 1
             bar.update(1)
@@ -359,7 +377,7 @@ class Trainer:
             source = self.evaluate_source()
             logger.log(step, "val", **source)
         targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
-                                   batch_size=self.config.eval.batch_size, amp=t.amp,
+                                   batch_size=self.config.eval.batch_size,
                                    workers=self.config.data.workers, progress=self.progress, per_image=True)
         entry = {"trainable_params": self.tuner.num_trainable(),
                  "head_params": sum(p.numel() for p in self.model.head.parameters()),
@@ -398,8 +416,7 @@ class Trainer:
     def evaluate_source(self) -> dict:
         (dataset,) = self.val_sets.values()
         result = evaluate(self.model, dataset, self.inference, self.device,
-                          batch_size=self.config.eval.batch_size, amp=self.config.train.amp,
-                          workers=self.config.data.workers)
+                          batch_size=self.config.eval.batch_size, workers=self.config.data.workers)
         self.model.train()
         return {"source_miou": result["miou"]}
 

@@ -40,6 +40,7 @@ from fishertune.method.masked_adamw import MaskedAdamW
 from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.method.schedule import grow_masks, growth_ratio
 from fishertune.method.selection import GRANULARITIES, SCOPES, candidate_names
+from fishertune.method.sparse_linear import RowSparseLinears
 from fishertune.method.variational import (
     DEFAULT_GAMMA,
     DEFAULT_SAMPLES,
@@ -295,7 +296,7 @@ class FisherTuner:
     def build_optimizer(self, named_params: Iterable, lr: float = 1e-4, weight_decay: float = 1e-2,
                         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> MaskedAdamW:
         """MaskedAdamW over `named_params` (names or groups as MaskedAdamW takes): candidates are masked,
-        other parameters (the head) dense. Candidates get requires_grad when they may ever be selected."""
+        other parameters (the head) dense. A candidate requires grad only while it has a selected entry."""
         if not self.masks:
             raise FisherTuneError("call select() before build_optimizer()")
         optimizer = MaskedAdamW(named_params, self.masks, lr=lr,
@@ -304,10 +305,14 @@ class FisherTuner:
         return optimizer
 
     def _set_requires_grad(self) -> None:
-        growing = self.config.ratio_min is not None and self.config.update_every > 0
+        """Tensors with nothing selected compute no weight gradient (and blocks below the lowest selected
+        entry then need no backward at all); mask growth turns them on when they gain an entry. The
+        Fisher takes gradients of frozen candidates all the same (it names them explicitly)."""
         params = dict(self.model.named_parameters())
         for name in self.candidates:
-            params[name].requires_grad_(growing or bool(self.masks[name].any()))
+            params[name].requires_grad_(bool(self.masks[name].any()))
+        if self.config.granularity == "row":  # selected rows only get weight gradients (same update)
+            RowSparseLinears(self.model).update(self.masks)
 
     def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW,
                    total_steps: int | None = None) -> None:

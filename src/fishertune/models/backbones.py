@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from fishertune.errors import FisherTuneError, InputError
 
@@ -57,7 +58,15 @@ class Backbone(nn.Module):
 
     Subclasses provide `build` (weights/config -> backbone), `blocks` (the transformer layers, each called as
     `block(hidden [B, T, D], **block_kwargs)`), and `embed` (image -> tokens, block kwargs).
+
+    activation_checkpointing: in training mode with autograd on, each block runs under
+    `torch.utils.checkpoint` (non-reentrant): its activations are recomputed in the backward pass instead of
+    kept, so activation memory holds one block's internals plus the blocks' outputs. Gradients are
+    unchanged; the forward pass runs twice. Eval-mode passes (inference, Fisher estimation) never
+    checkpoint.
     """
+
+    activation_checkpointing: bool = False
 
     name: ClassVar[str] = ""
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -94,8 +103,12 @@ class Backbone(nn.Module):
         hidden, block_kwargs = self.embed(x)
         wanted = set(self.out_indices)
         by_index = {}
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            out = block(hidden, **block_kwargs)
+            if checkpointing:
+                out = checkpoint(block, hidden, use_reentrant=False, **block_kwargs)
+            else:
+                out = block(hidden, **block_kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
             if i in wanted:
                 by_index[i] = hidden
