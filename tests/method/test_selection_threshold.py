@@ -14,9 +14,9 @@ def random_scores(seed, tied):
     g = torch.Generator().manual_seed(seed)
     shapes = {"a.weight": (6, 5), "a.bias": (6,), "b.weight": (4, 7), "c.weight": (3, 2, 2),
               "emb.token": (1, 1, 3), "scalar": ()}
-    if tied:  # few distinct values, negative zero among them: ties everywhere
-        values = torch.tensor([-0.0, 0.0, 0.5, 1.0, 2.0])
-        return {n: values[torch.randint(0, 5, s, generator=g)] for n, s in shapes.items()}
+    if tied:  # few distinct values, negative zero and -inf among them: ties everywhere
+        values = torch.tensor([-torch.inf, -0.0, 0.0, 0.5, 1.0, 2.0])
+        return {n: values[torch.randint(0, 6, s, generator=g)] for n, s in shapes.items()}
     return {n: torch.randn(s, generator=g) for n, s in shapes.items()}
 
 
@@ -69,3 +69,14 @@ def test_threshold_selection_equals_reference_on_large_tensors():
         options = dict(ratio=0.05, granularity=granularity, keep=keep, max_per_tensor=0.08)
         got, expected = select_topk(s, **options), reference_select_topk(s, **options)
         assert all(torch.equal(got[n], expected[n]) for n in s), granularity
+
+
+def test_threshold_at_minus_infinity_counts_eligible_entries_only():
+    s = {"a": torch.tensor([-torch.inf, 1.0, -torch.inf, 2.0, -torch.inf]),
+         "b": torch.full((4,), -torch.inf)}
+    keep = {"a": torch.tensor([True, False, False, False, False]),
+            "b": torch.tensor([False, True, False, False])}
+    for count in (3, 5, 7, 9):
+        expected = reference_select_topk(s, count=count, keep=keep)
+        got = select_topk(s, count=count, keep=keep)
+        assert all(torch.equal(got[n], expected[n]) for n in s), count

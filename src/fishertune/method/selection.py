@@ -137,9 +137,11 @@ def _best(values: list[torch.Tensor], eligible: list[torch.Tensor], k: int) -> l
     """
     if k == 0:
         return [torch.zeros_like(e) for e in eligible]
-    pool = torch.cat([v[e] for v, e in zip(values, eligible)])
-    if k >= pool.numel():
+    if k >= sum(int(e.sum()) for e in eligible):
         return [e.clone() for e in eligible]
+    # ineligible entries as −inf rank last (an elementwise pass; compacting by mask is much slower). Should
+    # t be −inf, the ties below still count eligible entries only.
+    pool = torch.cat([v.masked_fill(~e, -math.inf) for v, e in zip(values, eligible)])
     threshold = torch.kthvalue(pool, pool.numel() - k + 1).values
     del pool
     above = [(v > threshold) & e for v, e in zip(values, eligible)]
