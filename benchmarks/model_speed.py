@@ -60,8 +60,9 @@ def measure(head: str, size: int, batch: int, reps: int) -> tuple[float, float]:
 def windows(args) -> None:
     """Windows per second of sliding-window inference, one window per pass against batched windows."""
     torch.manual_seed(0)
-    model = build_segmentor("dinov2_s_offline", args.heads[0]).eval()
-    image = torch.rand(1, 3, *args.window_image, generator=torch.Generator().manual_seed(0))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_segmentor("dinov2_s_offline", args.heads[0]).eval().to(device)
+    image = torch.rand(1, 3, *args.window_image, generator=torch.Generator().manual_seed(0)).to(device)
     stride = 2 * args.crop // 3
     runs = {"1 window per pass (before)": dict(window_batch=1),
             f"{args.window_batch} windows per pass": dict(window_batch=args.window_batch),
@@ -78,8 +79,11 @@ def windows(args) -> None:
         for k, kw in runs.items():
             start = time.perf_counter()
             model.predict(image, mode="slide", crop=args.crop, stride=stride, **kw)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             times[k].append(time.perf_counter() - start)
-    print(f"offline DINOv2-S/14 + {args.heads[0]}, CPU, {args.threads} threads; one {height}x{width} image, "
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"offline DINOv2-S/14 + {args.heads[0]}, {where}; one {height}x{width} image, "
           f"{count} windows of {args.crop} px (stride {stride}); median of {args.reps} interleaved reps; "
           f"max |difference| of the scores {difference:.1e}")
     rates = {k: count * (2 if "flip" in k else 1) / statistics.median(v)  # flip computes twice the windows

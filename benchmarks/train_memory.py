@@ -7,7 +7,7 @@ event every --update-every steps (see training_probe.py). Reported: the process'
 activations, gradients, optimiser state, Fisher buffers); on CUDA the peak allocated GPU memory
 (torch.cuda.max_memory_allocated) instead. Ratios are to full fine-tuning without checkpointing.
 
-    python benchmarks/train_memory.py [--steps 3] [--update-every 2] [--threads 2]
+    python benchmarks/train_memory.py [--steps 2] [--update-every 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def worker(variant: str, steps: int, update_every: int, threads: int, shape: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--update-every", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=[v for v, _ in VARIANTS])

@@ -54,6 +54,8 @@ def demo_config(method: str, options: dict, checkpointing: bool = False, amp: st
                 large: bool = False, crop: int | None = None, batch: int | None = None):
     """The demo's config of `method`; large: the ViT-L shape instead of DINOv2-S; crop/batch overrides."""
     recipe = demo_plan()["recipe"]
+    if large and method == "fishertune":  # per-sample gradients of 2 samples at a time (GPU memory)
+        options = {**options, "chunk_size": 2}
     data = {**recipe["data"], **({"crop": crop} if crop else {}), **({"batch_size": batch} if batch else {})}
     raw = {"base": ["protocols/synthetic.yaml", "backbones/dinov2_s_offline.yaml", f"methods/{method}.yaml"],
            "method": {"name": method, "options": options}, "data": data,
@@ -99,19 +101,22 @@ class Probe:
         fisher = getattr(self.tuner, "fisher_tuner", None)
         if fisher is not None:  # time estimation and selection wherever they are called from
             for name in ("estimate", "select"):
-                setattr(fisher, name, self._timed(name, getattr(fisher, name)))
+                setattr(fisher, name, self._timed(name, getattr(fisher, name), in_phase=True))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def _timed(self, label: str, fn):
+    def _timed(self, label: str, fn, in_phase: bool = False):
+        """fn, timed into times[label] (times["prepare label"] / ["event label"] with in_phase)."""
+        key = (lambda: f"{self.phase} {label}") if in_phase else (lambda: label)
+
         def run(*args, **kwargs):
             self._sync()
             start = time.perf_counter()
             out = fn(*args, **kwargs)
             self._sync()
-            self.times[f"{self.phase} {label}"].append(time.perf_counter() - start)
+            self.times[key()].append(time.perf_counter() - start)
             return out
         return run
 
@@ -131,7 +136,7 @@ class Probe:
         t = self.config.train
         self.model.train()
         self.phase = "prepare"
-        self._timed("total", self.tuner.prepare)(self.prepare_batches, per_sample_loss)
+        self._timed("prepare total", self.tuner.prepare)(self.prepare_batches, per_sample_loss)
         self.optimizer = self.tuner.build_optimizer(lr=t.lr, head_lr=t.head_lr, weight_decay=t.weight_decay)
         self.phase = "event"
 
@@ -141,5 +146,5 @@ class Probe:
         loss = self._timed("forward", self._loss)(batch)
         self._timed("backward", loss.backward)()
         self._timed("optimiser", self.optimizer.step)()
-        self._timed("total", self.tuner.after_step)(i, self.config.train.steps, self.prepare_batches,
-                                                   per_sample_loss, self.optimizer)
+        self.tuner.after_step(i, self.config.train.steps, self.prepare_batches, per_sample_loss,
+                              self.optimizer)

@@ -213,7 +213,7 @@ class Trainer:
         self.scheduler = None
         self.forward: nn.Module | None = None
         self.scaler = grad_scaler(self.device, config.train.amp)
-        self._wrapped_for: list[nn.Parameter] = []
+        self._wrapped_for: list[int] = []  # ids of the parameters DDP was built for
 
     # -- phases --------------------------------------------------------------------------------------
     def enter_phase(self, phase: str, saved: dict | None = None) -> None:
@@ -244,22 +244,28 @@ class Trainer:
         self.phase = phase
         self.wrap()
 
+    def _trainable(self) -> list[int]:
+        return [id(p) for p in self.model.parameters() if p.requires_grad]
+
     def wrap(self) -> None:
         """The loss module, under DDP in a distributed run. DDP all-reduces the gradients of the parameters
         that require grad when it is built, so it is rebuilt whenever that set changes (a mask tuner freezes
         the tensors with nothing selected: only tensors with a selection are all-reduced). Every trainable
-        parameter receives a gradient, so DDP needs no search for unused ones."""
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._wrapped_for = trainable
+        parameter receives a gradient, so DDP searches for unused ones only when blocks after the last
+        output block (which never run) hold trainable parameters."""
+        self._wrapped_for = self._trainable()
         self.forward = PerSampleLoss(self.model)
         if distributed.is_distributed():
+            backbone = self.model.backbone
+            idle = list(backbone.blocks)[max(backbone.out_indices) + 1:]
+            unused = any(p.requires_grad for block in idle for p in block.parameters())
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
+            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids,
+                                                               find_unused_parameters=unused)
 
     def rewrap_if_changed(self) -> None:
         """Rebuild the DDP wrapper when the tuner changed which parameters train (e.g. mask growth)."""
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        if distributed.is_distributed() and [id(p) for p in trainable] != [id(p) for p in self._wrapped_for]:
+        if distributed.is_distributed() and self._trainable() != self._wrapped_for:
             self.wrap()
 
     # -- one optimiser step --------------------------------------------------------------------------
