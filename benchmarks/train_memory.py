@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}), ("lora", {}), ("random", {}),
-            ("fim", {}), ("fishertune", {}), ("fishertune, checkpointing", {"checkpointing": True}),
-            ("fishertune-row", {})]
+            ("random, checkpointing", {"checkpointing": True}), ("fim", {}), ("fishertune", {}),
+            ("fishertune, checkpointing", {"checkpointing": True}), ("fishertune-row", {})]
 
 
 def rss_mb() -> float:

@@ -59,7 +59,8 @@ def demo_config(method: str, options: dict, checkpointing: bool = False, amp: st
     data = {**recipe["data"], **({"crop": crop} if crop else {}), **({"batch_size": batch} if batch else {})}
     raw = {"base": ["protocols/synthetic.yaml", "backbones/dinov2_s_offline.yaml", f"methods/{method}.yaml"],
            "method": {"name": method, "options": options}, "data": data,
-           "train": {**recipe["train"], "activation_checkpointing": checkpointing, "amp": amp},
+           "train": {**recipe["train"], "activation_checkpointing": checkpointing, "amp": amp,
+                     "perturb": {"enabled": False}},
            **({"model": VIT_L} if large else {})}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "probe.yaml"
