@@ -85,7 +85,7 @@ def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, ca
     assert main(["eval", str(trained_run), "--mode", "slide", "--crop", "16", "--stride", "12", "--json",
                  str(slide), "--no-progress"]) == 0  # default data: the run's targets
     result = json.loads(slide.read_text())
-    assert result["inference"] == {"mode": "slide", "crop": 16, "stride": 12}
+    assert result["inference"] == {"mode": "slide", "crop": 16, "stride": 12, "window_batch": 8}
     assert list(result["target_miou"]) == ["fog"] and 0 <= result["target_miou"]["fog"] <= 100
 
 

@@ -226,8 +226,8 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
         with warnings.catch_warnings():  # torch's note that some op (e.g. CPU SDPA) is batched by a slow loop
             warnings.filterwarnings("ignore", message="There is a performance drop")
             per_sample_grads = per_sample_grad(values, [cut(t) for t in leaves], map_tensors(draws, cut))
-        for name, g in per_sample_grads.items():  # squared in place: no second copy of the chunk
-            sums[name].add_(g.detach().float().square_().sum(0))
+        for name, g in per_sample_grads.items():
+            sums[name].add_(g.detach().float().square().sum(0))
         del per_sample_grads
 
 
