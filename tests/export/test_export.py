@@ -184,7 +184,7 @@ def test_predict_follows_the_runs_sliding_window(exported, tmp_path):
     config["eval"].update(mode="slide", crop=16, stride=8)
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     model = fishertune.load_pretrained(copy)
-    assert model.inference.kwargs() == {"mode": "slide", "crop": 16, "stride": 8}
+    assert model.inference.kwargs() == {"mode": "slide", "crop": 16, "stride": 8, "window_batch": 8}
     images = torch.rand(1, 3, 40, 28, generator=torch.Generator().manual_seed(2))
     slide = model.segmentor.predict(images, mode="slide", crop=16, stride=8).argmax(1)
     assert torch.equal(model.predict(images), slide)
