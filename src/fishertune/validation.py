@@ -139,6 +139,8 @@ def describe(hint: Any) -> str:
                                                           else "")
     if typing.get_origin(hint) is list:
         return f"a list of {describe(args[0])}" if args else "a list"
+    if typing.get_origin(hint) is typing.Literal:
+        return f"one of {', '.join(map(str, args))}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
              list: "a list"}
     return names.get(hint, str(hint))

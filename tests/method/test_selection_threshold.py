@@ -10,12 +10,15 @@ from selection_reference import reference_select_topk
 from fishertune import FisherTuneError, select_topk
 
 
+LOWEST = torch.finfo(torch.float32).min
+
+
 def random_scores(seed, tied):
     g = torch.Generator().manual_seed(seed)
     shapes = {"a.weight": (6, 5), "a.bias": (6,), "b.weight": (4, 7), "c.weight": (3, 2, 2),
               "emb.token": (1, 1, 3), "scalar": ()}
-    if tied:  # few distinct values, negative zero and -inf among them: ties everywhere
-        values = torch.tensor([-torch.inf, -0.0, 0.0, 0.5, 1.0, 2.0])
+    if tied:  # few distinct values, negative zero and the lowest float among them: ties everywhere
+        values = torch.tensor([LOWEST, -0.0, 0.0, 0.5, 1.0, 2.0])
         return {n: values[torch.randint(0, 6, s, generator=g)] for n, s in shapes.items()}
     return {n: torch.randn(s, generator=g) for n, s in shapes.items()}
 
@@ -71,9 +74,10 @@ def test_threshold_selection_equals_reference_on_large_tensors():
         assert all(torch.equal(got[n], expected[n]) for n in s), granularity
 
 
-def test_threshold_at_minus_infinity_counts_eligible_entries_only():
-    s = {"a": torch.tensor([-torch.inf, 1.0, -torch.inf, 2.0, -torch.inf]),
-         "b": torch.full((4,), -torch.inf)}
+def test_threshold_at_the_lowest_float_counts_eligible_entries_only():
+    """Infinite scores are refused (selection never runs on them); the lowest finite one is an edge."""
+    s = {"a": torch.tensor([LOWEST, 1.0, LOWEST, 2.0, LOWEST]),
+         "b": torch.full((4,), LOWEST)}
     keep = {"a": torch.tensor([True, False, False, False, False]),
             "b": torch.tensor([False, True, False, False])}
     for count in (3, 5, 7, 9):
