@@ -9,7 +9,6 @@ from selection_reference import reference_select_topk
 
 from fishertune import FisherTuneError, select_topk
 
-
 LOWEST = torch.finfo(torch.float32).min
 
 
