@@ -154,7 +154,14 @@ def test_config_errors_and_help(vit):
                             (dict(selection="fish"), "unknown selection"),
                             (dict(normalize="max"), "unknown normalize"), (dict(ratio=2.0), "ratio must be"),
                             (dict(variational=True), "unknown variational"),
-                            (dict(domain_weight="abs"), "unknown domain_weight")]:
+                            (dict(domain_weight="abs"), "unknown domain_weight"),
+                            (dict(growth_steps=-1), "growth_steps must be >= 0"),
+                            (dict(var_samples=0), "var_samples must be >= 1"),
+                            (dict(chunk_size=0), "chunk_size must be >= 1"),
+                            (dict(eps_ratio=0.0), "eps_ratio must be > 0"),
+                            (dict(alpha=-0.5), "alpha must be >= 0"),
+                            (dict(max_per_tensor=1.5), "max_per_tensor must be <= 1"),
+                            (dict(ratio=0.05, ratio_min=0.1), "ratio_min must be in")]:
         with pytest.raises(FisherTuneError, match=message):
             FisherTuneConfig(**kwargs)
     assert all(f.metadata.get("help") for f in dataclasses.fields(FisherTuneConfig))

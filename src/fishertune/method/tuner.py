@@ -141,8 +141,23 @@ class FisherTuneConfig:
             if value not in options:
                 raise FisherTuneError(f"FisherTuneConfig: unknown {name} {value!r}; "
                                       f"choose one of {', '.join(options)}")
-        if self.update_every < 0:
-            raise FisherTuneError(f"FisherTuneConfig: update_every must be >= 0, got {self.update_every}")
+        for name, value, low, inclusive in (("update_every", self.update_every, 0, True),
+                                             ("growth_steps", self.growth_steps, 0, True),
+                                             ("alpha", self.alpha, 0, True),
+                                             ("eps_ratio", self.eps_ratio, 0, False),
+                                             ("var_gamma", self.var_gamma, 0, True),
+                                             ("var_tau", self.var_tau, 0, True),
+                                             ("var_samples", self.var_samples, 1, True),
+                                             ("chunk_size", self.chunk_size, 1, True),
+                                             ("max_per_tensor", self.max_per_tensor, 0, False)):
+            if value is not None and (value < low if inclusive else value <= low):
+                raise FisherTuneError(f"FisherTuneConfig: {name} must be {'>=' if inclusive else '>'} {low}, "
+                                      f"got {value}")
+        if self.max_per_tensor is not None and self.max_per_tensor > 1:
+            raise FisherTuneError(f"FisherTuneConfig: max_per_tensor must be <= 1, got {self.max_per_tensor}")
+        if self.ratio_min is not None and not 0 <= self.ratio_min <= (self.ratio if self.ratio is not None
+                                                                      else 1):
+            raise FisherTuneError(f"FisherTuneConfig: ratio_min must be in [0, ratio], got {self.ratio_min}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
