@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from fishertune.atomic import check_writable
 from fishertune.errors import FisherTuneError, InputError
+
+if TYPE_CHECKING:
+    from fishertune.run_result import RunResult
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -30,9 +34,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     check_writable(args.out, folder=True)
-    entry = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if distributed.is_main():
-        print(_summary(config.method.name, entry))
+        print(_summary(config.method.name, result))
         print(f"run written to {args.out}")
     distributed.teardown()
     return 0
@@ -182,11 +186,11 @@ def _inference(args: argparse.Namespace, config):
                                stride=args.stride or base.stride)
 
 
-def _summary(method: str, entry: dict) -> str:
+def _summary(method: str, result: RunResult) -> str:
     def fmt(value):
         return "n/a" if value is None else f"{value:.2f}"
 
-    targets = ", ".join(f"{name} {fmt(v)}" for name, v in entry["target_miou"].items())
-    return (f"{method}: trainable {entry['trainable_params']:,} | source mIoU {fmt(entry['source_miou'])} | "
-            f"targets: {targets or 'none'} | mean target mIoU {fmt(entry['mean_target_miou'])} | "
-            f"{entry['train_seconds']:.1f} s")
+    targets = ", ".join(f"{name} {fmt(v)}" for name, v in result.target_miou.items())
+    return (f"{method}: trainable {result.trainable_params:,} | source mIoU {fmt(result.source_miou)} | "
+            f"targets: {targets or 'none'} | mean target mIoU {fmt(result.mean_target_miou)} | "
+            f"{result.train_seconds:.1f} s")

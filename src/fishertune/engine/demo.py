@@ -26,6 +26,7 @@ continue from it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import shutil
 import statistics
@@ -39,6 +40,7 @@ from fishertune.atomic import write_json, write_text
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
 from fishertune.engine.demo_records import Record, read_record, write_record
 from fishertune.errors import FisherTuneError
+from fishertune.run_result import RunResult, results_json
 
 PLAN = PACKAGED_CONFIGS / "demo" / "plan.yaml"
 HPARAMS = PACKAGED_CONFIGS / "demo" / "hparams.yaml"
@@ -102,11 +104,11 @@ def run_demo(args: argparse.Namespace) -> int:
         hparams = yaml.safe_load(HPARAMS.read_text())
     records = {v: [(seed, runner.run(v, hparams.get(v, {}), seed, settings.get("perturb"),
                                      _run_name(v, seed, mode))) for seed in seeds] for v in variants}
-    results = collect_results(records, plan["bootstrap"])
+    methods, sections = collect_results(records, plan["bootstrap"])
     if mode == "full":
-        results["sweep"] = {v: hparams[v] for v in variants}
-    results = {"setup": _setup(mode, seeds, runner)
-               | {"wall_seconds": round(time.perf_counter() - start, 1)}, **results}
+        sections["sweep"] = {v: hparams[v] for v in variants}
+    setup = _setup(mode, seeds, runner) | {"wall_seconds": round(time.perf_counter() - start, 1)}
+    results = results_json(methods, setup=setup, **sections)
     write_json(out / "results.json", results)
     figures = draw_figures(out, results, {v: runs[0][1] for v, runs in records.items()}, runner.examples)
     from fishertune.report import print_summary_table, write_report
@@ -295,44 +297,33 @@ class _Runner:
         for value in values:
             record = self.run(variant, {key: value}, SWEEP_SEED, perturb, f"{variant}/{key}={value:g}",
                               targets=False, folder="sweep", key=f"sweep-{key}={value:g}")
-            scored.append((record.entry["source_miou"], value))
+            scored.append((record.result.source_miou, value))
             print(f"[demo] sweep {variant}: {key}={value:g} -> source_val mIoU {scored[-1][0]:.2f}")
         _, value = max(scored, key=lambda t: (t[0], -t[1]))  # ties: the smaller step
         return {key: value, "source_val_miou": {f"{v:g}": round(s, 2) for s, v in scored}}
 
 
-def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dict) -> dict:
-    """results.json's methods, bootstrap intervals and mask selections, from the records alone."""
+def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dict
+                    ) -> tuple[dict[str, RunResult], dict]:
+    """results.json's methods, and its sections of bootstrap intervals and mask selections, from the
+    records alone."""
     from fishertune.report.stats import bootstrap_intervals
 
-    methods = {v: _combine([{"seed": seed, **r.entry} for seed, r in runs]) for v, runs in records.items()}
+    methods = {v: RunResult.of_seeds([dataclasses.replace(r.result, seed=seed) for seed, r in runs])
+               for v, runs in records.items()}
     intervals = {}
     for variant, runs in records.items():
         domains = list(runs[0][1].per_image)
         if domains and all(list(r.per_image) == domains for _, r in runs):
             found = bootstrap_intervals({d: [r.per_image[d] for _, r in runs] for d in domains}, **bootstrap)
             intervals[variant] = {k: [round(x, 2) for x in v] for k, v in found.items()}
-    results = {"methods": methods}
+    sections: dict = {}
     if intervals:
-        results["bootstrap"] = {**bootstrap, "intervals": intervals}
+        sections["bootstrap"] = {**bootstrap, "intervals": intervals}
     selections = _selections(records)
     if selections:
-        results["selections"] = selections
-    return results
-
-
-def _combine(entries: list[dict]) -> dict:
-    """One results.json entry from per-seed entries: means of the numbers, plus the per-seed list."""
-    if len(entries) == 1:
-        return {k: v for k, v in entries[0].items() if k != "seed"} | {"seeds": entries}
-    domains = list(entries[0]["target_miou"])
-    return {"trainable_params": entries[0]["trainable_params"],
-            "source_miou": statistics.fmean(e["source_miou"] for e in entries),
-            "target_miou": {d: statistics.fmean(e["target_miou"][d] for e in entries) for d in domains},
-            "mean_target_miou": statistics.fmean(e["mean_target_miou"] for e in entries),
-            "train_seconds": statistics.fmean(e["train_seconds"] for e in entries),
-            "seeds": [{k: e[k] for k in ("seed", "source_miou", "target_miou", "mean_target_miou",
-                                         "train_seconds", "trainable_params")} for e in entries]}
+        sections["selections"] = selections
+    return methods, sections
 
 
 def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:

@@ -51,6 +51,7 @@ from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
 from fishertune.errors import FisherTuneError, InputError, RunInterrupted
+from fishertune.run_result import RunResult, results_json
 
 PREPARE_EPOCH = 2**31
 """Augmentation epoch of the tuner's prepare batches, apart from every training epoch."""
@@ -162,7 +163,7 @@ def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]
 
 
 class Trainer:
-    """One training run into `run_dir`; `run()` returns the run's results.json entry."""
+    """One training run into `run_dir`; `run()` returns the run's result (as in results.json)."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
@@ -305,7 +306,7 @@ class Trainer:
         return FeaturePerturbation(self.model, self.perturb_modules, alpha=t.perturb.alpha, seed=seed)
 
     # -- the run -------------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> RunResult:
         try:
             return self._run()
         except KeyboardInterrupt as error:
@@ -332,7 +333,7 @@ class Trainer:
                 f"train` command plus --resume, which may change train.lr, train.steps, eval.* and a few "
                 f"more (see docs/errors.md)")
 
-    def _run(self) -> dict:
+    def _run(self) -> RunResult:
         t = self.config.train
         step, seconds = 0, 0.0
         if self.checkpoint is not None:  # read (and checked) before the run writes anything
@@ -385,21 +386,19 @@ class Trainer:
         targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
                                    batch_size=self.config.eval.batch_size,
                                    workers=self.config.data.workers, progress=self.progress, per_image=True)
-        entry = {"trainable_params": self.tuner.num_trainable(),
-                 "head_params": sum(p.numel() for p in self.model.head.parameters()),
-                 "source_miou": source["source_miou"],
-                 "target_miou": targets["target_miou"],
-                 "mean_target_miou": targets["mean_target_miou"],
-                 "train_seconds": seconds,
-                 "per_class_iou": targets["per_class_iou"]}
+        result = RunResult(trainable_params=self.tuner.num_trainable(),
+                           head_params=sum(p.numel() for p in self.model.head.parameters()),
+                           source_miou=source["source_miou"], target_miou=targets["target_miou"],
+                           mean_target_miou=targets["mean_target_miou"], train_seconds=seconds,
+                           per_class_iou=targets["per_class_iou"])
         if distributed.is_main():
             save_model(self.model, self.run_dir / "model.safetensors")
             self.tuner.save_pretrained(str(self.run_dir / "tuner"))
             save_per_image(self.run_dir / PER_IMAGE_FILE, targets["per_image"])
-            write_json(self.run_dir / "results.json", {"methods": {self.config.method.name: entry}})
+            write_json(self.run_dir / "results.json", results_json({self.config.method.name: result}))
         logger.close()
         distributed.barrier()
-        return entry
+        return result
 
     def apply_resume_overrides(self, saved: dict) -> None:
         """Continue with this config's train.lr, head_lr and steps rather than the checkpoint's: every lr
@@ -437,6 +436,6 @@ class Trainer:
         distributed.barrier()
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train per `config` into `run_dir` (or continue it with resume=True); return the results entry."""
+def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train per `config` into `run_dir` (or continue it with resume=True); return the run's result."""
     return Trainer(config, run_dir, resume, progress).run()
