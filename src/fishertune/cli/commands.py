@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import TYPE_CHECKING
 
 from fishertune.atomic import check_writable
@@ -46,7 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from fishertune.atomic import write_json
     from fishertune.engine import distributed
     from fishertune.engine.build import build_eval_datasets, load_run, run_classes
-    from fishertune.engine.evaluator import evaluate_targets
+    from fishertune.engine.evaluator import EvalSettings, evaluate_targets
 
     if args.json:
         check_writable(args.json)
@@ -57,9 +58,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if not specs:
         raise InputError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
     datasets = build_eval_datasets(specs, run_classes(config))
-    inference = _inference(args, config)
-    results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
-                               workers=config.data.workers,
+    settings = EvalSettings.from_config(config)
+    inference = dataclasses.replace(settings.inference, **_inference_overrides(args))
+    results = evaluate_targets(model, datasets, dataclasses.replace(settings, inference=inference), device,
                                progress=not args.no_progress)
     if distributed.is_main():
         for name, miou in results["target_miou"].items():
@@ -74,6 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from fishertune.engine import distributed
     from fishertune.engine.build import load_run, run_classes
+    from fishertune.engine.evaluator import Inference
     from fishertune.engine.predictor import check_inputs, predict_images
 
     check_writable(args.out, folder=True)
@@ -91,7 +93,8 @@ def run_predict(args: argparse.Namespace) -> int:
     check_inputs(images)  # before the model is loaded
     device = distributed.setup()
     config, model = load_run(args.run, device)
-    written = predict_images(model, images, args.out, _inference(args, config), device, fmt=args.format,
+    inference = dataclasses.replace(Inference.from_config(config), **_inference_overrides(args))
+    written = predict_images(model, images, args.out, inference, device, fmt=args.format,
                              overlay=args.overlay, base=base, classes=run_classes(config))
     print(f"wrote {len(written)} images to {args.out}")
     return 0
@@ -176,14 +179,9 @@ def set_max_pixels(max_pixels: int | None) -> None:
     set_max_pixels(max_pixels)
 
 
-def _inference(args: argparse.Namespace, config):
-    import dataclasses
-
-    from fishertune.engine.evaluator import Inference
-
-    base = Inference.from_config(config)
-    return dataclasses.replace(base, mode=args.mode or base.mode, crop=args.crop or base.crop,
-                               stride=args.stride or base.stride)
+def _inference_overrides(args: argparse.Namespace) -> dict:
+    """The inference settings given on the command line (--mode, --crop, --stride)."""
+    return {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key)}
 
 
 def _summary(method: str, result: RunResult) -> str:

@@ -46,7 +46,13 @@ from fishertune.engine.checkpoint import (
     set_rng_state,
 )
 from fishertune.engine.config import Config, save_config
-from fishertune.engine.evaluator import PER_IMAGE_FILE, Inference, evaluate, evaluate_targets, save_per_image
+from fishertune.engine.evaluator import (
+    PER_IMAGE_FILE,
+    EvalSettings,
+    evaluate,
+    evaluate_targets,
+    save_per_image,
+)
 from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
@@ -206,7 +212,7 @@ class Trainer:
         self.model.to(self.device)
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
-        self.inference = Inference.from_config(config)
+        self.eval_settings = EvalSettings.from_config(config)
         self.total = t.warmup_steps + t.steps
         self.prepare: list[dict] = []  # the tuner's source batches, drawn when the run starts
         self.phase = ""
@@ -383,9 +389,8 @@ class Trainer:
         if self.val_sets:
             source = self.evaluate_source()
             logger.log(step, "val", **source)
-        targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
-                                   batch_size=self.config.eval.batch_size,
-                                   workers=self.config.data.workers, progress=self.progress, per_image=True)
+        targets = evaluate_targets(self.model, self.target_sets, self.eval_settings, self.device,
+                                   progress=self.progress, per_image=True)
         result = RunResult(trainable_params=self.tuner.num_trainable(),
                            head_params=sum(p.numel() for p in self.model.head.parameters()),
                            source_miou=source["source_miou"], target_miou=targets["target_miou"],
@@ -420,8 +425,7 @@ class Trainer:
 
     def evaluate_source(self) -> dict:
         (dataset,) = self.val_sets.values()
-        result = evaluate(self.model, dataset, self.inference, self.device,
-                          batch_size=self.config.eval.batch_size, workers=self.config.data.workers)
+        result = evaluate(self.model, dataset, self.eval_settings, self.device)
         self.model.train()
         return {"source_miou": result["miou"]}
 
