@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from fishertune.data.synthetic import generate
+    from fishertune.benchmark.synthetic import generate
 
     out = check_writable(args.out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
@@ -168,9 +168,19 @@ def run_data_check(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from fishertune.engine.demo import run_demo
+    from fishertune.benchmark.demo import DemoOptions, run_demo
 
-    return run_demo(args) or 0
+    methods = [name.strip() for name in args.methods.split(",")] if args.methods else None
+    run_demo(DemoOptions(args.out, args.full, methods, args.backbone, args.images, args.size,
+                         _seeds(args.seeds) if args.seeds else None, args.overrides, not args.no_progress))
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
 def set_max_pixels(max_pixels: int | None) -> None:

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from fishertune.benchmark.records import read_record, record_path
 from fishertune.cli.main import main
 from fishertune.engine.build import build_base
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
-from fishertune.engine.demo_records import read_record, record_path
 from fishertune.engine.evaluator import PER_IMAGE_FILE
 from fishertune.tuners import build_tuner, load_selection
 

@@ -16,34 +16,34 @@ is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the qui
 
 Every run is an ordinary run folder (DIR/runs/..., DIR/sweep/...) made from a config written to
 DIR/configs/, so any of them can be re-run, resumed or evaluated with `fishertune train/eval`. After each
-run the demo writes its record to DIR/records/ (`demo_records`): small, without weights, everything the
-report needs. A later call on the same DIR reuses a record whose config matches, or else a finished run
-folder, and resumes an interrupted one; the report is drawn from the records alone. DIR/.gitignore
-leaves out the run folders, data and configs, so the rest of DIR can be committed and a later session
-continue from it.
+run the demo writes its record to DIR/records/ (`fishertune.benchmark.records`): small, without weights,
+everything the report needs. A later call on the same DIR reuses a record whose config matches, or else a
+finished run folder, and resumes an interrupted one; the report is drawn from the records alone.
+DIR/.gitignore leaves out the run folders, data and configs, so the rest of DIR can be committed and a
+later session continue from it.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import itertools
 import shutil
 import statistics
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import yaml
 
 from fishertune.atomic import write_json, write_text
+from fishertune.benchmark.records import Record, read_record, write_record
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
-from fishertune.engine.demo_records import Record, read_record, write_record
 from fishertune.errors import FisherTuneError
 from fishertune.run_result import RunResult, results_json
 
 PLAN = PACKAGED_CONFIGS / "demo" / "plan.yaml"
 HPARAMS = PACKAGED_CONFIGS / "demo" / "hparams.yaml"
+DEFAULT_BACKBONE = "backbones/dinov2_s_offline.yaml"
 SOURCE, SOURCE_VAL = "source", "source_val"
 SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
@@ -63,38 +63,45 @@ NOTES = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", metavar="A,B", help="comma-separated variants of the plan to run "
-                        "(default: the mode's list)")
-    parser.add_argument("--backbone", default="backbones/dinov2_s_offline.yaml", metavar="CONFIG",
-                        help="backbone config every run uses (default: the offline DINOv2-S)")
-    parser.add_argument("--images", type=int, metavar="N", help="images per domain (default: the plan's)")
-    parser.add_argument("--size", type=int, metavar="S", help="image side in pixels (default: the plan's)")
-    parser.add_argument("--seeds", metavar="A,B", help="comma-separated seeds (default: the mode's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override applied to every run, e.g. --set train.steps=50")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `fishertune demo` is asked to do (docs/cli.md); None = the plan's or the mode's default."""
+
+    out: Path
+    full: bool = False
+    """The multi-seed comparison with its learning-rate sweep, instead of the quick mode."""
+    methods: list[str] | None = None
+    """Variants of the plan to run."""
+    backbone: str | None = None
+    """Backbone config every run uses (DEFAULT_BACKBONE)."""
+    images: int | None = None
+    """Images per domain."""
+    size: int | None = None
+    """Image side in pixels."""
+    seeds: list[int] | None = None
+    overrides: list[str] = field(default_factory=list)
+    """`--set KEY=VALUE` config overrides applied to every run."""
+    progress: bool = True
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(options: DemoOptions) -> None:
+    """Generate the data, train (or reuse) every run of the plan, and write results.json and the report."""
     plan = yaml.safe_load(PLAN.read_text())
-    mode = "full" if args.full else "quick"
+    mode = "full" if options.full else "quick"
     settings = plan[mode]
-    seeds = _seeds(args.seeds) if getattr(args, "seeds", None) else settings["seeds"]
+    seeds = options.seeds or settings["seeds"]
     if mode == "full" and SWEEP_SEED in seeds:
         raise FisherTuneError(f"--seeds: seed {SWEEP_SEED} is the learning-rate sweep's seed; the full mode "
                               f"reports other seeds, trained after the choice")
-    variants = _variants(getattr(args, "methods", None), settings["variants"], plan["variants"])
+    variants = _variants(options.methods or settings["variants"], plan["variants"])
     _check_plan(plan, variants, mode)
-    out = Path(args.out)
-    progress = not getattr(args, "no_progress", False)
+    out = Path(options.out)
     start = time.perf_counter()
     if not (out / ".gitignore").exists():
         write_text(out / ".gitignore", "\n".join(NOT_COMMITTED) + "\n")
-    data = ensure_data(out / "data", plan, mode, getattr(args, "images", None), getattr(args, "size", None),
-                       progress)
-    runner = _Runner(out, plan, data, getattr(args, "backbone", "backbones/dinov2_s_offline.yaml"),
-                     list(getattr(args, "overrides", [])), progress)
+    data = ensure_data(out / "data", plan, mode, options.images, options.size, options.progress)
+    runner = _Runner(out, plan, data, options.backbone or DEFAULT_BACKBONE, list(options.overrides),
+                     options.progress)
     if mode == "full":
         hparams = _choose(runner, plan, variants, settings)
         hparams["origin"] = (f"chosen on source_val only by `fishertune demo --full` "
@@ -119,7 +126,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print_summary_table(results)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}   "
           f"({time.perf_counter() - start:.0f} s)")
-    return 0
 
 
 def _run_name(variant: str, seed: int, mode: str) -> str:
@@ -161,25 +167,17 @@ def _choose(runner: _Runner, plan: dict, variants: list[str], settings: dict) ->
     return chosen
 
 
-def _variants(requested: str | None, default: list[str], known: dict) -> list[str]:
-    names = [v.strip() for v in requested.split(",")] if requested else list(default)
+def _variants(names: list[str], known: dict) -> list[str]:
     for name in names:
         if name not in known:
             raise FisherTuneError(f"unknown demo method {name!r}; the plan has: {', '.join(known)}")
-    return names
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise FisherTuneError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    return list(names)
 
 
 def ensure_data(folder: Path, plan: dict, mode: str, images: int | None, size: int | None,
                 progress: bool) -> dict[str, Path]:
     """The synthetic domains under `folder`, generated once and reused while the arguments match."""
-    from fishertune.data.synthetic import DOMAINS, generate
+    from fishertune.benchmark.synthetic import DOMAINS, generate
 
     counts = dict(plan["data"][mode])
     if images:
@@ -206,7 +204,7 @@ class _Runner:
 
     def __init__(self, out: Path, plan: dict, data: dict[str, Path], backbone: str, overrides: list[str],
                  progress: bool):
-        from fishertune.data.datasets import build_dataset
+        from fishertune.data.datasets import DatasetSpec, build_dataset
 
         self.out, self.plan, self.data, self.backbone = out, plan, data, backbone
         self.overrides, self.progress = overrides, progress
@@ -214,7 +212,7 @@ class _Runner:
         self.examples: dict[str, list[dict]] = {}  # the first images of each target domain
         for domain, path in data.items():
             if domain not in (SOURCE, SOURCE_VAL):
-                dataset = build_dataset(f"folder:{path}")
+                dataset = build_dataset(DatasetSpec("folder", path))
                 self.examples[domain] = [dataset[i] for i in range(min(EXAMPLES_PER_DOMAIN, len(dataset)))]
         self.example_images = {d: torch.stack([item["image"] for item in items])
                                for d, items in self.examples.items()}
@@ -309,7 +307,7 @@ def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dic
     records alone."""
     from fishertune.report.stats import bootstrap_intervals
 
-    methods = {v: RunResult.of_seeds([dataclasses.replace(r.result, seed=seed) for seed, r in runs])
+    methods = {v: RunResult.of_seeds([replace(r.result, seed=seed) for seed, r in runs])
                for v, runs in records.items()}
     intervals = {}
     for variant, runs in records.items():
