@@ -195,8 +195,6 @@ def looks_like_file(weights: str) -> bool:
     return weights.endswith((".safetensors", ".pth", ".pt")) or weights.startswith(("/", ".", "~"))
 
 
-
-
 # -- the model card ----------------------------------------------------------------------------------------
 
 def _fmt(value) -> str:
