@@ -72,6 +72,7 @@ def test_every_domain_renders_a_non_trivial_image_different_from_the_source_styl
         assert np.array_equal(label, layout.label)
 
 
+@pytest.mark.slow
 def test_target_domains_share_label_maps_and_splits_share_the_class_distribution():
     for index in range(3):
         labels = [render_scene(index, domain, size=40, seed=5)[1] for domain in TARGET_DOMAINS]

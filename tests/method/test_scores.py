@@ -140,6 +140,7 @@ class Quadratic(torch.nn.Module):
         return 0.5 * (self.a * self.theta.square()).sum() + b @ self.theta
 
 
+@pytest.mark.slow
 def test_ivon_estimates_the_hessian_diagonal():
     """Bonnet: E[ĥ] = E_q[diag ∇²ℓ̄]; on a quadratic each antithetic pair gives exactly a ⊙ ξ²."""
     a = torch.tensor([0.5, 1.0, 2.0, 4.0])
@@ -151,6 +152,7 @@ def test_ivon_estimates_the_hessian_diagonal():
     torch.testing.assert_close(h, a, rtol=0.08, atol=0)  # 8000 ξ² draws per entry: sd ≈ 1.6%
 
 
+@pytest.mark.slow
 def test_ivon_at_small_noise_tends_to_the_hessian_of_a_network(mlp):
     batches = make_batches([6], (6,))
     names = [n for n, _ in mlp.named_parameters()]
