@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny random backbone (a smoke run)")
     args = parser.parse_args()
     out = Path(args.out)
-    from fishertune.data.synthetic import generate
+    from fishertune.benchmark.synthetic import generate
 
     data = out / "data"
     if not (data / "source").is_dir():

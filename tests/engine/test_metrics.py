@@ -54,7 +54,7 @@ def test_evaluate_reports_the_synthia_class_subsets():
     mIoU16 drops terrain only, mIoU13 drops wall and terrain too (independent count below)."""
     from torch import nn
 
-    from fishertune.engine.evaluator import Inference, evaluate
+    from fishertune.engine.evaluator import EvalSettings, evaluate
 
     label = torch.arange(19).repeat_interleave(4).reshape(1, 4, 19)  # every class, 4 px each
 
@@ -65,7 +65,7 @@ def test_evaluate_reports_the_synthia_class_subsets():
             return nn.functional.one_hot(prediction, 19).permute(0, 3, 1, 2).float()
 
     dataset = [{"image": torch.zeros(3, 4, 19), "label": label[0]}]
-    result = evaluate(Fixed(), dataset, Inference(), torch.device("cpu"), amp=False)
+    result = evaluate(Fixed(), dataset, EvalSettings(), torch.device("cpu"))
     road = 4 / (4 + 8)  # road: 4 true px, 8 false positives from wall and terrain
     assert result["miou"] == pytest.approx(100 * (16 + road) / 19)
     # 16: without terrain, truck, train; 13: also without wall, fence, pole

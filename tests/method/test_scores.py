@@ -17,6 +17,7 @@ from fishertune import (
 )
 from fishertune.method.dr_fim import DomainTerm, draw_weight, relative_change
 from fishertune.method.perturbation import Draws
+from fishertune.method.variational import VariationalSettings
 
 
 def fishers(seed=0):
@@ -115,12 +116,14 @@ def test_vogn_zero_noise_is_plain_fisher(mlp):
     batches = make_batches([3, 2, 4], (6,))
     plain = empirical_fisher(mlp, batches, classification_loss)
     for settings in ({"gamma": 0.0}, {"tau": 0.0}):
-        running = variational_fisher(mlp, batches, classification_loss, curvature="vogn", **settings)
+        running = variational_fisher(mlp, batches, classification_loss,
+                                     settings=VariationalSettings("vogn", **settings))
         for n in plain:
             torch.testing.assert_close(running[n], plain[n], rtol=1e-5, atol=1e-10)
     # and it converges as the posterior noise shrinks
-    near = variational_fisher(mlp, batches, classification_loss, curvature="vogn", tau=1e-6, gamma=1.0)
-    far = variational_fisher(mlp, batches, classification_loss, curvature="vogn", tau=0.3, gamma=1.0)
+    near, far = (variational_fisher(mlp, batches, classification_loss,
+                                    settings=VariationalSettings("vogn", tau=tau, gamma=1.0))
+                 for tau in (1e-6, 0.3))
     error = lambda v: sum((v[n] - plain[n]).abs().sum() for n in plain)  # noqa: E731
     assert error(near) < 1e-3 * error(far)
 
@@ -137,17 +140,19 @@ class Quadratic(torch.nn.Module):
         return 0.5 * (self.a * self.theta.square()).sum() + b @ self.theta
 
 
+@pytest.mark.slow
 def test_ivon_estimates_the_hessian_diagonal():
     """Bonnet: E[ĥ] = E_q[diag ∇²ℓ̄]; on a quadratic each antithetic pair gives exactly a ⊙ ξ²."""
     a = torch.tensor([0.5, 1.0, 2.0, 4.0])
     model = Quadratic(a)
     batches = [{"b": torch.randn(3, 4, generator=torch.Generator().manual_seed(i))} for i in range(2)]
     loss = lambda m, batch: torch.stack([m(b) for b in batch["b"]])  # noqa: E731
-    h = variational_fisher(model, batches, loss, curvature="ivon", gamma=1e-2, tau=1e-2, samples=4000,
-                           seed=1)["theta"]
+    h = variational_fisher(model, batches, loss, settings=VariationalSettings("ivon", gamma=1e-2, tau=1e-2,
+                                                                        samples=4000, seed=1))["theta"]
     torch.testing.assert_close(h, a, rtol=0.08, atol=0)  # 8000 ξ² draws per entry: sd ≈ 1.6%
 
 
+@pytest.mark.slow
 def test_ivon_at_small_noise_tends_to_the_hessian_of_a_network(mlp):
     batches = make_batches([6], (6,))
     names = [n for n, _ in mlp.named_parameters()]
@@ -160,8 +165,8 @@ def test_ivon_at_small_noise_tends_to_the_hessian_of_a_network(mlp):
     hessian = torch.autograd.functional.hessian(mean_loss, tuple(params[n].detach() for n in names))
     diag = {n: hessian[i][i].reshape(params[n].numel(), -1).diagonal().view_as(params[n])
             for i, n in enumerate(names)}
-    h = variational_fisher(mlp, batches, classification_loss, curvature="ivon", gamma=1e-4, tau=1e-4,
-                           samples=3000, seed=2)
+    h = variational_fisher(mlp, batches, classification_loss,
+                           settings=VariationalSettings("ivon", gamma=1e-4, tau=1e-4, samples=3000, seed=2))
     for n in ("fc2.weight", "fc2.bias"):  # Hutchinson noise: compare where the curvature is largest
         torch.testing.assert_close(h[n], diag[n], rtol=0.25, atol=0.1 * diag[n].abs().max().item())
 
@@ -170,17 +175,18 @@ def test_variational_restores_weights_and_is_seeded(mlp):
     before = {n: p.detach().clone() for n, p in mlp.named_parameters()}
     batches = make_batches([4, 4], (6,))
     for curvature in ("ivon", "vogn"):
-        settings = dict(curvature=curvature, tau=0.1, gamma=1.0, seed=3)
-        a = variational_fisher(mlp, batches, classification_loss, **settings)
-        b = variational_fisher(mlp, batches, classification_loss, **settings)
+        settings = VariationalSettings(curvature=curvature, tau=0.1, gamma=1.0, seed=3)
+        a = variational_fisher(mlp, batches, classification_loss, settings=settings)
+        b = variational_fisher(mlp, batches, classification_loss, settings=settings)
         assert all(torch.equal(p, before[n]) for n, p in mlp.named_parameters())
         assert all(torch.equal(a[n], b[n]) for n in a)
         plain = empirical_fisher(mlp, batches, classification_loss)
         assert not torch.allclose(a["fc1.weight"], plain["fc1.weight"])
     with pytest.raises(FisherTuneError, match="out of range"):
-        variational_fisher(mlp, batches, classification_loss, samples=0)
+        variational_fisher(mlp, batches, classification_loss, settings=VariationalSettings(samples=0))
     with pytest.raises(FisherTuneError, match="needs posterior noise"):
-        variational_fisher(mlp, batches, classification_loss, curvature="ivon", gamma=0.0)
+        variational_fisher(mlp, batches, classification_loss,
+                           settings=VariationalSettings(curvature="ivon", gamma=0.0))
 
 
 def test_growth_schedule_formula():

@@ -1,4 +1,4 @@
-"""Fabricated results dicts (the results.json schema of fishertune.report.results) for the report tests."""
+"""Fabricated results dicts (the results.json schema of fishertune.run_result) for the report tests."""
 
 import pytest
 

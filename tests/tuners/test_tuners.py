@@ -1,12 +1,15 @@
-"""One test body over the tuner registry: what trains, what stays bit-exact, counts, save/load."""
+"""The tuner registry under one case table (PEFT's TEST_CASES style): each method trained once per backbone
+family, then small checks of what trains, what stays bit-exact, counts, save/load."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 import torch
-from tuner_helpers import FAMILIES, make_segmentor, segmentation_loss
+from tuner_helpers import FAMILIES, make_batches, make_segmentor, segmentation_loss
 
 from fishertune.errors import FisherTuneError
 from fishertune.method import read_delta_config
@@ -15,18 +18,36 @@ from fishertune.tuners import TUNERS, build_tuner, config_help, load_tuner
 from fishertune.tuners.budget import SIZE_KNOBS, count_trainable, match_budget
 from fishertune.tuners.mask_methods import DELTA_FILE, MaskTuner
 
+
+@dataclass(frozen=True)
+class Case:
+    """One registered method under the shared checks: its tiny options and what it trains."""
+
+    method: str
+    options: dict
+    trains: Literal["nothing", "everything", "added", "mask"]
+    """the backbone's weights it updates: none, all, only parameters it adds, or masked base entries"""
+    zero_init: bool = False
+    """the backbone function is the base one at initialisation (bit-exact features)"""
+    fixed_mask: bool = False
+    """a mask chosen once: every selected entry moves (weight decay moves those without a gradient)"""
+
+
 # Tiny options per method; fishertune also grows its mask (δ_min 5% -> ~10% after 3 steps).
-OPTIONS = {
-    "full": {}, "frozen": {},
-    "lora": dict(rank=2, target_mlp=True),
-    "rein": dict(num_tokens=4, token_rank=2),
-    "vpt": dict(num_prompts=3),
-    "adaptformer": dict(bottleneck=4),
-    "childtune": dict(budget=0.1), "fish": dict(budget=0.1), "random": dict(budget=300),
-    "fishertune": dict(budget=0.1, ratio_min=0.05, growth_steps=0.2, update_every=1, reestimate=False),
-}
-ZERO_INIT = {"lora", "rein", "adaptformer"}  # the backbone function is the base one at initialisation
-ADDS_MODULES = {"lora", "rein", "vpt", "adaptformer"}
+TEST_CASES = [
+    Case("full", {}, "everything"),
+    Case("frozen", {}, "nothing"),
+    Case("lora", dict(rank=2, target_mlp=True), "added", zero_init=True),
+    Case("rein", dict(num_tokens=4, token_rank=2), "added", zero_init=True),
+    Case("vpt", dict(num_prompts=3), "added"),
+    Case("adaptformer", dict(bottleneck=4), "added", zero_init=True),
+    Case("childtune", dict(budget=0.1), "mask", fixed_mask=True),
+    Case("fish", dict(budget=0.1), "mask", fixed_mask=True),
+    Case("random", dict(budget=300), "mask", fixed_mask=True),
+    Case("fishertune", dict(budget=0.1, ratio_min=0.05, growth_steps=0.2, update_every=1, reestimate=False),
+         "mask"),
+]
+OPTIONS = {case.method: case.options for case in TEST_CASES}
 STEPS = 3
 
 
@@ -47,28 +68,45 @@ def may_train(tuner, name: str, p: torch.Tensor) -> torch.Tensor:
     return torch.full_like(p, tuner.name == "full", dtype=torch.bool)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", sorted(TUNERS))
-def test_tuner(method, family, batches, tmp_path):
+@dataclass
+class Trained:
+    """A tuner after STEPS steps on a tiny segmentor, with what the checks compare against."""
+
+    case: Case
+    family: str
+    model: torch.nn.Module
+    tuner: object
+    x: torch.Tensor
+    base_out: torch.Tensor
+    base_features: torch.Tensor
+    init_out: torch.Tensor
+    init_features: torch.Tensor
+    base: dict  # the backbone's base parameters (trained in place)
+    base_values: dict  # their values before training
+    expected_count: int  # count_trainable on a fresh model
+    must_move: dict  # entries that were allowed and had a gradient at some step
+    may_move: dict  # entries that were allowed at some step
+    added_grad: bool  # some added parameter got a non-zero gradient
+    added_without_grad: set  # trainable added parameters that never got a gradient
+
+    @property
+    def added(self) -> dict:
+        return {n: p for n, p in self.model.named_parameters()
+                if n.startswith("backbone.") and all(p is not q for q in self.base.values())}
+
+
+def train_case(case: Case, family: str) -> Trained:
+    batches = make_batches()
     model = make_segmentor(family)
-    if method == "vpt" and family == "sam":  # windowed attention over a fixed grid: no room for prompts
-        with pytest.raises(FisherTuneError, match="VPT"):
-            build_tuner(method, model, **OPTIONS[method])
-        return
     x = batches[0]["image"]
     with torch.no_grad():
         base_out, base_features = model(x), model.backbone(x)[-1]
     base = {n: p for n, p in model.named_parameters() if n.startswith("backbone.")}
     base_values = {n: p.detach().clone() for n, p in base.items()}
-
-    expected_count = count_trainable(method, make_segmentor(family), **OPTIONS[method])
-    tuner = build_tuner(method, model, **OPTIONS[method])
+    expected_count = count_trainable(case.method, make_segmentor(family), **case.options)
+    tuner = build_tuner(case.method, model, **case.options)
     with torch.no_grad():
         init_out, init_features = model(x), model.backbone(x)[-1]
-    assert init_out.shape == base_out.shape
-    if method in ZERO_INIT:  # bit-exact features (the head may round differently on other memory layouts)
-        assert torch.equal(init_features, base_features)
-
     tuner.prepare(batches, segmentation_loss)
     optimizer = tuner.build_optimizer(lr=1e-2, head_lr=1e-2, weight_decay=0.01)
     must_move = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in base.items()}
@@ -90,47 +128,115 @@ def test_tuner(method, family, batches, tmp_path):
         added_without_grad |= {n for n, p in added_params if p.requires_grad and p.grad is None}
         optimizer.step()
         tuner.after_step(step, STEPS, batches, segmentation_loss, optimizer)
+    return Trained(case, family, model, tuner, x, base_out, base_features, init_out, init_features, base,
+                   base_values, expected_count, must_move, may_move, added_grad, added_without_grad)
 
-    # Entry by entry: everything allowed with a gradient moved, nothing outside what was allowed did.
+
+_TRAINED: dict[tuple[str, str], Trained] = {}
+
+
+def trained_case(case: Case, family: str) -> Trained:
+    """Trained once per (method, family) and shared by the checks below, which only read it."""
+    if (case.method, family) not in _TRAINED:
+        _TRAINED[case.method, family] = train_case(case, family)
+    return _TRAINED[case.method, family]
+
+
+def cases(trains: tuple[str, ...] = ("nothing", "everything", "added", "mask")) -> list:
+    """(case, family) parameters for the cases that train `trains`, every family but the one combination
+    that cannot be built (test_vpt_refuses_sam)."""
+    out = []
+    for case in TEST_CASES:
+        for family in FAMILIES:
+            name, marks = (family.values[0], family.marks) if hasattr(family, "values") else (family, ())
+            if case.trains in trains and not (case.method == "vpt" and name == "sam"):
+                out.append(pytest.param(case, name, id=f"{case.method}-{name}", marks=marks))
+    return out
+
+
+def test_vpt_refuses_sam():
+    """SAM's windowed attention runs over a fixed grid: there is no room for prompts."""
+    with pytest.raises(FisherTuneError, match="VPT"):
+        build_tuner("vpt", make_segmentor("sam"), **OPTIONS["vpt"])
+
+
+@pytest.mark.parametrize(("case", "family"), cases())
+def test_wrapping_keeps_the_output_shape(case, family):
+    trained = trained_case(case, family)
+    assert trained.init_out.shape == trained.base_out.shape
+    if trained.case.zero_init:  # bit-exact features (the head may round differently on other memory layouts)
+        assert torch.equal(trained.init_features, trained.base_features)
+
+
+@pytest.mark.parametrize(("case", "family"), cases())
+def test_what_moved_is_exactly_what_the_method_allowed(case, family):
+    """Entry by entry: everything allowed with a gradient moved, nothing outside what was allowed did."""
+    trained = trained_case(case, family)
     moved_count = 0
-    for n, p in base.items():
-        moved = p.detach() != base_values[n]
+    for n, p in trained.base.items():
+        moved = p.detach() != trained.base_values[n]
         moved_count += int(moved.sum())
-        assert not (must_move[n] & ~moved).any(), f"{n}: an entry with a gradient did not move"
-        assert not (moved & ~may_move[n]).any(), f"{n}: an entry outside the method's reach moved"
-    assert tuner.num_trainable() == expected_count
-    added = {n: p for n, p in model.named_parameters()
-             if n.startswith("backbone.") and all(p is not q for q in base.values())}
-    if method == "frozen":
-        assert tuner.num_trainable() == 0 and not any(p.requires_grad for p in model.backbone.parameters())
-    if method == "full":
-        assert tuner.num_trainable() == sum(p.numel() for p in base.values())
-    if method in ADDS_MODULES:
-        assert added and added_grad and tuner.num_trainable() == sum(p.numel() for p in added.values())
-        assert not added_without_grad, f"added parameters without a gradient: {sorted(added_without_grad)}"
-        assert {n for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad} \
-            == set(added)
-    if method in ("childtune", "fish", "random"):  # fixed masks: every selected entry moved (weight decay)
-        assert moved_count == tuner.num_trainable()
-    if isinstance(tuner, MaskTuner):
-        assert not added
-        assert tuner.num_trainable() == sum(int(m.sum()) for m in may_move.values())
-        assert any(m.any() for m in must_move.values())
-    with torch.no_grad():
-        features_equal = torch.equal(model.backbone(x)[-1], base_features)
-    assert features_equal == (method == "frozen")
+        assert not (trained.must_move[n] & ~moved).any(), f"{n}: an entry with a gradient did not move"
+        assert not (moved & ~trained.may_move[n]).any(), f"{n}: an entry outside the method's reach moved"
+    if trained.case.fixed_mask:
+        assert moved_count == trained.tuner.num_trainable()
 
-    # save -> load onto a fresh base with the trained head: same outputs, bit for bit.
+
+@pytest.mark.parametrize(("case", "family"), cases())
+def test_trainable_count(case, family):
+    trained = trained_case(case, family)
+    tuner, model = trained.tuner, trained.model
+    assert tuner.num_trainable() == trained.expected_count
+    assert isinstance(tuner, MaskTuner) == (case.trains == "mask")
+    if case.trains == "nothing":
+        assert tuner.num_trainable() == 0 and not any(p.requires_grad for p in model.backbone.parameters())
+    if case.trains == "everything":
+        assert tuner.num_trainable() == sum(p.numel() for p in trained.base.values())
+
+
+@pytest.mark.parametrize(("case", "family"), cases(("added",)))
+def test_adapters_train_their_own_parameters_only(case, family):
+    trained = trained_case(case, family)
+    added = trained.added
+    assert added and trained.added_grad
+    assert trained.tuner.num_trainable() == sum(p.numel() for p in added.values())
+    assert not trained.added_without_grad, \
+        f"added parameters without a gradient: {sorted(trained.added_without_grad)}"
+    assert {n for n, p in trained.model.named_parameters() if n.startswith("backbone.") and p.requires_grad} \
+        == set(added)
+
+
+@pytest.mark.parametrize(("case", "family"), cases(("mask",)))
+def test_mask_methods_train_their_mask_only(case, family):
+    trained = trained_case(case, family)
+    assert not trained.added
+    assert trained.tuner.num_trainable() == sum(int(m.sum()) for m in trained.may_move.values())
+    assert any(m.any() for m in trained.must_move.values())
+
+
+@pytest.mark.parametrize(("case", "family"), cases())
+def test_features_change_unless_frozen(case, family):
+    trained = trained_case(case, family)
+    with torch.no_grad():
+        features_equal = torch.equal(trained.model.backbone(trained.x)[-1], trained.base_features)
+    assert features_equal == (trained.case.method == "frozen")
+
+
+@pytest.mark.parametrize(("case", "family"), cases())
+def test_save_and_load_reproduce_the_model_bit_for_bit(case, family, tmp_path):
+    """save -> load onto a fresh base with the trained head: same outputs, bit for bit."""
+    trained = trained_case(case, family)
+    tuner, model = trained.tuner, trained.model
     tuner.save_pretrained(str(tmp_path / "tuner"))
     if isinstance(tuner, MaskTuner):  # only the selected entries are stored
         delta = read_delta_config(tmp_path / "tuner" / DELTA_FILE)
         assert sum(t["count"] for t in delta["tensors"].values()) == tuner.num_trainable()
-    fresh = make_segmentor(family)
+    fresh = make_segmentor(trained.family)
     fresh.head.load_state_dict(model.head.state_dict())
     reloaded = load_tuner(str(tmp_path / "tuner"), fresh)
     assert type(reloaded) is type(tuner) and reloaded.num_trainable() == tuner.num_trainable()
     with torch.no_grad():
-        assert torch.equal(fresh(x), model(x))
+        assert torch.equal(fresh(trained.x), model(trained.x))
     assert all(torch.equal(p, fresh.state_dict()[n]) for n, p in model.state_dict().items())
 
 

@@ -23,3 +23,10 @@ def make_segmentor(family: str = "dinov2", seed: int = 0, head: str | dict = "li
 
 def segmentation_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return model.loss(batch["image"], batch["label"], reduction="none")
+
+
+def make_batches() -> list[dict]:
+    """Two seeded batches of two 32 px images with random train-id labels."""
+    g = torch.Generator().manual_seed(0)
+    return [{"image": torch.rand(2, 3, 32, 32, generator=g),
+             "label": torch.randint(0, 19, (2, 32, 32), generator=g)} for _ in range(2)]

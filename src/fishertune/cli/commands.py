@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import TYPE_CHECKING
 
 from fishertune.atomic import check_writable
 from fishertune.errors import FisherTuneError, InputError
 
+if TYPE_CHECKING:
+    from fishertune.run_result import RunResult
+
 
 def run_synth(args: argparse.Namespace) -> int:
-    from fishertune.data.synthetic import generate
+    from fishertune.benchmark.synthetic import generate
 
     out = check_writable(args.out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
@@ -30,9 +35,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     check_writable(args.out, folder=True)
-    entry = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if distributed.is_main():
-        print(_summary(config.method.name, entry))
+        print(_summary(config.method.name, result))
         print(f"run written to {args.out}")
     distributed.teardown()
     return 0
@@ -42,7 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from fishertune.atomic import write_json
     from fishertune.engine import distributed
     from fishertune.engine.build import build_eval_datasets, load_run, run_classes
-    from fishertune.engine.evaluator import evaluate_targets
+    from fishertune.engine.evaluator import EvalSettings, evaluate_targets
 
     if args.json:
         check_writable(args.json)
@@ -53,9 +58,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if not specs:
         raise InputError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
     datasets = build_eval_datasets(specs, run_classes(config))
-    inference = _inference(args, config)
-    results = evaluate_targets(model, datasets, inference, device, batch_size=config.eval.batch_size,
-                               workers=config.data.workers,
+    settings = EvalSettings.from_config(config)
+    inference = dataclasses.replace(settings.inference, **_inference_overrides(args))
+    results = evaluate_targets(model, datasets, dataclasses.replace(settings, inference=inference), device,
                                progress=not args.no_progress)
     if distributed.is_main():
         for name, miou in results["target_miou"].items():
@@ -70,6 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from fishertune.engine import distributed
     from fishertune.engine.build import load_run, run_classes
+    from fishertune.engine.evaluator import Inference
     from fishertune.engine.predictor import check_inputs, predict_images
 
     check_writable(args.out, folder=True)
@@ -87,7 +93,8 @@ def run_predict(args: argparse.Namespace) -> int:
     check_inputs(images)  # before the model is loaded
     device = distributed.setup()
     config, model = load_run(args.run, device)
-    written = predict_images(model, images, args.out, _inference(args, config), device, fmt=args.format,
+    inference = dataclasses.replace(Inference.from_config(config), **_inference_overrides(args))
+    written = predict_images(model, images, args.out, inference, device, fmt=args.format,
                              overlay=args.overlay, base=base, classes=run_classes(config))
     print(f"wrote {len(written)} images to {args.out}")
     return 0
@@ -161,9 +168,19 @@ def run_data_check(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from fishertune.engine.demo import run_demo
+    from fishertune.benchmark.demo import DemoOptions, run_demo
 
-    return run_demo(args) or 0
+    methods = [name.strip() for name in args.methods.split(",")] if args.methods else None
+    run_demo(DemoOptions(args.out, args.full, methods, args.backbone, args.images, args.size,
+                         _seeds(args.seeds) if args.seeds else None, args.overrides, not args.no_progress))
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
 def set_max_pixels(max_pixels: int | None) -> None:
@@ -172,21 +189,16 @@ def set_max_pixels(max_pixels: int | None) -> None:
     set_max_pixels(max_pixels)
 
 
-def _inference(args: argparse.Namespace, config):
-    import dataclasses
-
-    from fishertune.engine.evaluator import Inference
-
-    base = Inference.from_config(config)
-    return dataclasses.replace(base, mode=args.mode or base.mode, crop=args.crop or base.crop,
-                               stride=args.stride or base.stride)
+def _inference_overrides(args: argparse.Namespace) -> dict:
+    """The inference settings given on the command line (--mode, --crop, --stride)."""
+    return {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key)}
 
 
-def _summary(method: str, entry: dict) -> str:
+def _summary(method: str, result: RunResult) -> str:
     def fmt(value):
         return "n/a" if value is None else f"{value:.2f}"
 
-    targets = ", ".join(f"{name} {fmt(v)}" for name, v in entry["target_miou"].items())
-    return (f"{method}: trainable {entry['trainable_params']:,} | source mIoU {fmt(entry['source_miou'])} | "
-            f"targets: {targets or 'none'} | mean target mIoU {fmt(entry['mean_target_miou'])} | "
-            f"{entry['train_seconds']:.1f} s")
+    targets = ", ".join(f"{name} {fmt(v)}" for name, v in result.target_miou.items())
+    return (f"{method}: trainable {result.trainable_params:,} | source mIoU {fmt(result.source_miou)} | "
+            f"targets: {targets or 'none'} | mean target mIoU {fmt(result.mean_target_miou)} | "
+            f"{result.train_seconds:.1f} s")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import signal
 import sys
@@ -44,7 +43,7 @@ EXAMPLES = """examples:
 
 
 def _synth_domains() -> str:
-    from fishertune.data.synthetic import DOMAINS
+    from fishertune.benchmark.synthetic import DOMAINS
 
     return "; ".join(f"{name} ({domain.description})" for name, domain in DOMAINS.items())
 
@@ -160,20 +159,24 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                                                          "run's config.yaml works) instead of the 19 classes")
     check.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
 
-    if importlib.util.find_spec("fishertune.engine.demo") is not None:
-        demo = commands.add_parser(
-            "demo", help="the embedded DGSS benchmark: train, evaluate, report",
-            description="Generate synthetic domains, fine-tune with FisherTune and the baselines, evaluate "
-                        "every target domain, and write DIR/results.json, DIR/report.md and one run per "
-                        "method.")
-        demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
-        demo.add_argument("--full", action="store_true",
-                          help="the multi-seed comparison (about 2.5 hours on 2 cores)")
-        if argv[:1] == ["demo"]:  # further options of the demo, if it has any (imported only when used)
-            from fishertune.engine import demo as demo_module
-
-            if hasattr(demo_module, "add_arguments"):
-                demo_module.add_arguments(demo)
+    demo = commands.add_parser(
+        "demo", help="the embedded DGSS benchmark: train, evaluate, report",
+        description="Generate synthetic domains, fine-tune with FisherTune and the baselines, evaluate "
+                    "every target domain, and write DIR/results.json, DIR/report.md and one run per "
+                    "method.")
+    demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    demo.add_argument("--full", action="store_true",
+                      help="the multi-seed comparison (about 2.5 hours on 2 cores)")
+    demo.add_argument("--methods", metavar="A,B", help="comma-separated variants of the plan to run "
+                      "(default: the mode's list)")
+    demo.add_argument("--backbone", metavar="CONFIG",
+                      help="backbone config every run uses (default: the offline DINOv2-S)")
+    demo.add_argument("--images", type=int, metavar="N", help="images per domain (default: the plan's)")
+    demo.add_argument("--size", type=int, metavar="S", help="image side in pixels (default: the plan's)")
+    demo.add_argument("--seeds", metavar="A,B", help="comma-separated seeds (default: the mode's)")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override applied to every run, e.g. --set train.steps=50")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 

@@ -35,15 +35,14 @@ def check_weights_file(config: Config) -> None:
 
 def build_base(config: Config) -> nn.Module:
     """The segmentor of `model` (backbone + fresh head, `data.classes` outputs), before any tuner."""
-    from fishertune.models import build_segmentor
+    from fishertune.models import build_backbone
+    from fishertune.models.segmentor import assemble_segmentor
 
     classes = run_classes(config)
     check_weights_file(config)
-    m = config.model
-    backbone = {"name": m.backbone, "weights": m.weights, "config": m.backbone_config or None,
-                "out_indices": m.out_indices}
-    head = {"name": m.head, **m.head_options}
-    return build_segmentor(backbone, head, num_classes=classes.num_classes)
+    m = config.model  # validated when the config loaded: built as it is, not re-checked as a dict
+    backbone = build_backbone(m.backbone, m.weights, m.backbone_config or None, m.out_indices)
+    return assemble_segmentor(backbone, m.head, classes.num_classes, **m.head_options)
 
 
 def method_options(config: Config) -> dict:

@@ -8,7 +8,7 @@ and union counts (metrics.per_image_counts), the numbers a bootstrap over images
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -53,10 +53,23 @@ class Inference:
                 "window_batch": self.window_batch, **extra}
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a run is evaluated: its `Inference`, images per forward pass and DataLoader worker processes."""
+
+    inference: Inference = field(default_factory=Inference)
+    batch_size: int = 1
+    workers: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> EvalSettings:
+        """A run config's settings: `Inference.from_config`, eval.batch_size and data.workers."""
+        return cls(Inference.from_config(config), config.eval.batch_size, config.data.workers)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: torch.device,
-             batch_size: int = 1, amp: bool | str | None = None, workers: int = 0, progress: bool = False,
-             per_image: bool = False) -> dict:
+def evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, device: torch.device,
+             progress: bool = False, per_image: bool = False) -> dict:
     """{"miou": percent, "iou": {class name: percent or None}, "pixel_accuracy": percent, "images": n,
     "miou_subsets": {"16": percent or None, "13": ...}, "label_table": how the labels became train ids},
     plus "per_image": {"intersection", "union"} (int64 [n, classes], dataset order) if asked.
@@ -64,8 +77,7 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     The subset mIoUs average the same per-class IoUs over the 16 or 13 classes SYNTHIA results are reported
     on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
     as in the 19-class mIoU. Classes are the dataset's (`dataset.classes`, Cityscapes-19 by default), which
-    the model must predict; a custom class set has no subsets. amp: precision of the forward passes; None =
-    the inference's own (`inference.amp`)."""
+    the model must predict; a custom class set has no subsets."""
     from fishertune.data.classes import CITYSCAPES
     from fishertune.data.labels import CLASS_SUBSETS
 
@@ -77,17 +89,16 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     was_training = model.training
     model.eval()
     shard = list(range(distributed.rank(), len(dataset), distributed.world_size()))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers,
+    loader = DataLoader(dataset, batch_size=settings.batch_size, sampler=shard, num_workers=settings.workers,
                         generator=torch.Generator().manual_seed(0))  # leaves the global RNG untouched
     matrix = ConfusionMatrix(classes.num_classes)
     counts = torch.zeros(2, len(dataset), classes.num_classes, dtype=torch.int64)  # this process's rows
     done = 0
     name = getattr(dataset, "name", "data")
-    precision = inference.amp if amp is None else amp
     for batch in tqdm(loader, desc=f"eval {name}", disable=not (progress and distributed.is_main()),
                       leave=False):
-        with autocast(device, precision):
-            logits = model.predict(batch["image"].to(device), **inference.kwargs())
+        with autocast(device, settings.inference.amp):
+            logits = model.predict(batch["image"].to(device), **settings.inference.kwargs())
         prediction = logits.argmax(1)
         matrix.update(prediction, batch["label"])
         if per_image:
@@ -114,19 +125,20 @@ def evaluate(model: nn.Module, dataset: Dataset, inference: Inference, device: t
     return result
 
 
-def evaluate_targets(model: nn.Module, datasets: dict[str, Dataset], inference: Inference,
-                     device: torch.device, **kwargs) -> dict:
+def evaluate_targets(model: nn.Module, datasets: dict[str, Dataset], settings: EvalSettings,
+                     device: torch.device, progress: bool = False, per_image: bool = False) -> dict:
     """Per-dataset results and their mean: {"target_miou": {name: miou}, "mean_target_miou",
     "per_class_iou", "subset_miou": {name: {"16", "13"}}, "label_tables": {name: label table}}, plus
     "per_image": {name: {"intersection", "union"}} with per_image=True (see `evaluate`)."""
-    results = {name: evaluate(model, data, inference, device, **kwargs) for name, data in datasets.items()}
+    results = {name: evaluate(model, data, settings, device, progress, per_image)
+               for name, data in datasets.items()}
     target = {name: r["miou"] for name, r in results.items()}
     out = {"target_miou": target,
            "mean_target_miou": sum(target.values()) / len(target) if target else None,
            "per_class_iou": {name: r["iou"] for name, r in results.items()},
            "subset_miou": {name: r["miou_subsets"] for name, r in results.items()},
            "label_tables": {name: r["label_table"] for name, r in results.items()}}
-    if kwargs.get("per_image"):
+    if per_image:
         out["per_image"] = {name: r["per_image"] for name, r in results.items()}
     return out
 

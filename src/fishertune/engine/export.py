@@ -29,6 +29,7 @@ from fishertune import __version__
 from fishertune.atomic import save_tensors, write_json, write_text
 from fishertune.engine.config import Config, load_config, save_config
 from fishertune.errors import FisherTuneError
+from fishertune.run_result import read_run_result
 
 FORMAT = "fishertune-export"
 VERSION = 1
@@ -116,7 +117,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
         raise FisherTuneError(f"{run_dir}: the base backbone plus the saved method change does not reproduce "
                               f"model.safetensors (first difference: {first}); was the base weights file "
                               f"changed after training?")
-    results = _run_results(run_dir)
+    result = read_run_result(run_dir)
+    results = {} if result is None else result.to_json()
     trainable = results.get("trainable_params")
     manifest = {"format": FORMAT, "version": VERSION, "method": config.method.name,
                 "trainable_params": trainable, "base_sha256": base_hash, "results": results}
@@ -191,14 +193,6 @@ def _locate(weights: str | None, directory: Path) -> str | None:
 
 def looks_like_file(weights: str) -> bool:
     return weights.endswith((".safetensors", ".pth", ".pt")) or weights.startswith(("/", ".", "~"))
-
-
-def _run_results(run_dir: Path) -> dict:
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return {}
-    methods = json.loads(path.read_text()).get("methods", {})
-    return next(iter(methods.values()), {}) if len(methods) == 1 else {}
 
 
 # -- the model card ----------------------------------------------------------------------------------------

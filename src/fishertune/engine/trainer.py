@@ -46,11 +46,18 @@ from fishertune.engine.checkpoint import (
     set_rng_state,
 )
 from fishertune.engine.config import Config, save_config
-from fishertune.engine.evaluator import PER_IMAGE_FILE, Inference, evaluate, evaluate_targets, save_per_image
+from fishertune.engine.evaluator import (
+    PER_IMAGE_FILE,
+    EvalSettings,
+    evaluate,
+    evaluate_targets,
+    save_per_image,
+)
 from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
 from fishertune.errors import FisherTuneError, InputError, RunInterrupted
+from fishertune.run_result import RunResult, results_json
 
 PREPARE_EPOCH = 2**31
 """Augmentation epoch of the tuner's prepare batches, apart from every training epoch."""
@@ -162,7 +169,7 @@ def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]
 
 
 class Trainer:
-    """One training run into `run_dir`; `run()` returns the run's results.json entry."""
+    """One training run into `run_dir`; `run()` returns the run's result (as in results.json)."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
@@ -205,7 +212,7 @@ class Trainer:
         self.model.to(self.device)
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
-        self.inference = Inference.from_config(config)
+        self.eval_settings = EvalSettings.from_config(config)
         self.total = t.warmup_steps + t.steps
         self.prepare: list[dict] = []  # the tuner's source batches, drawn when the run starts
         self.phase = ""
@@ -305,7 +312,7 @@ class Trainer:
         return FeaturePerturbation(self.model, self.perturb_modules, alpha=t.perturb.alpha, seed=seed)
 
     # -- the run -------------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> RunResult:
         try:
             return self._run()
         except KeyboardInterrupt as error:
@@ -332,7 +339,7 @@ class Trainer:
                 f"train` command plus --resume, which may change train.lr, train.steps, eval.* and a few "
                 f"more (see docs/errors.md)")
 
-    def _run(self) -> dict:
+    def _run(self) -> RunResult:
         t = self.config.train
         step, seconds = 0, 0.0
         if self.checkpoint is not None:  # read (and checked) before the run writes anything
@@ -382,24 +389,21 @@ class Trainer:
         if self.val_sets:
             source = self.evaluate_source()
             logger.log(step, "val", **source)
-        targets = evaluate_targets(self.model, self.target_sets, self.inference, self.device,
-                                   batch_size=self.config.eval.batch_size,
-                                   workers=self.config.data.workers, progress=self.progress, per_image=True)
-        entry = {"trainable_params": self.tuner.num_trainable(),
-                 "head_params": sum(p.numel() for p in self.model.head.parameters()),
-                 "source_miou": source["source_miou"],
-                 "target_miou": targets["target_miou"],
-                 "mean_target_miou": targets["mean_target_miou"],
-                 "train_seconds": seconds,
-                 "per_class_iou": targets["per_class_iou"]}
+        targets = evaluate_targets(self.model, self.target_sets, self.eval_settings, self.device,
+                                   progress=self.progress, per_image=True)
+        result = RunResult(trainable_params=self.tuner.num_trainable(),
+                           head_params=sum(p.numel() for p in self.model.head.parameters()),
+                           source_miou=source["source_miou"], target_miou=targets["target_miou"],
+                           mean_target_miou=targets["mean_target_miou"], train_seconds=seconds,
+                           per_class_iou=targets["per_class_iou"])
         if distributed.is_main():
             save_model(self.model, self.run_dir / "model.safetensors")
             self.tuner.save_pretrained(str(self.run_dir / "tuner"))
             save_per_image(self.run_dir / PER_IMAGE_FILE, targets["per_image"])
-            write_json(self.run_dir / "results.json", {"methods": {self.config.method.name: entry}})
+            write_json(self.run_dir / "results.json", results_json({self.config.method.name: result}))
         logger.close()
         distributed.barrier()
-        return entry
+        return result
 
     def apply_resume_overrides(self, saved: dict) -> None:
         """Continue with this config's train.lr, head_lr and steps rather than the checkpoint's: every lr
@@ -421,8 +425,7 @@ class Trainer:
 
     def evaluate_source(self) -> dict:
         (dataset,) = self.val_sets.values()
-        result = evaluate(self.model, dataset, self.inference, self.device,
-                          batch_size=self.config.eval.batch_size, workers=self.config.data.workers)
+        result = evaluate(self.model, dataset, self.eval_settings, self.device)
         self.model.train()
         return {"source_miou": result["miou"]}
 
@@ -437,6 +440,6 @@ class Trainer:
         distributed.barrier()
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train per `config` into `run_dir` (or continue it with resume=True); return the results entry."""
+def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train per `config` into `run_dir` (or continue it with resume=True); return the run's result."""
     return Trainer(config, run_dir, resume, progress).run()

@@ -46,6 +46,7 @@ from fishertune.method.variational import (
     DEFAULT_SAMPLES,
     DEFAULT_TAU,
     VariationalCurvature,
+    VariationalSettings,
 )
 
 SELECTION_MODES = ("dr_fim", "fim", "delta_f", "random")
@@ -261,9 +262,9 @@ class FisherTuner:
         options = dict(per_sample=cfg.per_sample, chunk_size=cfg.chunk_size)
         if cfg.variational == "off":
             return RunningFisher(self.model, loss_fn, self.candidates, **options)
-        return VariationalCurvature(self.model, loss_fn, self.candidates, cfg.variational, cfg.var_gamma,
-                                    cfg.var_tau, cfg.var_samples,
-                                    seed_stream(cfg.seed, WEIGHT_SAMPLES, self._estimates), **options)
+        settings = VariationalSettings(cfg.variational, cfg.var_gamma, cfg.var_tau, cfg.var_samples,
+                                       seed_stream(cfg.seed, WEIGHT_SAMPLES, self._estimates))
+        return VariationalCurvature(self.model, loss_fn, self.candidates, settings, **options)
 
     def release_estimates(self) -> None:
         """Drop the curvature and terms kept for inspection (memory ∝ the candidates); the scores stay."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,29 +56,43 @@ DEFAULT_TAU = 1e-3     # prior std τ around the weights, also the first batch's
 DEFAULT_SAMPLES = 2    # weight samples (ivon: antithetic pairs) per batch
 
 
-class VariationalCurvature:
-    """The running h = γ(Λ − τ⁻²) of one data stream (clean, or under a perturbation), batch by batch."""
+@dataclass(frozen=True)
+class VariationalSettings:
+    """The posterior's settings (module docstring), checked when made: the curvature estimate ĥ ("ivon" or
+    "vogn"), the data scale γ, the prior std τ, the weight samples per batch (ivon: antithetic pairs) and
+    the seed of the weight draws."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str], curvature: str = "ivon",
-                 gamma: float = DEFAULT_GAMMA, tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
-                 seed: int = 0, per_sample: bool = True, backend: str = "auto",
-                 chunk_size: int | None = None):
-        if curvature not in CURVATURES:
-            raise FisherTuneError(f"unknown variational curvature {curvature!r}; "
+    curvature: str = "ivon"
+    gamma: float = DEFAULT_GAMMA
+    tau: float = DEFAULT_TAU
+    samples: int = DEFAULT_SAMPLES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.curvature not in CURVATURES:
+            raise FisherTuneError(f"unknown variational curvature {self.curvature!r}; "
                                   f"choose one of {', '.join(CURVATURES)}")
-        if gamma < 0 or tau < 0 or samples < 1:
-            raise FisherTuneError(f"variational settings out of range: gamma={gamma} >= 0, tau={tau} >= 0, "
-                                  f"samples={samples} >= 1")
-        if curvature == "ivon" and gamma * tau == 0:
+        if self.gamma < 0 or self.tau < 0 or self.samples < 1:
+            raise FisherTuneError(f"variational settings out of range: gamma={self.gamma} >= 0, "
+                                  f"tau={self.tau} >= 0, samples={self.samples} >= 1")
+        if self.curvature == "ivon" and self.gamma * self.tau == 0:
             raise FisherTuneError("the ivon curvature needs posterior noise: gamma > 0 and tau > 0 "
                                   "(use curvature vogn for the zero-noise limit)")
-        self.model, self.loss_fn, self.curvature = model, loss_fn, curvature
-        self.gamma, self.tau, self.samples = gamma, tau, samples
-        self.fisher_options = dict(per_sample=per_sample, backend=backend, chunk_size=chunk_size)
+
+
+class VariationalCurvature:
+    """The running h = γ(Λ − τ⁻²) of one data stream (clean, or under a perturbation), batch by batch.
+    `fisher_options`: `fisher_sums`' per_sample, backend and chunk_size, used by the vogn curvature."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str],
+                 settings: VariationalSettings = VariationalSettings(), **fisher_options: Any):
+        self.model, self.loss_fn, self.curvature = model, loss_fn, settings.curvature
+        self.gamma, self.tau, self.samples = settings.gamma, settings.tau, settings.samples
+        self.fisher_options = fisher_options
         self.named = _named_params(model, names)
         self.h = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device)
                   for n, p in self.named.items()}
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(settings.seed)
         self.seen = 0
 
     @property
@@ -168,16 +183,15 @@ class VariationalCurvature:
 
 
 def variational_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
-                       params: Sequence[str] | None = None, curvature: str = "ivon",
-                       gamma: float = DEFAULT_GAMMA, tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
-                       seed: int = 0, perturbation: FeaturePerturbation | None = None,
+                       params: Sequence[str] | None = None,
+                       settings: VariationalSettings = VariationalSettings(),
+                       perturbation: FeaturePerturbation | None = None,
                        **fisher_options: Any) -> dict[str, torch.Tensor]:
     """The stabilised curvature γ(Λ − τ⁻²) = h after one ELBO step per batch (module docstring), float32,
     one tensor per parameter (`params` as in `empirical_fisher`; `fisher_options`: its per_sample,
     backend and chunk_size, used by the vogn curvature)."""
     names = list(_named_params(model, params))
-    posterior = VariationalCurvature(model, loss_fn, names, curvature, gamma, tau, samples, seed,
-                                     **fisher_options)
+    posterior = VariationalCurvature(model, loss_fn, names, settings, **fisher_options)
     for batch in batches:
         posterior.update(batch, perturbation)
     if posterior.seen == 0:

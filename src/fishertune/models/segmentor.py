@@ -144,6 +144,13 @@ def build_segmentor(backbone: str | dict, head: str | dict, num_classes: int = 1
     if unknown:
         raise FisherTuneError(f"unknown backbone option {unknown[0]!r}; available: config, name, "
                               "out_indices, weights")
-    net = build_backbone(spec.pop("name"), **spec)
-    decode = build_head(head_spec.pop("name"), net.embed_dim, len(net.out_indices), num_classes, **head_spec)
-    return Segmentor(net, decode, num_classes)
+    return assemble_segmentor(build_backbone(spec.pop("name"), **spec), head_spec.pop("name"), num_classes,
+                              **head_spec)
+
+
+def assemble_segmentor(backbone: Backbone, head: str, num_classes: int = 19,
+                       **head_options: Any) -> Segmentor:
+    """A built backbone with a fresh head `head` fitted to it (its `in_channels` and `num_levels` come from
+    the backbone); `head_options` are the head's own keyword options."""
+    decode = build_head(head, backbone.embed_dim, len(backbone.out_indices), num_classes, **head_options)
+    return Segmentor(backbone, decode, num_classes)

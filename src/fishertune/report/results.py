@@ -1,21 +1,9 @@
-"""The results dict every report function reads: results.json (DESIGN.md §3) plus optional seeds.
+"""What every report function reads from a results dict (results.json, `fishertune.run_result`): the
+per-method `RunResult`s, and their metrics by key and seed.
 
-Schema (mIoU in percent)::
-
-    {
-      "setup": {"backbone": ..., "data": ..., "steps": ..., "seeds": [...], ...},   # optional
-      "methods": {
-        "<method>": {
-          "trainable_params": int, "source_miou": float, "target_miou": {"<domain>": float, ...},
-          "mean_target_miou": float, "train_seconds": float,
-          "seeds": [{"seed": int, <the same five fields>}, ...]   # optional, one dict per seed
-        }, ...
-      }
-    }
-
-A flat dict `{"<method>": {...}}` without "methods" is read the same way. When "seeds" is present,
-statistics use the per-seed values only and pair seeds by their "seed" field (by position when absent);
-top-level fields then serve single-number columns (trainable_params, train_seconds) when present.
+A method's numbers are its own fields or, when it lists "seeds", the per-seed values: statistics use the
+per-seed values only and pair seeds by their "seed" field (by position when absent); the method's own
+fields then serve single-number columns (trainable_params, train_seconds) when present.
 """
 
 from __future__ import annotations
@@ -26,32 +14,24 @@ from typing import Any
 import numpy as np
 
 from fishertune.errors import FisherTuneError
+from fishertune.run_result import RunResult, methods_from_json
 
 SOURCE = "source_miou"
 MEAN_TARGET = "mean_target_miou"
 TARGET_PREFIX = "target_miou/"
 
 
-def methods_of(results: Mapping[str, Any]) -> dict[str, dict]:
-    """The per-method entries, in the order given."""
-    methods = results.get("methods", None)
-    if methods is None:
-        methods = {k: v for k, v in results.items()
-                   if isinstance(v, Mapping) and ("target_miou" in v or "seeds" in v)}
-    if not methods:
-        raise FisherTuneError("results hold no methods: expected results['methods'][name] with target_miou")
-    return dict(methods)
+def methods_of(results: Mapping[str, Any]) -> dict[str, RunResult]:
+    """The per-method results, in the order given."""
+    return methods_from_json(results)
 
 
 def target_domains(results: Mapping[str, Any]) -> list[str]:
     """Every target domain any method was evaluated on, in first-seen order."""
     domains: dict[str, None] = {}
-    for name, entry in methods_of(results).items():
-        for run in [entry, *(entry.get("seeds") or [])]:
-            if "target_miou" in run:
-                if not isinstance(run["target_miou"], Mapping):
-                    raise FisherTuneError(f"method {name!r}: target_miou must map domain -> mIoU")
-                domains.update(dict.fromkeys(run["target_miou"]))
+    for result in methods_of(results).values():
+        for run in [result, *(result.seeds or [])]:
+            domains.update(dict.fromkeys(run.target_miou))
     return list(domains)
 
 
@@ -68,31 +48,30 @@ def metric_label(key: str) -> str:
     return key.removeprefix(TARGET_PREFIX)
 
 
-def _value(run: Mapping[str, Any], key: str) -> float | None:
+def _value(run: RunResult, key: str) -> float | None:
     if key == MEAN_TARGET:
-        if run.get(MEAN_TARGET) is not None:
-            return float(run[MEAN_TARGET])
-        targets = run.get("target_miou") or {}
-        return float(np.mean(list(targets.values()))) if targets else None
+        if run.mean_target_miou is not None:
+            return float(run.mean_target_miou)
+        return float(np.mean(list(run.target_miou.values()))) if run.target_miou else None
     if key.startswith(TARGET_PREFIX):
-        value = (run.get("target_miou") or {}).get(key.removeprefix(TARGET_PREFIX))
+        value = run.target_miou.get(key.removeprefix(TARGET_PREFIX))
     else:
-        value = run.get(key)
+        value = getattr(run, key)
     return None if value is None else float(value)
 
 
-def seed_runs(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The per-seed dicts, or the entry itself as the only run."""
-    return list(entry.get("seeds") or [entry])
+def seed_runs(result: RunResult) -> list[RunResult]:
+    """The per-seed results, or the result itself as the only run."""
+    return list(result.seeds or [result])
 
 
-def values_by_seed(entry: Mapping[str, Any], key: str) -> dict:
+def values_by_seed(result: RunResult, key: str) -> dict:
     """seed -> value of a metric key (SOURCE, MEAN_TARGET, TARGET_PREFIX+domain or any numeric field
-    such as "train_seconds"); a run without a "seed" field is keyed by its position, and runs without
-    the metric are left out."""
+    such as "train_seconds"); a run without a seed is keyed by its position, and runs without the metric
+    are left out."""
     out = {}
-    for i, run in enumerate(seed_runs(entry)):
-        seed = run.get("seed", i)
+    for i, run in enumerate(seed_runs(result)):
+        seed = i if run.seed is None else run.seed
         if seed in out:
             raise FisherTuneError(f"seed {seed!r} appears twice in one method's results")
         value = _value(run, key)
@@ -101,20 +80,20 @@ def values_by_seed(entry: Mapping[str, Any], key: str) -> dict:
     return out
 
 
-def values(entry: Mapping[str, Any], key: str) -> list[float]:
+def values(result: RunResult, key: str) -> list[float]:
     """The per-seed values of a metric key ([] when no run has it, e.g. a domain not evaluated)."""
-    return list(values_by_seed(entry, key).values())
+    return list(values_by_seed(result, key).values())
 
 
-def summary_value(entry: Mapping[str, Any], key: str) -> float | None:
-    """The entry's own value of a field, else the mean over its seeds, else None."""
-    value = _value(entry, key)
+def summary_value(result: RunResult, key: str) -> float | None:
+    """The result's own value of a field, else the mean over its seeds, else None."""
+    value = _value(result, key)
     if value is not None:
         return value
-    per_seed = values(entry, key)
+    per_seed = values(result, key)
     return float(np.mean(per_seed)) if per_seed else None
 
 
 def num_seeds(results: Mapping[str, Any]) -> int:
     """The largest number of seeds of any method."""
-    return max(len(seed_runs(e)) for e in methods_of(results).values())
+    return max(len(seed_runs(r)) for r in methods_of(results).values())

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from fishertune.benchmark.records import read_record, record_path
 from fishertune.cli.main import main
 from fishertune.engine.build import build_base
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
-from fishertune.engine.demo_records import read_record, record_path
 from fishertune.engine.evaluator import PER_IMAGE_FILE
 from fishertune.tuners import build_tuner, load_selection
 
@@ -41,6 +41,7 @@ def record_of(out, variant, key="seed1"):
     return read_record(out, variant, key, config.to_dict())
 
 
+@pytest.mark.slow
 def test_results_follow_the_contract_with_seed_1(demo_dir):
     results = json.loads((demo_dir / "results.json").read_text())
     assert list(results["methods"]) == QUICK
@@ -56,6 +57,7 @@ def test_results_follow_the_contract_with_seed_1(demo_dir):
     assert 0 < results["methods"]["fishertune"]["trainable_params"] < full
 
 
+@pytest.mark.slow
 def test_every_run_folder_holds_a_model_and_frozen_keeps_the_backbone(demo_dir):
     frozen = load_file(demo_dir / "runs" / "frozen" / "model.safetensors")
     full = load_file(demo_dir / "runs" / "full" / "model.safetensors")
@@ -66,6 +68,7 @@ def test_every_run_folder_holds_a_model_and_frozen_keeps_the_backbone(demo_dir):
     assert (demo_dir / "runs" / "fishertune" / "tuner" / "delta.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_report_links_existing_figures_and_has_every_section(demo_dir):
     report = (demo_dir / "report.md").read_text()
     links = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
@@ -77,6 +80,7 @@ def test_report_links_existing_figures_and_has_every_section(demo_dir):
     assert "## What the mask variants selected" in report
 
 
+@pytest.mark.slow
 def test_per_image_counts_pool_to_the_reported_miou(demo_dir):
     """The evaluator's per-image intersection/union add up to the confusion matrix it scored."""
     results = json.loads((demo_dir / "results.json").read_text())
@@ -97,6 +101,7 @@ def test_per_image_counts_pool_to_the_reported_miou(demo_dir):
         assert all(low <= high for low, high in interval.values())
 
 
+@pytest.mark.slow
 def test_mask_records_hold_the_trained_selection(demo_dir):
     results = json.loads((demo_dir / "results.json").read_text())
     for variant in ("fishertune", "random-select"):
@@ -114,6 +119,7 @@ def test_mask_records_hold_the_trained_selection(demo_dir):
         assert shares == pytest.approx(results["selections"]["variants"][variant]["share_by_type"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_report_states_how_much_the_selections_overlap(demo_dir):
     a, b = (load_selection(demo_dir / "runs" / v / "tuner")["masks"] for v in ("fishertune", "random-select"))
     a, b = ({n: m.reshape(-1) for n, m in s.items()} for s in (a, b))
@@ -125,6 +131,7 @@ def test_report_states_how_much_the_selections_overlap(demo_dir):
     assert row == f"| fishertune | – | {100 * both / union:.1f}% |"
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_runs(demo_dir, capsys):
     before = (demo_dir / "runs" / "full" / "model.safetensors").stat().st_mtime_ns
     assert demo(demo_dir, QUICK) == 0
@@ -136,6 +143,7 @@ def _without_wall_time(report: str) -> str:
     return "\n".join(line for line in report.splitlines() if not line.startswith("- **wall seconds**"))
 
 
+@pytest.mark.slow
 def test_records_alone_give_the_same_results_and_report(demo_dir, tmp_path, capsys):
     """A later session continues from the committed records: no weights, another folder."""
     assert (demo_dir / ".gitignore").read_text().split() == ["runs/", "sweep/", "data/", "configs/"]
@@ -154,6 +162,7 @@ def test_records_alone_give_the_same_results_and_report(demo_dir, tmp_path, caps
         assert (other / "figures" / figure).read_bytes() == (demo_dir / "figures" / figure).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_record_of_another_config_or_with_foreign_arrays_is_not_reused(tmp_path, capsys):
     out = tmp_path / "d"
     assert demo(out, ["frozen"]) == 0
@@ -182,6 +191,7 @@ def test_unknown_method_is_one_clear_error(tmp_path, capsys):
     assert err.startswith("error: unknown demo method 'fishtune'") and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_full_mode_reports_fresh_seeds_after_a_source_val_choice(tmp_path, capsys):
     out = tmp_path / "full"
     assert demo(out, ["full", "frozen-noperturb"], "--full", "--seeds", "0,1") == 2
@@ -214,6 +224,7 @@ def test_full_mode_reports_fresh_seeds_after_a_source_val_choice(tmp_path, capsy
     assert "Left out of this plan" in report  # the plan's notes on what it dropped
 
 
+@pytest.mark.slow
 def test_lora_budget_takes_the_rank_closest_to_fishertunes_budget(tmp_path):
     out = tmp_path / "d"
     assert demo(out, ["lora-budget"]) == 0
@@ -233,6 +244,7 @@ def test_lora_budget_takes_the_rank_closest_to_fishertunes_budget(tmp_path):
     assert results["methods"]["lora-budget"]["trainable_params"] == counts[best]
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path, capsys):
     out = tmp_path / "d"
     assert demo(out, ["frozen"]) == 0

@@ -34,6 +34,7 @@ import torch
 
 from fishertune.atomic import write_atomic, write_json
 from fishertune.errors import FisherTuneError
+from fishertune.run_result import RunResult, read_run_result
 
 RECORDS = "records"
 DIR_TOKEN = "$DIR"
@@ -55,7 +56,7 @@ def portable_config(config: dict, out: Path) -> dict:
 class Record:
     """One run as the report sees it."""
 
-    entry: dict  # the run's results.json entry (trainable_params read from the tuner after training)
+    result: RunResult  # the run's result (trainable_params read from the tuner after training)
     per_image: dict[str, tuple[np.ndarray, np.ndarray]]  # domain -> (intersection, union) [images, classes]
     predictions: dict[str, np.ndarray]  # domain -> uint8 [examples, H, W]
     selection: dict | None = None  # mask methods: history, score_mean, numel, rows, tensors
@@ -87,10 +88,10 @@ def write_record(out: Path, variant: str, key: str, config: dict, run_dir: Path,
     mask method, its final selection."""
     from fishertune.engine.evaluator import PER_IMAGE_FILE, load_per_image
 
-    (entry,) = json.loads((run_dir / "results.json").read_text())["methods"].values()
-    record = Record(entry, {}, {})
+    result = read_run_result(run_dir)
+    record = Record(result, {}, {})
     if examples is not None:
-        if entry["target_miou"]:
+        if result.target_miou:
             if not (run_dir / PER_IMAGE_FILE).is_file():
                 raise FisherTuneError(f"{run_dir} has no {PER_IMAGE_FILE} (a run from before per-image "
                                       f"counts were kept); remove the folder to train it again")
@@ -108,7 +109,8 @@ def write_record(out: Path, variant: str, key: str, config: dict, run_dir: Path,
     data = buffer.getvalue()
     path = record_path(out, variant, key)
     write_atomic(path.with_suffix(".npz"), lambda temp: Path(temp).write_bytes(data))
-    write_json(path, {"config": portable_config(config, out), "entry": entry, "selection": record.selection,
+    write_json(path, {"config": portable_config(config, out), "entry": result.to_json(),
+                      "selection": record.selection,
                       "arrays": {"file": path.with_suffix(".npz").name,
                                  "sha256": hashlib.sha256(data).hexdigest()}})
     return record
@@ -139,8 +141,9 @@ def read_record(out: Path, variant: str, key: str, config: dict) -> Record | Non
             elif kind == "predictions":
                 predictions[rest] = arrays[name]
         mask = arrays["mask"] if "mask" in arrays.files else None
-    order = list(saved["entry"]["target_miou"])  # the domains in evaluation order
-    return Record(saved["entry"], {d: tuple(per_image[d]) for d in order if d in per_image},
+    result = RunResult.from_json(saved["entry"], f"{path} entry")
+    order = list(result.target_miou)  # the domains in evaluation order
+    return Record(result, {d: tuple(per_image[d]) for d in order if d in per_image},
                   {d: predictions[d] for d in order if d in predictions}, saved["selection"], mask)
 
 

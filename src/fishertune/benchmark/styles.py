@@ -15,7 +15,7 @@ from functools import cache
 import numpy as np
 from scipy import ndimage
 
-from fishertune.data.scene_layout import (
+from fishertune.benchmark.scenes import (
     BICYCLE,
     BUILDING,
     BUS,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fishertune.data import scene_layout as sl
+from fishertune.benchmark import scenes as sl
+from fishertune.benchmark.synthetic import DOMAINS, TARGET_DOMAINS, generate, render_scene, scene_layout
 from fishertune.data.datasets import FolderDataset
 from fishertune.data.labels import NUM_CLASSES
-from fishertune.data.synthetic import DOMAINS, TARGET_DOMAINS, generate, render_scene, scene_layout
 from fishertune.errors import FisherTuneError
 
 
@@ -65,13 +65,14 @@ def test_every_domain_renders_a_non_trivial_image_different_from_the_source_styl
     if domain in TARGET_DOMAINS:
         # same scene, source colours: a target must differ in appearance by a clear margin
         layout = scene_layout(0, "test", 48, 0)
-        from fishertune.data.synthetic import render_layout
+        from fishertune.benchmark.synthetic import render_layout
 
         source_look, _ = render_layout(layout, "source", 0, 0)
         assert np.abs(image.astype(float) - source_look).mean() > 15
         assert np.array_equal(label, layout.label)
 
 
+@pytest.mark.slow
 def test_target_domains_share_label_maps_and_splits_share_the_class_distribution():
     for index in range(3):
         labels = [render_scene(index, domain, size=40, seed=5)[1] for domain in TARGET_DOMAINS]

@@ -16,32 +16,34 @@ is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the qui
 
 Every run is an ordinary run folder (DIR/runs/..., DIR/sweep/...) made from a config written to
 DIR/configs/, so any of them can be re-run, resumed or evaluated with `fishertune train/eval`. After each
-run the demo writes its record to DIR/records/ (`demo_records`): small, without weights, everything the
-report needs. A later call on the same DIR reuses a record whose config matches, or else a finished run
-folder, and resumes an interrupted one; the report is drawn from the records alone. DIR/.gitignore
-leaves out the run folders, data and configs, so the rest of DIR can be committed and a later session
-continue from it.
+run the demo writes its record to DIR/records/ (`fishertune.benchmark.records`): small, without weights,
+everything the report needs. A later call on the same DIR reuses a record whose config matches, or else a
+finished run folder, and resumes an interrupted one; the report is drawn from the records alone.
+DIR/.gitignore leaves out the run folders, data and configs, so the rest of DIR can be committed and a
+later session continue from it.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shutil
 import statistics
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import yaml
 
 from fishertune.atomic import write_json, write_text
+from fishertune.benchmark.records import Record, read_record, write_record
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
-from fishertune.engine.demo_records import Record, read_record, write_record
 from fishertune.errors import FisherTuneError
+from fishertune.run_result import RunResult, results_json
 
 PLAN = PACKAGED_CONFIGS / "demo" / "plan.yaml"
 HPARAMS = PACKAGED_CONFIGS / "demo" / "hparams.yaml"
+DEFAULT_BACKBONE = "backbones/dinov2_s_offline.yaml"
 SOURCE, SOURCE_VAL = "source", "source_val"
 SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
@@ -61,38 +63,45 @@ NOTES = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", metavar="A,B", help="comma-separated variants of the plan to run "
-                        "(default: the mode's list)")
-    parser.add_argument("--backbone", default="backbones/dinov2_s_offline.yaml", metavar="CONFIG",
-                        help="backbone config every run uses (default: the offline DINOv2-S)")
-    parser.add_argument("--images", type=int, metavar="N", help="images per domain (default: the plan's)")
-    parser.add_argument("--size", type=int, metavar="S", help="image side in pixels (default: the plan's)")
-    parser.add_argument("--seeds", metavar="A,B", help="comma-separated seeds (default: the mode's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override applied to every run, e.g. --set train.steps=50")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `fishertune demo` is asked to do (docs/cli.md); None = the plan's or the mode's default."""
+
+    out: Path
+    full: bool = False
+    """The multi-seed comparison with its learning-rate sweep, instead of the quick mode."""
+    methods: list[str] | None = None
+    """Variants of the plan to run."""
+    backbone: str | None = None
+    """Backbone config every run uses (DEFAULT_BACKBONE)."""
+    images: int | None = None
+    """Images per domain."""
+    size: int | None = None
+    """Image side in pixels."""
+    seeds: list[int] | None = None
+    overrides: list[str] = field(default_factory=list)
+    """`--set KEY=VALUE` config overrides applied to every run."""
+    progress: bool = True
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(options: DemoOptions) -> None:
+    """Generate the data, train (or reuse) every run of the plan, and write results.json and the report."""
     plan = yaml.safe_load(PLAN.read_text())
-    mode = "full" if args.full else "quick"
+    mode = "full" if options.full else "quick"
     settings = plan[mode]
-    seeds = _seeds(args.seeds) if getattr(args, "seeds", None) else settings["seeds"]
+    seeds = options.seeds or settings["seeds"]
     if mode == "full" and SWEEP_SEED in seeds:
         raise FisherTuneError(f"--seeds: seed {SWEEP_SEED} is the learning-rate sweep's seed; the full mode "
                               f"reports other seeds, trained after the choice")
-    variants = _variants(getattr(args, "methods", None), settings["variants"], plan["variants"])
+    variants = _variants(options.methods or settings["variants"], plan["variants"])
     _check_plan(plan, variants, mode)
-    out = Path(args.out)
-    progress = not getattr(args, "no_progress", False)
+    out = Path(options.out)
     start = time.perf_counter()
     if not (out / ".gitignore").exists():
         write_text(out / ".gitignore", "\n".join(NOT_COMMITTED) + "\n")
-    data = ensure_data(out / "data", plan, mode, getattr(args, "images", None), getattr(args, "size", None),
-                       progress)
-    runner = _Runner(out, plan, data, getattr(args, "backbone", "backbones/dinov2_s_offline.yaml"),
-                     list(getattr(args, "overrides", [])), progress)
+    data = ensure_data(out / "data", plan, mode, options.images, options.size, options.progress)
+    runner = _Runner(out, plan, data, options.backbone or DEFAULT_BACKBONE, list(options.overrides),
+                     options.progress)
     if mode == "full":
         hparams = _choose(runner, plan, variants, settings)
         hparams["origin"] = (f"chosen on source_val only by `fishertune demo --full` "
@@ -102,11 +111,11 @@ def run_demo(args: argparse.Namespace) -> int:
         hparams = yaml.safe_load(HPARAMS.read_text())
     records = {v: [(seed, runner.run(v, hparams.get(v, {}), seed, settings.get("perturb"),
                                      _run_name(v, seed, mode))) for seed in seeds] for v in variants}
-    results = collect_results(records, plan["bootstrap"])
+    methods, sections = collect_results(records, plan["bootstrap"])
     if mode == "full":
-        results["sweep"] = {v: hparams[v] for v in variants}
-    results = {"setup": _setup(mode, seeds, runner)
-               | {"wall_seconds": round(time.perf_counter() - start, 1)}, **results}
+        sections["sweep"] = {v: hparams[v] for v in variants}
+    setup = _setup(mode, seeds, runner) | {"wall_seconds": round(time.perf_counter() - start, 1)}
+    results = results_json(methods, setup=setup, **sections)
     write_json(out / "results.json", results)
     figures = draw_figures(out, results, {v: runs[0][1] for v, runs in records.items()}, runner.examples)
     from fishertune.report import print_summary_table, write_report
@@ -117,7 +126,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print_summary_table(results)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}   "
           f"({time.perf_counter() - start:.0f} s)")
-    return 0
 
 
 def _run_name(variant: str, seed: int, mode: str) -> str:
@@ -159,25 +167,17 @@ def _choose(runner: _Runner, plan: dict, variants: list[str], settings: dict) ->
     return chosen
 
 
-def _variants(requested: str | None, default: list[str], known: dict) -> list[str]:
-    names = [v.strip() for v in requested.split(",")] if requested else list(default)
+def _variants(names: list[str], known: dict) -> list[str]:
     for name in names:
         if name not in known:
             raise FisherTuneError(f"unknown demo method {name!r}; the plan has: {', '.join(known)}")
-    return names
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise FisherTuneError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    return list(names)
 
 
 def ensure_data(folder: Path, plan: dict, mode: str, images: int | None, size: int | None,
                 progress: bool) -> dict[str, Path]:
     """The synthetic domains under `folder`, generated once and reused while the arguments match."""
-    from fishertune.data.synthetic import DOMAINS, generate
+    from fishertune.benchmark.synthetic import DOMAINS, generate
 
     counts = dict(plan["data"][mode])
     if images:
@@ -204,7 +204,7 @@ class _Runner:
 
     def __init__(self, out: Path, plan: dict, data: dict[str, Path], backbone: str, overrides: list[str],
                  progress: bool):
-        from fishertune.data.datasets import build_dataset
+        from fishertune.data.datasets import DatasetSpec, build_dataset
 
         self.out, self.plan, self.data, self.backbone = out, plan, data, backbone
         self.overrides, self.progress = overrides, progress
@@ -212,7 +212,7 @@ class _Runner:
         self.examples: dict[str, list[dict]] = {}  # the first images of each target domain
         for domain, path in data.items():
             if domain not in (SOURCE, SOURCE_VAL):
-                dataset = build_dataset(f"folder:{path}")
+                dataset = build_dataset(DatasetSpec("folder", path))
                 self.examples[domain] = [dataset[i] for i in range(min(EXAMPLES_PER_DOMAIN, len(dataset)))]
         self.example_images = {d: torch.stack([item["image"] for item in items])
                                for d, items in self.examples.items()}
@@ -295,44 +295,33 @@ class _Runner:
         for value in values:
             record = self.run(variant, {key: value}, SWEEP_SEED, perturb, f"{variant}/{key}={value:g}",
                               targets=False, folder="sweep", key=f"sweep-{key}={value:g}")
-            scored.append((record.entry["source_miou"], value))
+            scored.append((record.result.source_miou, value))
             print(f"[demo] sweep {variant}: {key}={value:g} -> source_val mIoU {scored[-1][0]:.2f}")
         _, value = max(scored, key=lambda t: (t[0], -t[1]))  # ties: the smaller step
         return {key: value, "source_val_miou": {f"{v:g}": round(s, 2) for s, v in scored}}
 
 
-def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dict) -> dict:
-    """results.json's methods, bootstrap intervals and mask selections, from the records alone."""
+def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dict
+                    ) -> tuple[dict[str, RunResult], dict]:
+    """results.json's methods, and its sections of bootstrap intervals and mask selections, from the
+    records alone."""
     from fishertune.report.stats import bootstrap_intervals
 
-    methods = {v: _combine([{"seed": seed, **r.entry} for seed, r in runs]) for v, runs in records.items()}
+    methods = {v: RunResult.of_seeds([replace(r.result, seed=seed) for seed, r in runs])
+               for v, runs in records.items()}
     intervals = {}
     for variant, runs in records.items():
         domains = list(runs[0][1].per_image)
         if domains and all(list(r.per_image) == domains for _, r in runs):
             found = bootstrap_intervals({d: [r.per_image[d] for _, r in runs] for d in domains}, **bootstrap)
             intervals[variant] = {k: [round(x, 2) for x in v] for k, v in found.items()}
-    results = {"methods": methods}
+    sections: dict = {}
     if intervals:
-        results["bootstrap"] = {**bootstrap, "intervals": intervals}
+        sections["bootstrap"] = {**bootstrap, "intervals": intervals}
     selections = _selections(records)
     if selections:
-        results["selections"] = selections
-    return results
-
-
-def _combine(entries: list[dict]) -> dict:
-    """One results.json entry from per-seed entries: means of the numbers, plus the per-seed list."""
-    if len(entries) == 1:
-        return {k: v for k, v in entries[0].items() if k != "seed"} | {"seeds": entries}
-    domains = list(entries[0]["target_miou"])
-    return {"trainable_params": entries[0]["trainable_params"],
-            "source_miou": statistics.fmean(e["source_miou"] for e in entries),
-            "target_miou": {d: statistics.fmean(e["target_miou"][d] for e in entries) for d in domains},
-            "mean_target_miou": statistics.fmean(e["mean_target_miou"] for e in entries),
-            "train_seconds": statistics.fmean(e["train_seconds"] for e in entries),
-            "seeds": [{k: e[k] for k in ("seed", "source_miou", "target_miou", "mean_target_miou",
-                                         "train_seconds", "trainable_params")} for e in entries]}
+        sections["selections"] = selections
+    return methods, sections
 
 
 def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:

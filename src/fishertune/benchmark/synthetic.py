@@ -29,9 +29,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fishertune.atomic import write_json
-from fishertune.data import scene_styles
+from fishertune.benchmark import styles
+from fishertune.benchmark.scenes import SceneLayout, make_layout
 from fishertune.data.image_io import write_png
-from fishertune.data.scene_layout import SceneLayout, make_layout
 from fishertune.errors import FisherTuneError
 
 SCENE_STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -46,16 +46,16 @@ class Domain:
 
 
 DOMAINS: dict[str, Domain] = {
-    "source": Domain(scene_styles.source_style, "train", "flat, game-like colours: the training domain"),
-    "source_val": Domain(scene_styles.source_style, "val",
+    "source": Domain(styles.source_style, "train", "flat, game-like colours: the training domain"),
+    "source_val": Domain(styles.source_style, "val",
                          "the source style on held-out scenes, for choosing hyper-parameters"),
-    "photo": Domain(scene_styles.photo_style, "test",
+    "photo": Domain(styles.photo_style, "test",
                     "photo textures (scikit-image samples), sun and clouds"),
-    "fog": Domain(scene_styles.fog_style, "test", "photo look in fog that thickens with depth"),
-    "night": Domain(scene_styles.night_style, "test", "dark, lamp light and glow, sensor noise"),
-    "rain": Domain(scene_styles.rain_style, "test", "overcast, wet road, haze, rain streaks, blur"),
-    "snow": Domain(scene_styles.snow_style, "test", "snow cover with tyre tracks, white sky, flakes"),
-    "shift": Domain(scene_styles.shift_style, "test",
+    "fog": Domain(styles.fog_style, "test", "photo look in fog that thickens with depth"),
+    "night": Domain(styles.night_style, "test", "dark, lamp light and glow, sensor noise"),
+    "rain": Domain(styles.rain_style, "test", "overcast, wet road, haze, rain streaks, blur"),
+    "snow": Domain(styles.snow_style, "test", "snow cover with tyre tracks, white sky, flakes"),
+    "shift": Domain(styles.shift_style, "test",
                     "another camera: hue rotation, contrast, gamma, blur, aberration, vignetting"),
 }
 TARGET_DOMAINS = tuple(name for name, domain in DOMAINS.items() if domain.scenes == "test")
