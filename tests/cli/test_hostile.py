@@ -547,7 +547,39 @@ def test_synth_refuses_a_non_empty_folder(tmp_path, capsys):
     assert (out / "source" / "images" / "00000.png").is_file() and (out / "mine.txt").read_text() == "keep"
 
 
-# -- 8. smaller ones -----------------------------------------------------------------------------------------
+# -- 8. the demo validates a reused record before writing anything -----------------------------------------
+
+DEMO = ["--methods", "frozen", "--backbone", "backbones/tiny.yaml", "--images", "4", "--size", "32",
+        "--no-progress", "--set", "train.steps=1", "--set", "train.warmup_steps=1"]
+RECORD = {"config": {}, "selection": None, "arrays": {"file": "seed1.npz", "sha256": "0" * 64},
+          "entry": {"trainable_params": 0, "source_miou": 1.0, "target_miou": {"fog": 2.0},
+                    "mean_target_miou": 2.0, "train_seconds": 1.0}}
+DAMAGED_RECORDS = {
+    "truncated": (json.dumps(RECORD)[:40], "invalid JSON"),
+    "no_arrays": (json.dumps({k: v for k, v in RECORD.items() if k != "arrays"}), "must hold config"),
+    "arrays_outside": (json.dumps({**RECORD, "arrays": {"file": "../x.npz", "sha256": "0"}}), "arrays must"),
+    "entry_not_a_dict": (json.dumps({**RECORD, "entry": 5}), "entry must hold"),
+    "target_miou_not_a_mapping": (json.dumps({**RECORD, "entry": {**RECORD["entry"], "target_miou": "x"}}),
+                                  "entry must hold target_miou"),
+}
+
+
+def test_a_damaged_demo_record_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "demo"
+    record = out / "records" / "frozen" / "seed1.json"  # the quick demo's record of frozen (seed 1)
+    record.parent.mkdir(parents=True)
+    (out / "results.json").write_text('{"methods": {}}')  # an earlier demo's results
+    for case, (text, message) in DAMAGED_RECORDS.items():
+        record.write_text(text)
+        before = snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()}
+        assert main(["demo", "--out", str(out), *DEMO]) == EXIT_BAD_INPUT, case
+        line = one_error(capsys)
+        assert f"demo record {record} is damaged" in line and message in line, (case, line)
+        assert snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()} == before
+        assert not (out / "runs").exists(), case  # refused before training
+
+
+# -- 9. smaller ones -----------------------------------------------------------------------------------------
 
 def test_foggy_zurich_list_cannot_leave_its_root(tmp_path, capsys):
     root = tmp_path / "foggy"
