@@ -377,6 +377,31 @@ def test_unwritable_outputs_are_refused_before_any_work(kind, run_copy, synth_di
     assert blocker.read_text() == "a file" and snapshot(run_copy) == before
 
 
+def test_a_read_only_output_place_is_refused_before_any_work(synth_dir, tmp_path, monkeypatch, capsys):
+    """The probe file of the writability check fails as on a read-only mount (injected: the tests may run
+    as root, for whom a chmod-ed folder stays writable)."""
+    import errno
+    import tempfile
+
+    from fishertune import atomic
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if Path(dir) == read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir))
+    assert main(["train", str(config), "--out", str(read_only / "run"), "--no-progress"]) == EXIT_BAD_INPUT
+    assert f"cannot write {read_only / 'run'}: {read_only} is not writable (Read-only file system)" in \
+        one_error(capsys)
+    assert list(read_only.iterdir()) == []
+
+
 # -- 4. images -----------------------------------------------------------------------------------------------
 
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):
@@ -420,13 +445,21 @@ def test_image_size_limit_in_data_check_train_and_predict(run_copy, synth_dir, t
     assert "over the limit of 0.001" in one_error(capsys) and not run.exists()
 
 
-def test_decompression_bomb_is_one_line(synth_dir, tmp_path, monkeypatch, capsys):
+def test_decompression_bomb_is_one_line(run_copy, synth_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses above twice this: 32x32 is a "bomb"
     folder = synth_dir / "source"
     assert main(["data", "check", f"folder:{folder}"]) == 1  # bad files found, not a crash
     out = capsys.readouterr().out
     assert out.count("too large to decode safely") == 16  # 8 images, 8 labels
     assert "images/00003.png is too large" in out
+    # predict and train refuse it by name too (status 2: bad input), before writing anything
+    image = folder / "images" / "00003.png"
+    assert main(["predict", str(run_copy), str(image), "--out", str(tmp_path / "pred")]) == EXIT_BAD_INPUT
+    assert f"image {image} is too large to decode safely" in one_error(capsys)
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir))
+    assert main(["train", str(config), "--out", str(tmp_path / "new"), "--no-progress"]) == EXIT_BAD_INPUT
+    assert "is too large to decode safely" in one_error(capsys)
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "new").exists()
 
 
 # -- 5. NaN and Inf ------------------------------------------------------------------------------------------
