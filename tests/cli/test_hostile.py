@@ -566,6 +566,42 @@ def test_pickled_weights_are_refused(synth_dir, tmp_path, capsys):
     assert "holds no .safetensors weights" in one_error(capsys) and not run.exists()
 
 
+def test_allowed_pickled_weights_load_tensors_only(synth_dir, tmp_path, monkeypatch, capsys):
+    """With FISHERTUNE_ALLOW_TORCH_WEIGHTS=1 a .bin of tensors loads; a pickle that would run code is
+    refused by torch.load(weights_only=True) and nothing in it runs."""
+    import pickle
+
+    from cli_helpers import TINY_BACKBONE
+    from transformers import Dinov2Config, Dinov2Model
+
+    from fishertune.models.backbones import ALLOW_TORCH_WEIGHTS, load_hf_model
+
+    monkeypatch.setenv(ALLOW_TORCH_WEIGHTS, "1")
+    model = Dinov2Model(Dinov2Config(**TINY_BACKBONE))
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    for folder in (good, evil):
+        folder.mkdir()
+        model.config.to_json_file(folder / "config.json")
+    torch.save(model.state_dict(), good / "pytorch_model.bin")
+    loaded = load_hf_model(Dinov2Config, Dinov2Model, str(good), {}).state_dict()
+    assert all(torch.equal(value, loaded[name]) for name, value in model.state_dict().items())
+    marker = tmp_path / "code_ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (evil / "pytorch_model.bin").write_bytes(pickle.dumps({"embeddings.cls_token": RunsCode()}, protocol=2))
+    config = tiny_config(synth_dir, model={"weights": str(evil)})
+    run = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
+                 "--no-progress"]) == EXIT_BAD_INPUT
+    line = one_error(capsys)
+    assert "holds more than tensors, which torch.load(weights_only=True) refuses" in line
+    assert str(evil) in line
+    assert not marker.exists() and not run.exists()
+
+
 # -- 7. synth never overwrites silently ----------------------------------------------------------------------
 
 def test_synth_refuses_a_non_empty_folder(tmp_path, capsys):
