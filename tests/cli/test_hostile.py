@@ -261,6 +261,41 @@ def test_sigterm_before_and_after_the_first_checkpoint(synth_dir, tmp_path):
     assert (run / "results.json").is_file()
 
 
+def test_ctrl_c_exits_130_and_says_what_to_do(synth_dir, tmp_path, monkeypatch, capsys):
+    from fishertune.engine import trainer as trainer_module
+
+    original = trainer_module.Trainer.train_step
+
+    def pressed_at_step_1(self, step, batches):
+        if step == 1:
+            raise KeyboardInterrupt
+        return original(self, step, batches)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", pressed_at_step_1)
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir, train={"checkpoint_every": 0}))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 128 + signal.SIGINT
+    line = one_error(capsys)
+    assert "interrupted before the first checkpoint" in line and "without --resume" in line, line
+    assert not run.exists()
+
+
+def test_after_a_nan_stop_resume_with_a_lower_lr_finishes(synth_dir, tmp_path, capsys):
+    """The tune phase's lr 1e30 makes the loss NaN at its second step; the checkpoint of the warm-up's end is
+    kept, and --resume with a lower train.lr (the message's advice) is accepted and finishes the run."""
+    config = tiny_config(synth_dir, train={"warmup_steps": 2, "steps": 2, "lr": 1e30, "checkpoint_every": 2,
+                                           "eval_every": 0})
+    path = write_config(tmp_path / "c.yaml", config)
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--no-progress"]) == EXIT_BAD_INPUT
+    line = one_error(capsys)
+    assert "loss became nan at step 3" in line and "lower train.lr" in line and "step_0000002" in line, line
+    assert main(["train", str(path), "--out", str(run), "--resume", "--set", "train.lr=1e-3",
+                 "--no-progress"]) == 0
+    assert (run / "results.json").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == 1e-3
+
+
 def test_resume_accepts_safe_overrides_and_refuses_the_rest(synth_dir, tmp_path, capsys):
     from fishertune.engine.trainer import lr_factor
 
