@@ -75,6 +75,9 @@ CORRUPTIONS = {
                        "is damaged"),
     "missing_state_json": ("checkpoints/step_0000003/state.json", None, ["resume"],
                            "checkpoint state"),
+    "bad_results_json": ("results.json", lambda b: b"{not json", ["export"], "run results"),
+    "results_json_not_methods": ("results.json", lambda b: b'{"methods": [1]}', ["export"],
+                                 "must hold {\"methods\": {name: entry}}"),
 }
 
 
@@ -89,12 +92,15 @@ def test_corrupt_run_files_are_one_line(case, run_copy, capsys):
     before = snapshot(run_copy)
     if command == "eval":
         args = ["eval", str(run_copy), "--no-progress"]
+    elif command == "export":
+        args = ["export", str(run_copy), "--out", str(run_copy.parent / "exported")]
     else:
         args = ["train", str(run_copy / "config.yaml"), "--out", str(run_copy), "--resume", "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
     line = one_error(capsys)
     assert message in line and name.split("/")[-1] in line, line
     assert snapshot(run_copy) == before
+    assert not (run_copy.parent / "exported").exists()
 
 
 def test_corrupt_saved_tuner_is_one_error(run_copy):
@@ -659,7 +665,7 @@ RECORD = {"config": {}, "selection": None, "arrays": {"file": "seed1.npz", "sha2
           "entry": {"trainable_params": 0, "source_miou": 1.0, "target_miou": {"fog": 2.0},
                     "mean_target_miou": 2.0, "train_seconds": 1.0}}
 DAMAGED_RECORDS = {
-    "truncated": (json.dumps(RECORD)[:40], "invalid JSON"),
+    "truncated": (json.dumps(RECORD)[:40], "is not readable JSON"),
     "no_arrays": (json.dumps({k: v for k, v in RECORD.items() if k != "arrays"}), "must hold config"),
     "arrays_outside": (json.dumps({**RECORD, "arrays": {"file": "../x.npz", "sha256": "0"}}), "arrays must"),
     "entry_not_a_dict": (json.dumps({**RECORD, "entry": 5}), "entry must hold"),
@@ -678,7 +684,7 @@ def test_a_damaged_demo_record_is_refused_before_anything_is_written(tmp_path, c
         before = snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()}
         assert main(["demo", "--out", str(out), *DEMO]) == EXIT_BAD_INPUT, case
         line = one_error(capsys)
-        assert f"demo record {record} is damaged" in line and message in line, (case, line)
+        assert f"demo record {record} " in line and message in line, (case, line)
         assert snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()} == before
         assert not (out / "runs").exists(), case  # refused before training
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from fishertune.atomic import write_atomic, write_json
+from fishertune.engine.checkpoint import read_json
 from fishertune.errors import FisherTuneError, InputError
 
 RECORDS = "records"
@@ -147,12 +148,8 @@ def read_record(out: Path, variant: str, key: str, config: dict) -> Record | Non
 def _checked_record(path: Path) -> dict:
     """The record's JSON, refused (one InputError naming the file) unless it has the fields the demo reads:
     a damaged record never reaches results.json."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        saved, problem = None, f"invalid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
-    else:
-        problem = _record_problem(saved)
+    saved = read_json(path, "demo record")
+    problem = _record_problem(saved)
     if problem:
         raise InputError(f"demo record {path} is damaged: {problem}; delete it and "
                          f"{path.with_suffix('.npz').name} to run that method again")

@@ -27,8 +27,9 @@ from torch import nn
 
 from fishertune import __version__
 from fishertune.atomic import save_tensors, write_json, write_text
+from fishertune.engine.checkpoint import read_json
 from fishertune.engine.config import Config, load_config, save_config
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
 
 FORMAT = "fishertune-export"
 VERSION = 1
@@ -197,7 +198,10 @@ def _run_results(run_dir: Path) -> dict:
     path = run_dir / "results.json"
     if not path.is_file():
         return {}
-    methods = json.loads(path.read_text()).get("methods", {})
+    saved = read_json(path, "run results")
+    methods = saved.get("methods", {}) if isinstance(saved, dict) else None
+    if not isinstance(methods, dict) or not all(isinstance(entry, dict) for entry in methods.values()):
+        raise InputError(f"run results {path} must hold {{\"methods\": {{name: entry}}}}")
     return next(iter(methods.values()), {}) if len(methods) == 1 else {}
 
 
