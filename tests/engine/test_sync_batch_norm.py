@@ -2,16 +2,12 @@
 process on the whole batch up to float rounding; plain BatchNorm (each process its own half's statistics)
 does not."""
 
-import socket
-import time
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from fishertune.engine import distributed
+from two_processes import run_in_two_processes
 
 BATCH = 6  # 3 images per process
 STEPS = 3
@@ -49,40 +45,23 @@ def train(model: nn.Module, forward: nn.Module, part: slice) -> dict:
             "eval_out": model(images[0, part]).detach()}
 
 
-def worker(rank, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        torch.set_num_threads(1)
-        part = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
-        results = {}
-        for momentum in (0.1, None):
-            for sync in (True, False):
-                model = make_model(momentum)
-                if sync:
-                    distributed.sync_batch_norm(model, torch.device("cpu"))
-                    assert type(model[1]) is distributed.CpuSyncBatchNorm
-                ddp = nn.parallel.DistributedDataParallel(model)
-                results[f"{momentum}-{sync}"] = train(model, ddp, part)
-        torch.save(results, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def worker(rank, out):
+    part = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
+    results = {}
+    for momentum in (0.1, None):
+        for sync in (True, False):
+            model = make_model(momentum)
+            if sync:
+                distributed.sync_batch_norm(model, torch.device("cpu"))
+                assert type(model[1]) is distributed.CpuSyncBatchNorm
+            ddp = nn.parallel.DistributedDataParallel(model)
+            results[f"{momentum}-{sync}"] = train(model, ddp, part)
+    torch.save(results, f"{out}/rank{rank}.pt")
 
 
 @pytest.mark.slow  # spawning two interpreters imports torch twice
 def test_two_process_sync_batch_norm_equals_single_process(tmp_path):
-    context = mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            raise AssertionError("SyncBatchNorm workers timed out")
+    run_in_two_processes(worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     for momentum in (0.1, None):
         model = make_model(momentum)
