@@ -72,7 +72,6 @@ def any_true(flag: bool, device: torch.device) -> bool:
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
-
 class _AllReduceSum(torch.autograd.Function):
     """Sum over the processes, differentiable: the gradient of the sum is the sum of the processes'
     gradients (each process's loss depends on every process's input). torch's own,
