@@ -26,7 +26,7 @@ def worker(rank, out):
 
 @pytest.mark.slow  # spawning two interpreters imports torch twice
 def test_two_process_fisher_equals_single_process(tmp_path):
-    run_in_two_processes(worker, str(tmp_path), timeout=60)
+    run_in_two_processes(worker, str(tmp_path))
     single = fishers(make_batches(SIZES, (6,)))
     for rank in (0, 1):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
