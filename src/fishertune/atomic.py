@@ -73,3 +73,13 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     os.close(handle)
     os.unlink(probe)
     return path
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file; a missing, unreadable or invalid one is one InputError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} is missing") from None
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"{what} {path} is not readable JSON: {error}") from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fishertune.atomic import read_json
 from fishertune.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -122,12 +123,14 @@ def methods_from_json(results: Mapping[str, Any]) -> dict[str, RunResult]:
 
 def read_run_result(run_dir: str | Path) -> RunResult | None:
     """The result of the one method of a run folder's results.json (None when the run has not finished)."""
-    import json
-
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         return None
-    methods = methods_from_json(json.loads(path.read_text()))
+    saved = read_json(path, "run results")
+    try:
+        methods = methods_from_json(saved)
+    except InputError as error:
+        raise InputError(f"run results {path}: {error}") from None
     if len(methods) != 1:
         raise InputError(f"{path} holds {len(methods)} methods; a run folder's results hold one")
     (result,) = methods.values()

@@ -75,6 +75,9 @@ CORRUPTIONS = {
                        "is damaged"),
     "missing_state_json": ("checkpoints/step_0000003/state.json", None, ["resume"],
                            "checkpoint state"),
+    "bad_results_json": ("results.json", lambda b: b"{not json", ["export"], "run results"),
+    "results_json_not_methods": ("results.json", lambda b: b'{"methods": [1]}', ["export"],
+                                 "results hold no methods"),
 }
 
 
@@ -89,12 +92,15 @@ def test_corrupt_run_files_are_one_line(case, run_copy, capsys):
     before = snapshot(run_copy)
     if command == "eval":
         args = ["eval", str(run_copy), "--no-progress"]
+    elif command == "export":
+        args = ["export", str(run_copy), "--out", str(run_copy.parent / "exported")]
     else:
         args = ["train", str(run_copy / "config.yaml"), "--out", str(run_copy), "--resume", "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
     line = one_error(capsys)
     assert message in line and name.split("/")[-1] in line, line
     assert snapshot(run_copy) == before
+    assert not (run_copy.parent / "exported").exists()
 
 
 def test_corrupt_saved_tuner_is_one_error(run_copy):
@@ -261,6 +267,41 @@ def test_sigterm_before_and_after_the_first_checkpoint(synth_dir, tmp_path):
     assert (run / "results.json").is_file()
 
 
+def test_ctrl_c_exits_130_and_says_what_to_do(synth_dir, tmp_path, monkeypatch, capsys):
+    from fishertune.engine import trainer as trainer_module
+
+    original = trainer_module.Trainer.train_step
+
+    def pressed_at_step_1(self, step, batches):
+        if step == 1:
+            raise KeyboardInterrupt
+        return original(self, step, batches)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", pressed_at_step_1)
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir, train={"checkpoint_every": 0}))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 128 + signal.SIGINT
+    line = one_error(capsys)
+    assert "interrupted before the first checkpoint" in line and "without --resume" in line, line
+    assert not run.exists()
+
+
+def test_after_a_nan_stop_resume_with_a_lower_lr_finishes(synth_dir, tmp_path, capsys):
+    """The tune phase's lr 1e30 makes the loss NaN at its second step; the checkpoint of the warm-up's end is
+    kept, and --resume with a lower train.lr (the message's advice) is accepted and finishes the run."""
+    config = tiny_config(synth_dir, train={"warmup_steps": 2, "steps": 2, "lr": 1e30, "checkpoint_every": 2,
+                                           "eval_every": 0})
+    path = write_config(tmp_path / "c.yaml", config)
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--no-progress"]) == EXIT_BAD_INPUT
+    line = one_error(capsys)
+    assert "loss became nan at step 3" in line and "lower train.lr" in line and "step_0000002" in line, line
+    assert main(["train", str(path), "--out", str(run), "--resume", "--set", "train.lr=1e-3",
+                 "--no-progress"]) == 0
+    assert (run / "results.json").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == 1e-3
+
+
 def test_resume_accepts_safe_overrides_and_refuses_the_rest(synth_dir, tmp_path, capsys):
     from fishertune.engine.trainer import lr_factor
 
@@ -377,6 +418,31 @@ def test_unwritable_outputs_are_refused_before_any_work(kind, run_copy, synth_di
     assert blocker.read_text() == "a file" and snapshot(run_copy) == before
 
 
+def test_a_read_only_output_place_is_refused_before_any_work(synth_dir, tmp_path, monkeypatch, capsys):
+    """The probe file of the writability check fails as on a read-only mount (injected: the tests may run
+    as root, for whom a chmod-ed folder stays writable)."""
+    import errno
+    import tempfile
+
+    from fishertune import atomic
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if Path(dir) == read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir))
+    assert main(["train", str(config), "--out", str(read_only / "run"), "--no-progress"]) == EXIT_BAD_INPUT
+    assert f"cannot write {read_only / 'run'}: {read_only} is not writable (Read-only file system)" in \
+        one_error(capsys)
+    assert list(read_only.iterdir()) == []
+
+
 # -- 4. images -----------------------------------------------------------------------------------------------
 
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):
@@ -420,13 +486,21 @@ def test_image_size_limit_in_data_check_train_and_predict(run_copy, synth_dir, t
     assert "over the limit of 0.001" in one_error(capsys) and not run.exists()
 
 
-def test_decompression_bomb_is_one_line(synth_dir, tmp_path, monkeypatch, capsys):
+def test_decompression_bomb_is_one_line(run_copy, synth_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses above twice this: 32x32 is a "bomb"
     folder = synth_dir / "source"
     assert main(["data", "check", f"folder:{folder}"]) == 1  # bad files found, not a crash
     out = capsys.readouterr().out
     assert out.count("too large to decode safely") == 16  # 8 images, 8 labels
     assert "images/00003.png is too large" in out
+    # predict and train refuse it by name too (status 2: bad input), before writing anything
+    image = folder / "images" / "00003.png"
+    assert main(["predict", str(run_copy), str(image), "--out", str(tmp_path / "pred")]) == EXIT_BAD_INPUT
+    assert f"image {image} is too large to decode safely" in one_error(capsys)
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir))
+    assert main(["train", str(config), "--out", str(tmp_path / "new"), "--no-progress"]) == EXIT_BAD_INPUT
+    assert "is too large to decode safely" in one_error(capsys)
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "new").exists()
 
 
 # -- 5. NaN and Inf ------------------------------------------------------------------------------------------
@@ -533,6 +607,42 @@ def test_pickled_weights_are_refused(synth_dir, tmp_path, capsys):
     assert "holds no .safetensors weights" in one_error(capsys) and not run.exists()
 
 
+def test_allowed_pickled_weights_load_tensors_only(synth_dir, tmp_path, monkeypatch, capsys):
+    """With FISHERTUNE_ALLOW_TORCH_WEIGHTS=1 a .bin of tensors loads; a pickle that would run code is
+    refused by torch.load(weights_only=True) and nothing in it runs."""
+    import pickle
+
+    from cli_helpers import TINY_BACKBONE
+    from transformers import Dinov2Config, Dinov2Model
+
+    from fishertune.models.backbones import ALLOW_TORCH_WEIGHTS, load_hf_model
+
+    monkeypatch.setenv(ALLOW_TORCH_WEIGHTS, "1")
+    model = Dinov2Model(Dinov2Config(**TINY_BACKBONE))
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    for folder in (good, evil):
+        folder.mkdir()
+        model.config.to_json_file(folder / "config.json")
+    torch.save(model.state_dict(), good / "pytorch_model.bin")
+    loaded = load_hf_model(Dinov2Config, Dinov2Model, str(good), {}).state_dict()
+    assert all(torch.equal(value, loaded[name]) for name, value in model.state_dict().items())
+    marker = tmp_path / "code_ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (evil / "pytorch_model.bin").write_bytes(pickle.dumps({"embeddings.cls_token": RunsCode()}, protocol=2))
+    config = tiny_config(synth_dir, model={"weights": str(evil)})
+    run = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
+                 "--no-progress"]) == EXIT_BAD_INPUT
+    line = one_error(capsys)
+    assert "holds more than tensors, which torch.load(weights_only=True) refuses" in line
+    assert str(evil) in line
+    assert not marker.exists() and not run.exists()
+
+
 # -- 7. synth never overwrites silently ----------------------------------------------------------------------
 
 def test_synth_refuses_a_non_empty_folder(tmp_path, capsys):
@@ -547,7 +657,39 @@ def test_synth_refuses_a_non_empty_folder(tmp_path, capsys):
     assert (out / "source" / "images" / "00000.png").is_file() and (out / "mine.txt").read_text() == "keep"
 
 
-# -- 8. smaller ones -----------------------------------------------------------------------------------------
+# -- 8. the demo validates a reused record before writing anything -----------------------------------------
+
+DEMO = ["--methods", "frozen", "--backbone", "backbones/tiny.yaml", "--images", "4", "--size", "32",
+        "--no-progress", "--set", "train.steps=1", "--set", "train.warmup_steps=1"]
+RECORD = {"config": {}, "selection": None, "arrays": {"file": "seed1.npz", "sha256": "0" * 64},
+          "entry": {"trainable_params": 0, "source_miou": 1.0, "target_miou": {"fog": 2.0},
+                    "mean_target_miou": 2.0, "train_seconds": 1.0}}
+DAMAGED_RECORDS = {
+    "truncated": (json.dumps(RECORD)[:40], "is not readable JSON"),
+    "no_arrays": (json.dumps({k: v for k, v in RECORD.items() if k != "arrays"}), "must hold config"),
+    "arrays_outside": (json.dumps({**RECORD, "arrays": {"file": "../x.npz", "sha256": "0"}}), "arrays must"),
+    "entry_not_a_dict": (json.dumps({**RECORD, "entry": 5}), "entry must hold"),
+    "target_miou_not_a_mapping": (json.dumps({**RECORD, "entry": {**RECORD["entry"], "target_miou": "x"}}),
+                                  "entry must hold target_miou"),
+}
+
+
+def test_a_damaged_demo_record_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "demo"
+    record = out / "records" / "frozen" / "seed1.json"  # the quick demo's record of frozen (seed 1)
+    record.parent.mkdir(parents=True)
+    (out / "results.json").write_text('{"methods": {}}')  # an earlier demo's results
+    for case, (text, message) in DAMAGED_RECORDS.items():
+        record.write_text(text)
+        before = snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()}
+        assert main(["demo", "--out", str(out), *DEMO]) == EXIT_BAD_INPUT, case
+        line = one_error(capsys)
+        assert f"demo record {record} " in line and message in line, (case, line)
+        assert snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()} == before
+        assert not (out / "runs").exists(), case  # refused before training
+
+
+# -- 9. smaller ones -----------------------------------------------------------------------------------------
 
 def test_foggy_zurich_list_cannot_leave_its_root(tmp_path, capsys):
     root = tmp_path / "foggy"

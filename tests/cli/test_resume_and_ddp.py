@@ -71,9 +71,10 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
-    # GroupNorm head without dropout: BatchNorm statistics (no SyncBatchNorm on CPU) and dropout masks
-    # would legitimately differ between one process and two
-    head = {"head": "multilevel", "head_options": {"channels": 16, "dropout": 0.0}}
+    # The linear head's BatchNorm normalises with the global batch's statistics in both processes
+    # (distributed.sync_batch_norm): the loss and updates equal one process's up to rounding. No dropout:
+    # its masks legitimately differ between one process and two.
+    head = {"head": "linear"}
     # FisherTune selecting by the Fisher (all-reduced over the processes): both runs select the same entries.
     # The mask grows every step, so tensors start training mid-run: DDP (which all-reduces only tensors with
     # a selection) must follow, or the processes' weights drift apart.
@@ -96,8 +97,10 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
     assert all(torch.equal(selected[0][k], selected[1][k]) for k in selected[0])
     assert sum(v.numel() for v in selected[0].values()) == results(tmp_path / "single")["fishertune"][
         "trainable_params"]
-    # The updates of the weight matrices agree to float rounding. (Vectors are left out: a bias followed by a
-    # normalisation has a zero true gradient, so Adam's g/sqrt(v) turns rounding noise into steps of +-lr.)
+    # The updates of the weight matrices agree to float rounding, but for isolated entries: Adam's g/sqrt(v)
+    # turns the rounding noise of a gradient that is zero up to rounding into a step of +-lr (measured: 2 of
+    # the 4096 entries of one matrix; without synchronised BatchNorm, 1947 of them and 2297 of the head's
+    # 2432). Vectors are left out: a bias followed by a normalisation has a zero true gradient throughout.
     from fishertune.engine.build import build_model
     from fishertune.engine.config import load_config
     from fishertune.engine.trainer import seed_everything
@@ -107,14 +110,17 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
     for name in single:
         update = single[name] - base[name]
         if single[name].dim() >= 2 and update.norm() > 0:
-            relative = ((multi[name] - base[name]) - update).norm() / update.norm()
-            assert relative < 1e-2, (name, float(relative))
+            differ = ((multi[name] - single[name]).abs() > 1e-5 + 1e-3 * update.abs()).float().mean()
+            assert differ < 2e-3, (name, float(differ))
     loss = [[r["loss"] for r in log_records(tmp_path / run) if "loss" in r] for run in ("single", "ddp")]
     assert loss[0] == pytest.approx(loss[1], rel=1e-5)
     ddp_results = results(tmp_path / "ddp")["fishertune"]
     single_results = results(tmp_path / "single")["fishertune"]
     assert ddp_results["source_miou"] == pytest.approx(single_results["source_miou"], abs=0.5)
-    # the distributed evaluation (confusion matrices all-reduced) equals one process on the same weights
+    # the distributed evaluation (confusion matrices all-reduced) equals one process on the same weights,
+    # loaded into the plain BatchNorm model: the synchronised BatchNorm saved the same keys
     out = tmp_path / "eval.json"
     assert main(["eval", str(tmp_path / "ddp"), "--json", str(out), "--no-progress"]) == 0
     assert json.loads(out.read_text())["target_miou"] == ddp_results["target_miou"]
+    # export rebuilds the plain model from the base and the delta and checks it reproduces model.safetensors
+    assert main(["export", str(tmp_path / "ddp"), "--out", str(tmp_path / "exported")]) == 0

@@ -4,7 +4,9 @@ import torch.nn.functional as F
 from tiny_models import brute_force_fisher, classification_loss, make_batches
 from torch import nn
 
-from fishertune import FisherTuneError, empirical_fisher
+from fishertune import empirical_fisher
+from fishertune.errors import UsageError
+from fishertune.method.fisher import RunningFisher
 
 
 def assert_same(a, b, rtol=1e-4, atol=1e-9):
@@ -103,19 +105,22 @@ def test_auto_falls_back_to_loop_when_vmap_cannot(net, shape):
         empirical_fisher(model, batches, classification_loss, backend="vmap")
 
 
-def test_bad_inputs_are_one_line_errors(mlp):
+def test_bad_arguments_are_usage_errors(mlp):
+    # arguments the API does not accept: a programming error (UsageError), not bad user input
     batches = make_batches([2], (6,))
-    with pytest.raises(FisherTuneError, match="unknown parameter 'nope'"):
+    with pytest.raises(UsageError, match="unknown parameter 'nope'"):
         empirical_fisher(mlp, batches, classification_loss, params=["nope"])
     mean_loss = lambda m, b: classification_loss(m, b).mean()  # noqa: E731
-    with pytest.raises(FisherTuneError, match="shape \\[1\\], got \\[\\]"):
+    with pytest.raises(UsageError, match="shape \\[1\\], got \\[\\]"):
         empirical_fisher(mlp, batches, mean_loss, backend="loop")
-    with pytest.raises(FisherTuneError, match="shape \\[2\\], got \\[\\]"):
+    with pytest.raises(UsageError, match="shape \\[2\\], got \\[\\]"):
         empirical_fisher(mlp, batches, mean_loss, per_sample=False)
-    with pytest.raises(FisherTuneError, match="unknown Fisher backend"):
+    with pytest.raises(UsageError, match="unknown Fisher backend"):
         empirical_fisher(mlp, batches, classification_loss, backend="fast")
-    with pytest.raises(FisherTuneError, match="no samples"):
+    with pytest.raises(UsageError, match="no samples"):
         empirical_fisher(mlp, [], classification_loss)
+    with pytest.raises(UsageError, match="no samples"):
+        RunningFisher(mlp, classification_loss, ["fc1.weight"]).value()
 
 
 def test_transformers_dinov2_vmap_and_fallback():

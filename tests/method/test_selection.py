@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fishertune import FisherTuneError, select_topk
+from fishertune.errors import InputError, UsageError
 
 
 def scores(seed=0):
@@ -95,16 +96,26 @@ def test_include_exclude_and_cap():
 
 
 def test_bad_requests_are_errors():
+    # UsageError: arguments the API does not accept (a programming error); InputError: values a user's config
+    # reaches select_topk with (patterns that match nothing, a budget the caps cannot hold)
     s = scores()
-    for kwargs, message in [(dict(), "exactly one"), (dict(ratio=0.1, count=3), "exactly one"),
-                            (dict(ratio=1.5), "ratio must be in"), (dict(count=-1), "count must be"),
-                            (dict(count=10_000), "count must be"),
-                            (dict(ratio=0.1, granularity="col"), "unknown granularity 'col'"),
-                            (dict(ratio=0.1, scope="local"), "unknown scope"),
-                            (dict(ratio=0.1, include="zzz*"), "matches no parameter"),
-                            (dict(ratio=0.1, exclude="*"), "no candidate"),
-                            (dict(ratio=0.9, max_per_tensor=0.5), "exceeds max_per_tensor")]:
-        with pytest.raises(FisherTuneError, match=message):
+    all_a = {"a.weight": torch.ones_like(s["a.weight"], dtype=torch.bool)}
+    for kwargs, error, message in [
+            (dict(), UsageError, "exactly one"), (dict(ratio=0.1, count=3), UsageError, "exactly one"),
+            (dict(ratio=1.5), UsageError, "ratio must be in"), (dict(count=-1), UsageError, "count must be"),
+            (dict(count=10_000), UsageError, "count must be"),
+            (dict(ratio=0.1, granularity="col"), UsageError, "unknown granularity 'col'"),
+            (dict(ratio=0.1, scope="local"), UsageError, "unknown scope"),
+            (dict(ratio=0.1, max_per_tensor=1.5), UsageError, "max_per_tensor must be in"),
+            (dict(ratio=0.1, keep={"a.weight": torch.ones(2, dtype=torch.bool)}), UsageError, "keep mask of"),
+            (dict(ratio=0.1, exclude="a*", keep=all_a), UsageError, "not a candidate"),
+            (dict(count=1, keep=all_a), UsageError, "below the"),
+            (dict(count=40, max_per_tensor=0.5, keep=all_a), UsageError, "already selected entries exceed"),
+            (dict(ratio=0.1, include="zzz*"), InputError, "matches no parameter"),
+            (dict(ratio=0.1, exclude="*"), InputError, "no candidate"),
+            (dict(ratio=0.9, max_per_tensor=0.5), InputError, "exceeds max_per_tensor")]:
+        with pytest.raises(error, match=message) as raised:
             select_topk(s, **kwargs)
+        assert type(raised.value) is error
     with pytest.raises(FisherTuneError, match="NaN"):
         select_topk({"w": torch.tensor([1.0, float("nan")])}, count=1)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fishertune.atomic import write_atomic, write_json
-from fishertune.errors import FisherTuneError
+from fishertune.atomic import read_json, write_atomic, write_json
+from fishertune.errors import FisherTuneError, InputError
 from fishertune.run_result import RunResult, read_run_result
 
 RECORDS = "records"
@@ -121,7 +121,7 @@ def read_record(out: Path, variant: str, key: str, config: dict) -> Record | Non
     path = record_path(out, variant, key)
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text())
+    saved = _checked_record(path)
     if saved["config"] != portable_config(config, out):
         return None
     arrays_path = path.with_name(saved["arrays"]["file"])
@@ -145,6 +145,33 @@ def read_record(out: Path, variant: str, key: str, config: dict) -> Record | Non
     order = list(result.target_miou)  # the domains in evaluation order
     return Record(result, {d: tuple(per_image[d]) for d in order if d in per_image},
                   {d: predictions[d] for d in order if d in predictions}, saved["selection"], mask)
+
+
+def _checked_record(path: Path) -> dict:
+    """The record's JSON, refused (one InputError naming the file) unless it has the fields the demo reads:
+    a damaged record never reaches results.json."""
+    saved = read_json(path, "demo record")
+    problem = _record_problem(saved)
+    if problem:
+        raise InputError(f"demo record {path} is damaged: {problem}; delete it and "
+                         f"{path.with_suffix('.npz').name} to run that method again")
+    return saved
+
+
+def _record_problem(saved) -> str | None:
+    if not isinstance(saved, dict) or not {"config", "entry", "selection", "arrays"} <= set(saved):
+        return "it must hold config, entry, selection and arrays"
+    arrays, entry = saved["arrays"], saved["entry"]
+    if not (isinstance(arrays, dict) and isinstance(arrays.get("sha256"), str)
+            and isinstance(arrays.get("file"), str) and Path(arrays["file"]).name == arrays["file"] != ""):
+        return "arrays must name a file in its folder and its sha256"
+    numbers = (int, float)
+    if not (isinstance(entry, dict) and isinstance(entry.get("target_miou"), dict)
+            and all(isinstance(v, numbers) for v in entry["target_miou"].values())
+            and all(isinstance(entry.get(k), numbers) or entry.get(k) is None
+                    for k in ("trainable_params", "source_miou", "mean_target_miou", "train_seconds"))):
+        return "entry must hold target_miou {domain: mIoU} and numbers (or null) for the other results"
+    return None
 
 
 @torch.no_grad()

@@ -11,7 +11,6 @@ then points at it, so a run killed at any moment leaves its previous checkpoint 
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fishertune.atomic import save_tensors, write_json
+from fishertune.atomic import read_json, save_tensors, write_json
 from fishertune.errors import InputError
 
 LATEST = "latest.json"
@@ -105,16 +104,6 @@ def read_tensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     except (OSError, ValueError, SafetensorError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise InputError(f"cannot read {what} {path}: {reason}") from None
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """A JSON file; a missing, unreadable or invalid one is one InputError naming it."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} is missing") from None
-    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise InputError(f"{what} {path} is not readable JSON: {error}") from None
 
 
 # -- RNG states --------------------------------------------------------------------------------------------

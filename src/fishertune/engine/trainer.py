@@ -207,8 +207,7 @@ class Trainer:
         seed_everything(config.train.seed)
         self.model, self.tuner = build_model(config)
         self.model.backbone.activation_checkpointing = config.train.activation_checkpointing
-        if distributed.is_distributed() and self.device.type == "cuda":  # BatchNorm statistics over all GPUs
-            nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        distributed.sync_batch_norm(self.model, self.device)  # under DDP: the global batch's BN statistics
         self.model.to(self.device)
         t = config.train
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fishertune.errors import FisherTuneError
+from fishertune.errors import UsageError
 from fishertune.method.batching import batch_size, map_tensors, per_sample_tensors, rebuild_one, sample
 from fishertune.method.finite import first_non_finite, require_finite
 from fishertune.method.perturbation import FeaturePerturbation
@@ -78,7 +78,7 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     Sums with a NaN or an infinity (from NaN/Inf inputs or a diverged model) are refused (InputError
     naming the parameter and the first batch), so no selection is ever made from them."""
     if backend not in BACKENDS:
-        raise FisherTuneError(f"unknown Fisher backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown Fisher backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     named = _named_params(model, params)
     sums = {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for name, p in named.items()}
     count, first_bad = 0, None
@@ -134,7 +134,7 @@ class RunningFisher:
 
     def value(self) -> dict[str, torch.Tensor]:
         if self.seen == 0:
-            raise FisherTuneError("no samples: the Fisher needs at least one non-empty batch")
+            raise UsageError("no samples: the Fisher needs at least one non-empty batch")
         return {name: s / self.seen for name, s in self.sums.items()}
 
 
@@ -144,7 +144,7 @@ def _named_params(model: nn.Module, params: Sequence[str] | None) -> dict[str, n
         return {name: p for name, p in every.items() if p.requires_grad}
     missing = [name for name in params if name not in every]
     if missing:
-        raise FisherTuneError(f"unknown parameter {missing[0]!r} in params ({len(missing)} unknown)")
+        raise UsageError(f"unknown parameter {missing[0]!r} in params ({len(missing)} unknown)")
     return {name: every[name] for name in params}
 
 
@@ -164,8 +164,8 @@ def _requiring_grad(named: dict[str, nn.Parameter]):
 def _losses(model: nn.Module, batch: Any, size: int, loss_fn: LossFn) -> torch.Tensor:
     losses = loss_fn(model, batch)
     if losses.shape != (size,):
-        raise FisherTuneError(f"loss_fn must return per-sample losses of shape [{size}], "
-                              f"got {list(losses.shape)}")
+        raise UsageError(f"loss_fn must return per-sample losses of shape [{size}], "
+                         f"got {list(losses.shape)}")
     return losses
 
 
@@ -234,14 +234,14 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
 def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
     if not (dist.is_available() and dist.is_initialized()) or not sums:
         if count == 0:
-            raise FisherTuneError("no samples: the Fisher needs at least one non-empty batch")
+            raise UsageError("no samples: the Fisher needs at least one non-empty batch")
         return sums, count
     device = next(iter(sums.values())).device
     flat = torch.cat([s.reshape(-1) for s in sums.values()] + [torch.tensor([float(count)], device=device)])
     dist.all_reduce(flat)
     total = int(round(flat[-1].item()))
     if total == 0:
-        raise FisherTuneError("no samples: the Fisher needs at least one non-empty batch")
+        raise UsageError("no samples: the Fisher needs at least one non-empty batch")
     out, offset = {}, 0
     for name, s in sums.items():
         out[name] = flat[offset:offset + s.numel()].view_as(s)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fishertune.errors import FisherTuneError
+from fishertune.errors import InputError, UsageError
 from fishertune.method.finite import require_finite
 
 GRANULARITIES = ("element", "row", "tensor")
@@ -46,7 +46,7 @@ def candidate_names(names: Sequence[str], include: Sequence[str] | str | None = 
     if include is not None:
         for pattern in include:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                raise FisherTuneError(f"include pattern {pattern!r} matches no parameter")
+                raise InputError(f"include pattern {pattern!r} matches no parameter")
     return [n for n in names
             if (include is None or any(fnmatch.fnmatchcase(n, p) for p in include))
             and not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
@@ -64,22 +64,22 @@ def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, cou
     their entries, filled with their best free entries). A budget below the kept count is an error.
     """
     if granularity not in GRANULARITIES:
-        raise FisherTuneError(f"unknown granularity {granularity!r}; "
-                              f"choose one of {', '.join(GRANULARITIES)}")
+        raise UsageError(f"unknown granularity {granularity!r}; "
+                         f"choose one of {', '.join(GRANULARITIES)}")
     if scope not in SCOPES:
-        raise FisherTuneError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+        raise UsageError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     names = candidate_names(list(scores), include, exclude)
     if not names:
-        raise FisherTuneError("no candidate parameters left after include/exclude")
+        raise InputError("no candidate parameters left after include/exclude")
     total = sum(scores[n].numel() for n in names)
     if (ratio is None) == (count is None):
-        raise FisherTuneError("give exactly one of ratio or count")
+        raise UsageError("give exactly one of ratio or count")
     if ratio is not None and not 0.0 <= ratio <= 1.0:
-        raise FisherTuneError(f"ratio must be in [0, 1], got {ratio}")
+        raise UsageError(f"ratio must be in [0, 1], got {ratio}")
     if count is not None and (int(count) != count or not 0 <= count <= total):
-        raise FisherTuneError(f"count must be an integer in [0, {total}] (candidate entries), got {count}")
+        raise UsageError(f"count must be an integer in [0, {total}] (candidate entries), got {count}")
     if max_per_tensor is not None and not 0.0 < max_per_tensor <= 1.0:
-        raise FisherTuneError(f"max_per_tensor must be in (0, 1], got {max_per_tensor}")
+        raise UsageError(f"max_per_tensor must be in (0, 1], got {max_per_tensor}")
     require_finite({n: scores[n] for n in names}, "scores")
     caps = {n: scores[n].numel() if max_per_tensor is None else math.floor(max_per_tensor * scores[n].numel())
             for n in names}
@@ -87,11 +87,11 @@ def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, cou
     for n, kept in (keep or {}).items():
         if n not in names:
             if bool(kept.any()):
-                raise FisherTuneError(f"kept entries of {n!r}, which is not a candidate")
+                raise UsageError(f"kept entries of {n!r}, which is not a candidate")
             continue
         if kept.shape != scores[n].shape:
-            raise FisherTuneError(f"keep mask of {n!r} has shape {list(kept.shape)}, "
-                                  f"scores {list(scores[n].shape)}")
+            raise UsageError(f"keep mask of {n!r} has shape {list(kept.shape)}, "
+                             f"scores {list(scores[n].shape)}")
         masks[n] |= kept.to(masks[n].device)
     if scope == "global":
         k = int(count) if count is not None else math.floor(ratio * total + 0.5)
@@ -109,12 +109,12 @@ def _select(scores, names, k, granularity, caps, masks) -> None:
     left = {n: caps[n] - int(masks[n].sum()) for n in names}
     remaining = k - sum(int(masks[n].sum()) for n in names)
     if remaining < 0:
-        raise FisherTuneError(f"budget of {k} entries is below the {k - remaining} already selected "
-                              f"in {where}")
+        raise UsageError(f"budget of {k} entries is below the {k - remaining} already selected "
+                         f"in {where}")
     if any(v < 0 for v in left.values()):
-        raise FisherTuneError(f"already selected entries exceed max_per_tensor in {where}")
+        raise UsageError(f"already selected entries exceed max_per_tensor in {where}")
     if remaining > sum(left.values()):
-        raise FisherTuneError(f"budget of {k} entries exceeds max_per_tensor capacity of {where}")
+        raise InputError(f"budget of {k} entries exceeds max_per_tensor capacity of {where}")
     if remaining == 0:
         return
     if granularity == "element":

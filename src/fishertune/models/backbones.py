@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -223,6 +224,10 @@ def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> 
     try:
         return model_class.from_pretrained(str(source), use_safetensors=None if allow_torch else True,
                                            **overrides).eval()
+    except pickle.UnpicklingError:  # torch's advice in this error (weights_only=False) would run the code
+        raise InputError(f"could not load {model_class.__name__} weights from {str(source)!r}: a pickled "
+                         f"weights file there holds more than tensors, which torch.load(weights_only=True) "
+                         f"refuses (nothing in it was run)") from None
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FisherTuneError(f"could not load {model_class.__name__} weights from {str(source)!r}: "
