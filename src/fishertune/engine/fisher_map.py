@@ -51,7 +51,7 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     for step in range(config.train.warmup_steps):
         trainer.train_step(step, batches)
     batches.close()
-    estimate = trainer.tuner.fisher_tuner
+    estimate = trainer.tuner.selector
     estimate.estimate(trainer.prepare, per_sample_loss)
     masks = estimate.select(step=0)
     analysis = selection_analysis(estimate, trainer.prepare, per_sample_loss)

@@ -175,7 +175,7 @@ def _history_points(history) -> tuple[np.ndarray, np.ndarray]:
 
 def selection_growth(history, path: PathLike, total: int | None = None, title: str | None = None) -> Path:
     """The selected-entry count over training steps (the δ(t) schedule as it ran). `history` is a list
-    of (step, selected_count) pairs, a {step: selected_count} dict, or FisherTuner.history (dicts with
+    of (step, selected_count) pairs, a {step: selected_count} dict, or MaskSelector.history (dicts with
     "step" and "selected"); with `total` (the candidates) a right axis shows the count as a % of it."""
     steps, selected = _history_points(history)
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")

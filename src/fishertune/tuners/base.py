@@ -155,9 +155,11 @@ class Tuner:
             p.requires_grad_(True)
         return backbone
 
-    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
+    def build_optimizer(self, *, lr: float, head_lr: float, weight_decay: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-        """AdamW over the trainable backbone parameters (lr) and the head (head_lr)."""
+        """AdamW over the trainable backbone parameters (lr) and the head (head_lr). The settings are
+        keyword-only and named as in `MaskSelector.build_optimizer`, which takes the parameters explicitly
+        (it knows no head)."""
         backbone = self._set_trainable()
         groups = [{"params": list(self.model.head.parameters()), "lr": head_lr}]
         if backbone:
@@ -167,7 +169,8 @@ class Tuner:
     def after_step(self, step: int, total_steps: int, batches: Iterable[dict],
                    loss_fn: Callable[[nn.Module, dict], torch.Tensor],
                    optimizer: torch.optim.Optimizer) -> None:
-        """Called after every optimiser step (step counts from 0)."""
+        """Called after every optimiser step (step counts from 0); the same arguments, in the same order,
+        as `MaskSelector.after_step`."""
 
     # -- resume and saving -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
