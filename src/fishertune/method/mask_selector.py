@@ -64,6 +64,10 @@ VARIATIONAL = ("off", "ivon", "vogn")
 RANDOM_SCORES, PERTURBATION_DRAWS, WEIGHT_SAMPLES, SPLIT_HALVES = 1, 2, 3, 4
 
 
+HISTORY_FIELDS = {"step": int, "ratio": float, "selected": int}
+"""One `MaskSelector.history` record per selection: the step, δ(step) and the selected count."""
+
+
 def seed_stream(seed: int, stream: int, estimate: int) -> int:
     """A 63-bit seed for one random stream of one estimate (numpy's SeedSequence mixes the three)."""
     import numpy as np
@@ -378,7 +382,7 @@ class MaskSelector:
               f"selected% of candidates: {100 * selected / self.total_candidates:.4f}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors to resume: scores, masks and kept base values."""
+        """Tensors to resume: scores, masks, kept base values and the selection history."""
         out = {}
         for name in self.masks:
             out[f"mask.{name}"] = self.masks[name]
@@ -386,6 +390,8 @@ class MaskSelector:
         for name, s in self.scores.items():
             out[f"score.{name}"] = s
         out["estimates"] = torch.tensor(self._estimates)  # seeds the next estimate's draws
+        out["history"] = torch.tensor([[h[key] for key in HISTORY_FIELDS] for h in self.history],
+                                      dtype=torch.float64).reshape(-1, len(HISTORY_FIELDS))
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -394,6 +400,9 @@ class MaskSelector:
         self.base_values = {k.removeprefix("base."): v for k, v in state.items() if k.startswith("base.")}
         self._base_index = {n: m.reshape(-1).nonzero().squeeze(1) for n, m in self.masks.items()}
         self._estimates = int(state.get("estimates", self._estimates))
+        if "history" in state:  # older checkpoints do not hold it
+            self.history = [{key: kind(value) for (key, kind), value in zip(HISTORY_FIELDS.items(), row)}
+                            for row in state["history"].tolist()]
 
 
 # -- deprecated names (until 0.2) -----------------------------------------------------------------------
