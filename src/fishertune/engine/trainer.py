@@ -23,7 +23,6 @@ bit-identically on CPU.
 
 from __future__ import annotations
 
-import difflib
 import math
 import random
 import signal
@@ -56,6 +55,7 @@ from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
 from fishertune.errors import FisherTuneError, InputError, RunInterrupted, UsageError
+from fishertune.registry import did_you_mean
 
 PREPARE_EPOCH = 2**31
 """Augmentation epoch of the tuner's estimation batches, apart from every training epoch."""
@@ -170,9 +170,8 @@ def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]
     names = [name for name, _ in model.named_modules()]
     for name in out:
         if name not in names:
-            near = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise FisherTuneError(f"train.perturb.layers: no module named {name!r}{hint}")
+            raise FisherTuneError(f"train.perturb.layers: no module named {name!r}"
+                                  f"{did_you_mean(name, names)}")
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -41,30 +40,19 @@ from torch import nn
 
 from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError, InputError
+from fishertune.registry import Registry
 from fishertune.validation import from_dict
 
-TUNERS: dict[str, type[Tuner]] = {}
+TUNERS: Registry[type[Tuner]] = Registry("method")
+register_tuner = TUNERS.register
+"""Class decorator: makes a tuner selectable by its `name` in configs."""
 CONFIG_FILE = "tuner_config.json"
 WEIGHTS_FILE = "tuner_weights.safetensors"
 
 
-def register_tuner(cls: type[Tuner]) -> type[Tuner]:
-    """Class decorator: makes a tuner selectable by its `name` in configs."""
-    TUNERS[cls.name] = cls
-    return cls
-
-
-def _unknown(kind: str, name: str, valid: Iterable[str]) -> FisherTuneError:
-    valid = sorted(valid)
-    near = difflib.get_close_matches(name, valid, n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return FisherTuneError(f"unknown {kind} {name!r}{hint}; available: {', '.join(valid)}")
-
-
 def build_tuner(name: str, model: nn.Module, **options: Any) -> Tuner:
-    if name not in TUNERS:
-        raise _unknown("method", name, TUNERS)
-    return TUNERS[name](model, **options)
+    """The tuner registered as `name` on `model`, its options checked against its config class."""
+    return TUNERS.build(name, model, **options)
 
 
 @dataclasses.dataclass
@@ -110,6 +98,9 @@ class Tuner:
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     config_class: ClassVar[type] = TunerConfig
+    size_knob: ClassVar[tuple[str, int] | None] = None
+    """The integer option that sets an adapter's size and its smallest valid value (budget matching,
+    `fishertune.tuners.budget`); None for methods sized otherwise (the mask methods' `budget`)."""
 
     def __init__(self, model: nn.Module, **options: Any):
         self.model = model
