@@ -34,20 +34,21 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
-from fishertune.method.dr_fim import (
-    NORMALIZATIONS,
-    WEIGHTINGS,
-    DomainTerm,
-    draw_weight,
-    flatten,
-    normalize_term,
-    unflatten,
-)
+from fishertune.method.dr_fim import DomainTerm, draw_weight, flatten, normalize_term, unflatten
 from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
 from fishertune.method.masked_adamw import MaskedAdamW
+from fishertune.method.options import (
+    DomainWeighting,
+    Granularity,
+    Normalization,
+    Scope,
+    Selection,
+    Variational,
+    check_option,
+)
 from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.method.schedule import grow_masks, growth_ratio
-from fishertune.method.selection import GRANULARITIES, SCOPES, candidate_names
+from fishertune.method.selection import candidate_names
 from fishertune.method.sparse_linear import RowSparseLinears
 from fishertune.method.variational import (
     DEFAULT_GAMMA,
@@ -55,9 +56,6 @@ from fishertune.method.variational import (
     DEFAULT_TAU,
     VariationalCurvature,
 )
-
-SELECTION_MODES = ("dr_fim", "fim", "delta_f", "random")
-VARIATIONAL = ("off", "ivon", "vogn")
 
 # Independent random streams of one estimate, all derived from the config's seed and the estimate's
 # number k (so a re-estimate draws afresh): seed_stream(seed, stream, k).
@@ -101,18 +99,19 @@ class MaskSelectorConfig:
         "Glob patterns of candidate parameter names; None = every parameter."))
     exclude: list[str] = field(default_factory=list, metadata=_help(
         "Glob patterns of parameter names never selected (e.g. '*embeddings*')."))
-    granularity: str = field(default="element", metadata=_help("Selection unit: element, row or tensor."))
-    scope: str = field(default="global", metadata=_help(
+    granularity: Granularity = field(default="element", metadata=_help(
+        "Selection unit: element, row or tensor."))
+    scope: Scope = field(default="global", metadata=_help(
         "Top-k over all candidates (global) or within each tensor (per_tensor)."))
     max_per_tensor: float | None = field(default=None, metadata=_help(
         "Cap on the selected fraction of any one tensor; None = no cap."))
-    selection: str = field(default="dr_fim", metadata=_help(
+    selection: Selection = field(default="dr_fim", metadata=_help(
         "Scores: dr_fim (task + domain term), fim (task term: the clean Fisher), delta_f (the domain "
         "term alone, the paper's ΔF) or random (same budget, seeded)."))
-    domain_weight: str = field(default="paper", metadata=_help(
+    domain_weight: DomainWeighting = field(default="paper", metadata=_help(
         "Weight of each batch's domain term: paper, exp(−(ε_μ+ε_σ)) of its signed draws, or abs_mean, "
         "the earlier exp(−(|ε_μ|+|ε_σ|)) (≈ constant; for the ablation)."))
-    normalize: str = field(default="mean", metadata=_help(
+    normalize: Normalization = field(default="mean", metadata=_help(
         "How DR-FIM puts F and the relative change on one scale: mean, rank or none (raw formula)."))
     eps_ratio: float = field(default=1e-3, metadata=_help(
         "DR-FIM ε as a fraction of the mean clean Fisher over the candidates."))
@@ -123,7 +122,7 @@ class MaskSelectorConfig:
         "Exact per-sample Fisher (True) or squared mini-batch gradients (False, cheaper)."))
     chunk_size: int | None = field(default=None, metadata=_help(
         "Samples per vmap call of the exact Fisher (memory bound); None = whole batch."))
-    variational: str = field(default="off", metadata=_help(
+    variational: Variational = field(default="off", metadata=_help(
         "Stabilised estimate γ(Λ − τ⁻²) of the posterior precision Λ instead of F: ivon (IVON's "
         "reparameterised Hessian estimate, the paper's form), vogn (squared per-sample gradients at "
         "sampled weights) or off (the plain empirical Fisher)."))
@@ -145,15 +144,10 @@ class MaskSelectorConfig:
             raise FisherTuneError(f"MaskSelectorConfig: ratio must be in [0, 1], got {self.ratio}")
         if self.count is not None and self.count < 0:
             raise FisherTuneError(f"MaskSelectorConfig: count must be >= 0, got {self.count}")
-        for name, value, options in (("selection", self.selection, SELECTION_MODES),
-                                     ("domain_weight", self.domain_weight, WEIGHTINGS),
-                                     ("variational", self.variational, VARIATIONAL),
-                                     ("normalize", self.normalize, NORMALIZATIONS),
-                                     ("granularity", self.granularity, GRANULARITIES),
-                                     ("scope", self.scope, SCOPES)):
-            if value not in options:
-                raise FisherTuneError(f"MaskSelectorConfig: unknown {name} {value!r}; "
-                                      f"choose one of {', '.join(options)}")
+        for name, option_type in (("selection", Selection), ("domain_weight", DomainWeighting),
+                                  ("variational", Variational), ("normalize", Normalization),
+                                  ("granularity", Granularity), ("scope", Scope)):
+            check_option(getattr(self, name), option_type, name, where="MaskSelectorConfig")
         for name, value, low, inclusive in (("update_every", self.update_every, 0, True),
                                              ("growth_steps", self.growth_steps, 0, True),
                                              ("alpha", self.alpha, 0, True),

@@ -47,9 +47,9 @@ from torch import nn
 from fishertune.errors import FisherTuneError
 from fishertune.method.batching import batch_size
 from fishertune.method.fisher import LossFn, _all_reduce, _named_params, _requiring_grad, fisher_sums
+from fishertune.method.options import Curvature, check_option
 from fishertune.method.perturbation import FeaturePerturbation
 
-CURVATURES = ("ivon", "vogn")
 DEFAULT_GAMMA = 1e-4   # data scale γ: a weight whose curvature is h has precision τ⁻² + h/γ
 DEFAULT_TAU = 1e-3     # prior std τ around the weights, also the first batch's noise
 DEFAULT_SAMPLES = 2    # weight samples (ivon: antithetic pairs) per batch
@@ -58,13 +58,11 @@ DEFAULT_SAMPLES = 2    # weight samples (ivon: antithetic pairs) per batch
 class VariationalCurvature:
     """The running h = γ(Λ − τ⁻²) of one data stream (clean, or under a perturbation), batch by batch."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str], curvature: str = "ivon",
+    def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str], curvature: Curvature = "ivon",
                  gamma: float = DEFAULT_GAMMA, tau: float = DEFAULT_TAU, samples: int = DEFAULT_SAMPLES,
                  seed: int = 0, per_sample: bool = True, backend: str = "auto",
                  chunk_size: int | None = None):
-        if curvature not in CURVATURES:
-            raise FisherTuneError(f"unknown variational curvature {curvature!r}; "
-                                  f"choose one of {', '.join(CURVATURES)}")
+        check_option(curvature, Curvature, "variational curvature")
         if gamma < 0 or tau < 0 or samples < 1:
             raise FisherTuneError(f"variational settings out of range: gamma={gamma} >= 0, tau={tau} >= 0, "
                                   f"samples={samples} >= 1")
