@@ -104,7 +104,6 @@ class Tuner:
 
     def __init__(self, model: nn.Module, **options: Any):
         self.model = model
-        self.options = options
         self.config = make_config(self.config_class, options, self.name)
 
     @property
