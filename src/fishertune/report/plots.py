@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 from fishertune.atomic import write_atomic
 from fishertune.data.labels import CLASS_NAMES, PALETTE, colorize
 from fishertune.errors import FisherTuneError
+from fishertune.label_space import IGNORE_INDEX
 from fishertune.report import results as R
 from fishertune.report.breakdown import count_selection, grid_axes, score_grid, to_numpy
 from fishertune.report.palette import OKABE_ITO, method_colors
@@ -211,7 +212,7 @@ def _as_rgb(image: Any) -> np.ndarray:
 
 
 def _pixel_accuracy(pred: np.ndarray, label: np.ndarray) -> float | None:
-    valid = label != 255
+    valid = label != IGNORE_INDEX
     return float((pred[valid] == label[valid]).mean()) if valid.any() else None
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fishertune.errors import InputError
+from fishertune.label_space import NUM_CLASSES
 from fishertune.models.losses import pixel_cross_entropy
 from fishertune.registry import Registry
 from fishertune.validation import suggest
@@ -34,7 +35,7 @@ class DecodeHead(nn.Module):
     name: ClassVar[str] = ""
     tiny_config: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19):
+    def __init__(self, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES):
         super().__init__()
         self.in_channels = in_channels
         self.num_levels = num_levels
@@ -52,7 +53,8 @@ def tiny_head_config(name: str) -> dict[str, Any]:
     return dict(HEADS.lookup(name).tiny_config)
 
 
-def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = 19, **kw: Any) -> DecodeHead:
+def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES,
+               **kw: Any) -> DecodeHead:
     """Build a registered head ("linear", "multilevel", "mask2former"); `kw` are the head's own options."""
     head_class = HEADS.lookup(name)
     valid = [p for p in inspect.signature(head_class.__init__).parameters
