@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import signal
 import sys
@@ -160,20 +159,17 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                                                          "run's config.yaml works) instead of the 19 classes")
     check.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
 
-    if importlib.util.find_spec("fishertune.engine.demo") is not None:
-        demo = commands.add_parser(
-            "demo", help="the embedded DGSS benchmark: train, evaluate, report",
-            description="Generate synthetic domains, fine-tune with FisherTune and the baselines, evaluate "
-                        "every target domain, and write DIR/results.json, DIR/report.md and one run per "
-                        "method.")
-        demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
-        demo.add_argument("--full", action="store_true",
-                          help="the multi-seed comparison (about 2.5 hours on 2 cores)")
-        if argv[:1] == ["demo"]:  # further options of the demo, if it has any (imported only when used)
-            from fishertune.engine import demo as demo_module
+    demo = commands.add_parser(
+        "demo", help="the embedded DGSS benchmark: train, evaluate, report",
+        description="Generate synthetic domains, fine-tune with FisherTune and the baselines, evaluate "
+                    "every target domain, and write DIR/results.json, DIR/report.md and one run per method.")
+    demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    demo.add_argument("--full", action="store_true",
+                      help="the multi-seed comparison (about 2.5 hours on 2 cores)")
+    if argv[:1] == ["demo"]:  # the demo's further options (its module is imported only when used)
+        from fishertune.engine import demo as demo_module
 
-            if hasattr(demo_module, "add_arguments"):
-                demo_module.add_arguments(demo)
+        demo_module.add_arguments(demo)
     return parser
 
 
