@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
 from fishertune.errors import FisherTuneError, InputError, RunInterrupted, UsageError
 from fishertune.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from fishertune.method import MaskSelector
 
 PREPARE_EPOCH = 2**31
 """Augmentation epoch of the tuner's estimation batches, apart from every training epoch."""
@@ -273,7 +277,7 @@ class Trainer:
         finally:
             batches.close()
 
-    def estimate(self):
+    def estimate(self) -> MaskSelector:
         """The mask tuner's estimate and selection of δ(0) on the estimation batches, as its prepare does,
         but keeping the curvature, terms and draws for inspection; returns the tuner's `MaskSelector`."""
         selector = getattr(self.tuner, "selector", None)
