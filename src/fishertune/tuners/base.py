@@ -12,7 +12,7 @@ Lifecycle, as the engine's trainer runs it:
     tuner.save_pretrained(dir)                           # only what the method changed
     tuner = load_tuner(dir, fresh_segmentor)             # onto the untouched base
 
-`batches` is a re-iterable of source training batches (see CONTRACTS: dicts with "image", "label");
+`batches` is a re-iterable of source training batches (dicts with "image" and "label");
 `loss_fn(model, batch)` returns per-sample losses of shape [B]. The decode head (`model.head`) is always
 trained and always saved by the engine's checkpoint, so a tuner only accounts for the backbone side.
 
