@@ -3,7 +3,7 @@
 Prints, for a transformers Dinov2Model (random init; ViT-S width, few layers) with a linear head:
 - exact (vmap and loop) and cheap Fisher time per sample / one plain forward+backward per sample
   (the per-sample share of a batched training step on the same batch);
-- DR-FIM estimation (FisherTuner.estimate) / its minimum: 2 exact Fisher passes (clean + perturbed, vmap
+- DR-FIM estimation (MaskSelector.estimate) / its minimum: 2 exact Fisher passes (clean + perturbed, vmap
   backend); with variational stabilisation the minimum is 2·samples passes. Beyond them it makes one
   no-grad forward pass per batch to record the perturbation's batch statistics;
 - MaskedAdamW step time and state bytes / torch.optim.AdamW on the full model, at 1% and 5% selection
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Dinov2Config, Dinov2Model
 
-from fishertune import FisherTuneConfig, FisherTuner, MaskedAdamW, empirical_fisher, select_topk
+from fishertune import MaskedAdamW, MaskSelector, MaskSelectorConfig, empirical_fisher, select_topk
 
 
 class Classifier(nn.Module):
@@ -110,10 +110,10 @@ def main(argv=None):
     one_pass = fisher_time["exact Fisher, vmap"]  # estimate() uses the same (vmap) backend for F and F'
     print(f"\n{'DR-FIM estimate':<34}{'seconds':>8}{'min passes':>12}{'ratio':>8}")
     for variational in (False, True):
-        config = FisherTuneConfig(ratio=0.05, include=["backbone.*"], variational=variational,
-                                  perturb_layers=["backbone.encoder.layer.0"], var_samples=args.var_samples,
-                                  seed=args.seed)
-        tuner = FisherTuner(model, config)
+        config = MaskSelectorConfig(ratio=0.05, include=["backbone.*"], variational=variational,
+                                    perturb_layers=["backbone.encoder.layer.0"],
+                                    var_samples=args.var_samples, seed=args.seed)
+        tuner = MaskSelector(model, config)
         t = timed(lambda tuner=tuner: tuner.estimate(batches, loss_fn), 2, clock)
         passes = 2 * (args.var_samples if variational else 1)
         label = f"variational, {args.var_samples} samples" if variational else "clean + perturbed"

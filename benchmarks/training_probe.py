@@ -99,7 +99,7 @@ class Probe:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.optimizer = None
         self.phase = "prepare"
-        fisher = getattr(self.tuner, "fisher_tuner", None)
+        fisher = getattr(self.tuner, "selector", None)
         if fisher is not None:  # time estimation and selection wherever they are called from
             for name in ("estimate", "select"):
                 setattr(fisher, name, self._timed(name, getattr(fisher, name), in_phase=True))

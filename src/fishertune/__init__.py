@@ -1,6 +1,6 @@
 """FisherTune: Fisher-guided robust fine-tuning of Vision Foundation Models for DGSS.
 
-The method core is importable from here (`from fishertune import FisherTuner, select_topk, ...`), and so is
+The method core is importable from here (`from fishertune import MaskSelector, select_topk, ...`), and so is
 `load_pretrained` (a trained segmenter with `.predict(image)`, docs/export.md); they are loaded on first
 use, so that `import fishertune` (and `fishertune --help`) does not pay for torch.
 """
@@ -9,9 +9,9 @@ from fishertune.errors import FisherTuneError
 
 __version__ = "0.1.0"
 
-_METHOD_API = ("FeaturePerturbation", "FisherTuneConfig", "FisherTuner", "MaskedAdamW", "candidate_names",
+_METHOD_API = ("FeaturePerturbation", "MaskSelector", "MaskSelectorConfig", "MaskedAdamW", "candidate_names",
                "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
-               "save_delta", "select_topk", "variational_fisher")
+               "save_delta", "select_topk", "VariationalSettings", "variational_fisher")
 
 __all__ = ["FisherTuneError", "__version__", "load_pretrained", *_METHOD_API]
 
@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from fishertune import method
 
         return getattr(method, name)
+    if name in ("FisherTuner", "FisherTuneConfig"):  # deprecated names of MaskSelector(Config), until 0.2
+        from fishertune.method.mask_selector import deprecated_name
+
+        return deprecated_name(name)
     if name == "load_pretrained":
         from fishertune.engine.pretrained import load_pretrained
 

@@ -12,7 +12,6 @@ Every error is one InputError line naming the full key (`where.key`), the value 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -20,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from fishertune.errors import InputError
+from fishertune.registry import did_you_mean
 
 
 def at_least(minimum: float, **metadata: Any) -> dict:
@@ -54,11 +54,8 @@ def from_dict(cls: type, raw: Any, where: str = "") -> Any:
 def suggest(key: str, valid: Iterable[str], where: str = "") -> str:
     """' (did you mean 'where.x'?)' for the nearest valid key, else the list of valid keys."""
     valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    prefix = f"{where}." if where else ""
-    if close:
-        return f" (did you mean {prefix + close[0]!r}?)"
-    return f"; valid keys{' in ' + where if where else ''}: {', '.join(valid)}"
+    hint = did_you_mean(key, valid, prefix=f"{where}." if where else "", cutoff=0.5)
+    return hint or f"; valid keys{' in ' + where if where else ''}: {', '.join(valid)}"
 
 
 def check_range(value: Any, metadata: typing.Mapping, name: str) -> Any:
@@ -96,8 +93,7 @@ def check_type(value: Any, hint: Any, name: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.5)
-        hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+        hint_text = did_you_mean(str(value), [str(a) for a in args], cutoff=0.5)
         raise InputError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}{hint_text}")
     if hint is list or origin is list:
         if not isinstance(value, list):

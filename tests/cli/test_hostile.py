@@ -540,10 +540,10 @@ def test_nan_inputs_stop_the_fisher_naming_parameter_and_batch(per_sample):
 
 @pytest.mark.parametrize("selection", ["fim", "dr_fim"])
 def test_selection_never_runs_on_nan(selection):
-    from fishertune.method import FisherTuneConfig, FisherTuner
+    from fishertune.method import MaskSelector, MaskSelectorConfig
 
     model, batches = nan_batches()
-    tuner = FisherTuner(model, FisherTuneConfig(ratio=0.5, selection=selection, perturb_layers=["embed"]))
+    tuner = MaskSelector(model, MaskSelectorConfig(ratio=0.5, selection=selection, perturb_layers=["embed"]))
     with pytest.raises(InputError, match="contain NaN"):
         tuner.estimate(batches, per_sample_ce)
     assert not tuner.masks

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fishertune.data.datasets import FolderDataset
-from fishertune.data.transforms import EvalTransform, TrainTransform, adjust_colour, resize
+from fishertune.data.transforms import TrainTransform, adjust_colour, resize
 
 
 def _encoded(height=40, width=56, block=8):
@@ -69,14 +69,6 @@ def test_labels_are_never_interpolated():
     image, label = _encoded()
     _, out = resize(image, label, (33, 47))
     assert set(out.unique().tolist()) <= set(label.unique().tolist())
-
-
-def test_eval_transform_resizes_the_short_side_and_keeps_aspect():
-    image, label = _encoded(40, 80)
-    out_image, out_label = EvalTransform(short_side=20)(image, label)
-    assert out_image.shape == (3, 20, 40) and out_label.shape == (20, 40)
-    same_image, same_label = EvalTransform()(image, label)
-    assert same_image is image and same_label is label
 
 
 def test_adjust_colour_identities():

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fishertune import FisherTuneConfig, FisherTuner
+from fishertune import MaskSelector, MaskSelectorConfig
 
 STABLE, SENSITIVE = slice(0, 4), slice(4, 8)
 
@@ -47,8 +47,9 @@ def sensitive_share(selection, seed, **options):
     """Share of the top quarter of head.weight (6 of 24 entries) that sits on the sensitive channels."""
     torch.manual_seed(seed)
     model = ChannelMeans()
-    tuner = FisherTuner(model, FisherTuneConfig(count=6, include=["head.weight"], selection=selection,
-                                                perturb_layers=["features"], alpha=1.0, seed=seed, **options))
+    config = MaskSelectorConfig(count=6, include=["head.weight"], selection=selection,
+                                perturb_layers=["features"], alpha=1.0, seed=seed, **options)
+    tuner = MaskSelector(model, config)
     tuner.estimate(make_batches(seed), loss)
     mask = tuner.select()["head.weight"]
     return mask[:, SENSITIVE].sum().item() / 6

@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_models import classification_loss, make_batches
 
-from fishertune import FisherTuneConfig
+from fishertune import MaskSelectorConfig
 from fishertune.method.reliability import halves, spearman, split_half_reliability
 
 
@@ -28,7 +28,7 @@ def test_identical_halves_agree_on_the_task_term_but_draw_independently(vit):
     Fisher agrees exactly, while the perturbed one sees independent draws in each half."""
     batches = [{k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in b.items()}
                for b in make_batches([3, 3], (3, 8, 8))]
-    config = FisherTuneConfig(count=50, include=["blocks.*"], perturb_layers=["blocks.0"], seed=4)
+    config = MaskSelectorConfig(count=50, include=["blocks.*"], perturb_layers=["blocks.0"], seed=4)
     result = split_half_reliability(vit, config, batches, classification_loss)
     assert result["task"] == 1.0 and result["images_per_half"] == 6
     assert result["domain"] < 0.999

@@ -7,7 +7,7 @@ import torch
 from tiny_models import TinyViT, classification_loss, make_batches
 from torch import nn
 
-from fishertune import FisherTuneConfig, FisherTuner
+from fishertune import MaskSelector, MaskSelectorConfig
 from fishertune.method.sparse_linear import RowSparseLinear, RowSparseLinearFunction, RowSparseLinears
 
 
@@ -48,7 +48,7 @@ def test_layers_switch_with_the_masks_and_keep_their_names():
 def run(config, batches, steps=4, dense_reference=False):
     torch.manual_seed(0)
     model = TinyViT()
-    tuner = FisherTuner(model, config)
+    tuner = MaskSelector(model, config)
     tuner.estimate(batches, classification_loss)
     tuner.select(0)
     optimizer = tuner.build_optimizer(model.named_parameters(), lr=1e-2)
@@ -61,14 +61,14 @@ def run(config, batches, steps=4, dense_reference=False):
         optimizer.zero_grad()
         classification_loss(model.train(), batches[step % len(batches)]).mean().backward()
         optimizer.step()
-        tuner.after_step(step, batches, classification_loss, optimizer)
+        tuner.after_step(step, None, batches, classification_loss, optimizer)
     return model, tuner
 
 
 def test_row_granularity_training_equals_dense_backward():
     batches = make_batches([3, 3], (3, 8, 8))
-    config = FisherTuneConfig(ratio=0.1, include=["blocks.*"], granularity="row", selection="fim",
-                              ratio_min=0.05, growth_steps=2, update_every=2, per_sample=False)
+    config = MaskSelectorConfig(ratio=0.1, include=["blocks.*"], granularity="row", selection="fim",
+                                ratio_min=0.05, growth_steps=2, update_every=2, per_sample=False)
     sparse, tuner = run(config, batches)
     dense, dense_tuner = run(config, batches, dense_reference=True)
     assert any(type(m) is RowSparseLinear for m in sparse.modules())
@@ -79,7 +79,7 @@ def test_row_granularity_training_equals_dense_backward():
 
 def test_frozen_unselected_tensors_train_bit_identically_and_skip_lower_blocks():
     batches = make_batches([3, 3], (3, 8, 8))
-    config = FisherTuneConfig(ratio=0.2, include=["blocks.1.*"], selection="fim", per_sample=False)
+    config = MaskSelectorConfig(ratio=0.2, include=["blocks.1.*"], selection="fim", per_sample=False)
     frozen, tuner = run(config, batches)
     dense, _ = run(config, batches, dense_reference=True)
     for (n, p), q in zip(frozen.named_parameters(), dense.parameters()):

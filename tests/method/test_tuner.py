@@ -5,7 +5,7 @@ import pytest
 import torch
 from tiny_models import TinyViT, classification_loss, make_batches
 
-from fishertune import FisherTuneConfig, FisherTuneError, FisherTuner, empirical_fisher, load_delta
+from fishertune import FisherTuneError, MaskSelector, MaskSelectorConfig, empirical_fisher, load_delta
 from fishertune.method.dr_fim import normalize_term
 
 BACKBONE = ["blocks.*"]
@@ -17,14 +17,14 @@ def train(tuner, optimizer, batches, steps):
         optimizer.zero_grad()
         classification_loss(model, batches[step % len(batches)]).mean().backward()
         optimizer.step()
-        tuner.after_step(step, batches, classification_loss, optimizer, total_steps=steps)
+        tuner.after_step(step, steps, batches, classification_loss, optimizer)
 
 
 def test_end_to_end_selection_training_and_delta(vit, tmp_path, capsys):
     base = {n: p.detach().clone() for n, p in vit.named_parameters()}
     batches = make_batches([3, 3], (3, 8, 8))
-    config = FisherTuneConfig(ratio=0.1, include=BACKBONE, exclude=["*norm*"], perturb_layers=["blocks.0"])
-    tuner = FisherTuner(vit, config)
+    config = MaskSelectorConfig(ratio=0.1, include=BACKBONE, exclude=["*norm*"], perturb_layers=["blocks.0"])
+    tuner = MaskSelector(vit, config)
     candidates = [n for n in base if n.startswith("blocks.") and "norm" not in n]
     assert tuner.candidates == candidates
     vit.train()
@@ -60,9 +60,9 @@ def test_end_to_end_selection_training_and_delta(vit, tmp_path, capsys):
 
 def test_growth_reestimation_and_resume(vit):
     batches = make_batches([2, 2], (3, 8, 8))
-    config = FisherTuneConfig(ratio=0.2, ratio_min=0.02, growth_steps=4, update_every=2, include=BACKBONE,
-                              selection="fim", per_sample=False)  # cheap Fisher keeps re-estimation fast
-    tuner = FisherTuner(vit, config)
+    config = MaskSelectorConfig(ratio=0.2, ratio_min=0.02, growth_steps=4, update_every=2, include=BACKBONE,
+                                selection="fim", per_sample=False)  # cheap Fisher keeps re-estimation fast
+    tuner = MaskSelector(vit, config)
     tuner.estimate(batches, classification_loss)
     first = {n: m.clone() for n, m in tuner.select(0).items()}
     optimizer = tuner.build_optimizer(vit.named_parameters(), lr=1e-3)
@@ -79,7 +79,7 @@ def test_growth_reestimation_and_resume(vit):
     assert counts == [math.floor(tuner.ratio_at(h["step"]) * total + 0.5) for h in tuner.history]
     assert all(not (first[n] & ~tuner.masks[n]).any() for n in first)
     assert all(torch.equal(optimizer.masks[n], tuner.masks[n]) for n in tuner.masks)
-    resumed = FisherTuner(vit, config)
+    resumed = MaskSelector(vit, config)
     resumed.load_state_dict(tuner.state_dict())
     assert all(torch.equal(resumed.masks[n], tuner.masks[n]) for n in tuner.masks)
     assert all(torch.equal(resumed.base_state()[n], tuner.base_state()[n]) for n in tuner.masks)
@@ -89,9 +89,9 @@ def test_selection_modes_share_the_budget(vit):
     batches = make_batches([3], (3, 8, 8))
     selected = {}
     for mode in ("fim", "random", "dr_fim", "delta_f"):
-        config = FisherTuneConfig(count=500, include=BACKBONE, selection=mode, perturb_layers=["blocks.0"],
-                                  alpha=0.0)
-        tuner = FisherTuner(vit, config)
+        config = MaskSelectorConfig(count=500, include=BACKBONE, selection=mode, perturb_layers=["blocks.0"],
+                                    alpha=0.0)
+        tuner = MaskSelector(vit, config)
         scores = tuner.estimate(batches, classification_loss)
         if mode == "fim":
             plain = empirical_fisher(vit, batches, classification_loss, params=tuner.candidates)
@@ -110,10 +110,10 @@ def test_zero_perturbation_gives_the_task_term(vit, variational):
     batches = make_batches([3, 2], (3, 8, 8))
     scores = {}
     for selection in ("dr_fim", "delta_f"):
-        config = FisherTuneConfig(count=50, include=BACKBONE, selection=selection, alpha=0.0,
-                                  perturb_layers=["blocks.0"], variational=variational, var_tau=1e-2,
-                                  var_gamma=1e-2)
-        tuner = FisherTuner(vit, config)
+        config = MaskSelectorConfig(count=50, include=BACKBONE, selection=selection, alpha=0.0,
+                                    perturb_layers=["blocks.0"], variational=variational, var_tau=1e-2,
+                                    var_gamma=1e-2)
+        tuner = MaskSelector(vit, config)
         scores[selection] = tuner.estimate(batches, classification_loss)
         task = normalize_term(torch.cat([tuner.fisher[n].reshape(-1) for n in tuner.candidates]), "mean")
         assert all(torch.equal(tuner.fisher[n], tuner.fisher_perturbed[n]) for n in tuner.candidates)
@@ -126,8 +126,8 @@ def test_random_scores_and_draws_follow_the_seed(vit):
     masks, draws = {}, {}
     for seed in (0, 0, 1):
         for selection in ("random", "dr_fim"):
-            tuner = FisherTuner(vit, FisherTuneConfig(count=40, include=BACKBONE, selection=selection,
-                                                      perturb_layers=["blocks.0"], seed=seed))
+            tuner = MaskSelector(vit, MaskSelectorConfig(count=40, include=BACKBONE, selection=selection,
+                                                         perturb_layers=["blocks.0"], seed=seed))
             tuner.estimate(batches, classification_loss)
             masks.setdefault(selection, []).append(tuner.select())
             draws.setdefault(selection, []).append(tuner.draws)
@@ -140,9 +140,10 @@ def test_variational_option_and_eval_mode_during_estimation(vit):
     modes = []
     vit.blocks[0].register_forward_pre_hook(lambda m, a: modes.append(m.training))
     batches = make_batches([2], (3, 8, 8))
-    config = FisherTuneConfig(ratio=0.1, include=BACKBONE, selection="fim", variational="vogn", var_gamma=0.0)
+    config = MaskSelectorConfig(ratio=0.1, include=BACKBONE, selection="fim", variational="vogn",
+                                var_gamma=0.0)
     vit.train()
-    scores = FisherTuner(vit, config).estimate(batches, classification_loss)
+    scores = MaskSelector(vit, config).estimate(batches, classification_loss)
     assert modes and not any(modes) and vit.training
     plain = empirical_fisher(vit.eval(), batches, classification_loss, params=list(scores))
     for n in plain:
@@ -163,10 +164,10 @@ def test_config_errors_and_help(vit):
                             (dict(max_per_tensor=1.5), "max_per_tensor must be <= 1"),
                             (dict(ratio=0.05, ratio_min=0.1), "ratio_min must be in")]:
         with pytest.raises(FisherTuneError, match=message):
-            FisherTuneConfig(**kwargs)
-    assert all(f.metadata.get("help") for f in dataclasses.fields(FisherTuneConfig))
-    tuner = FisherTuner(vit, FisherTuneConfig(ratio=0.1))
+            MaskSelectorConfig(**kwargs)
+    assert all(f.metadata.get("help") for f in dataclasses.fields(MaskSelectorConfig))
+    tuner = MaskSelector(vit, MaskSelectorConfig(ratio=0.1))
     with pytest.raises(FisherTuneError, match="needs perturb_layers"):
         tuner.estimate(make_batches([2], (3, 8, 8)), classification_loss)
     with pytest.raises(FisherTuneError, match="before select"):
-        FisherTuner(vit, FisherTuneConfig(ratio=0.1)).select()
+        MaskSelector(vit, MaskSelectorConfig(ratio=0.1)).select()

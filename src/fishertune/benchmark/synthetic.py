@@ -33,6 +33,7 @@ from fishertune.benchmark import styles
 from fishertune.benchmark.scenes import SceneLayout, make_layout
 from fishertune.data.image_io import write_png
 from fishertune.errors import FisherTuneError
+from fishertune.registry import unknown_name
 
 SCENE_STREAMS = {"train": 0, "val": 1, "test": 2}
 
@@ -69,14 +70,10 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def check_domains(domains: Sequence[str]) -> list[str]:
-    """The domain names, checked against ``DOMAINS`` (a FisherTuneError names the nearest valid one)."""
-    import difflib
-
+    """The domain names, checked against ``DOMAINS`` (an InputError names the nearest valid one)."""
     for name in domains:
         if name not in DOMAINS:
-            match = difflib.get_close_matches(name, list(DOMAINS), n=1)
-            hint = f"did you mean '{match[0]}'?" if match else f"valid: {', '.join(DOMAINS)}"
-            raise FisherTuneError(f"unknown synthetic domain '{name}' ({hint})")
+            raise unknown_name("synthetic domain", name, DOMAINS)
     return list(domains)
 
 

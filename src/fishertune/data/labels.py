@@ -11,8 +11,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 from cityscapesscripts.helpers.labels import trainId2label as _trainId2label
 
-IGNORE_INDEX = 255
-NUM_CLASSES = 19
+from fishertune.label_space import IGNORE_INDEX, NUM_CLASSES
 
 _TRAIN_LABELS = sorted(
     (label for label in _CITYSCAPES_LABELS if 0 <= label.trainId < IGNORE_INDEX), key=lambda lb: lb.trainId

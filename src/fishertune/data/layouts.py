@@ -8,7 +8,7 @@ options; docs/datasets.md shows each folder tree as downloaded. Nothing here rea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from fishertune.data.labels import (
     subset_table,
 )
 from fishertune.errors import FisherTuneError
+from fishertune.registry import Registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PROGRESS_FROM = 2000
@@ -56,7 +57,8 @@ class DatasetLayout:
 
     ``default_option`` is written into canonical specs (so a config records e.g. which Mapillary table it
     used); ``unlabelled_splits`` can be predicted on but not evaluated or trained on; ``missing_labels``
-    says how an image without its label file is treated: ``"error"``, or ``"skip"`` (with one warning).
+    says how an image without its label file is treated: ``"error"``, or ``"skip"`` (with one warning);
+    ``split_aliases`` maps other names users write for a split to the split (Mapillary: train, val).
     """
 
     pairs: Callable[[Path, str, str | None], list[Pair]]
@@ -67,15 +69,16 @@ class DatasetLayout:
     default_option: str | None = None
     unlabelled_splits: tuple[str, ...] = ()
     missing_labels: str = "error"
+    split_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
-DATASETS: dict[str, DatasetLayout] = {}
+DATASETS: Registry[DatasetLayout] = Registry("dataset")
 
 
 def register(name: str, default_split: str, splits: tuple[str, ...], description: str, **facts):
     """Register a layout function under ``name`` (see ``DatasetLayout`` for ``facts``)."""
     def decorate(function):
-        DATASETS[name] = DatasetLayout(function, default_split, splits, description, **facts)
+        DATASETS.register(DatasetLayout(function, default_split, splits, description, **facts), name)
         return function
 
     return decorate
@@ -311,7 +314,8 @@ def bdd100k_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
 @register("mapillary", "validation", ("training", "validation"),
           "Mapillary Vistas v1.2: <split>/images/*.jpg, <split>/labels/*.png (66 ids mapped to 19; option: "
           "label table robustnet|rein, default robustnet)",
-          options=tuple(MAPILLARY_TABLES), default_option="robustnet")
+          options=tuple(MAPILLARY_TABLES), default_option="robustnet",
+          split_aliases={"train": "training", "val": "validation"})
 def mapillary_pairs(root: Path, split: str, option: str | None) -> list[Pair]:
     """Mapillary Vistas, Neuhold et al. 2017 (mapillary.com/dataset/vistas): ``<split>/images/<key>.jpg``
     with the v1.2 palette labels ``<split>/labels/<key>.png`` (v1.2 release) or ``<split>/v1.2/labels/``

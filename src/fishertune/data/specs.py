@@ -4,7 +4,6 @@ validation slice that ``data.val`` may name instead of a spec (``HoldOut``)."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +11,11 @@ import numpy as np
 
 from fishertune.data.layouts import DATASETS, DatasetLayout, Pair, folder_pairs, require_dir
 from fishertune.errors import FisherTuneError
+from fishertune.registry import suggestion, unknown_name
 
-SPLIT_ALIASES = {"mapillary": {"train": "training", "val": "validation"}}
 HOLDOUT_PREFIX = "holdout:"
 HOLDOUT_SEED = 0
 """Seed of the held-out draw: fixed, not train.seed, so every seed and method validates on one slice."""
-
-
-def _nearest(name: str, options) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else f" (valid: {', '.join(options)})"
 
 
 @dataclass(frozen=True)
@@ -46,19 +40,17 @@ class DatasetSpec:
             raise FisherTuneError(f"'{text}' is not a dataset: holdout:N names a held-out slice of the "
                                   f"training sources, for data.val only")
         if name not in DATASETS:
-            raise FisherTuneError(f"unknown dataset '{name}'" + _nearest(name, ["folder", *DATASETS]))
+            raise unknown_name("dataset", name, ["folder", *DATASETS])
         layout = DATASETS[name]
         fields = rest.split(":")
         if len(fields) > 3:
             raise FisherTuneError(f"bad dataset spec '{text}': at most ROOT:split:option after the name")
         split = fields[1] if len(fields) > 1 and fields[1] else layout.default_split
-        split = SPLIT_ALIASES.get(name, {}).get(split, split)
+        split = layout.split_aliases.get(split, split)
         option = fields[2] if len(fields) > 2 and fields[2] else layout.default_option
-        if split not in layout.splits:
-            raise FisherTuneError(f"{name} has no split '{split}'" + _nearest(split, layout.splits))
-        if option is not None and option not in layout.options:
-            raise FisherTuneError(f"{name} has no option '{option}'"
-                                  + (_nearest(option, layout.options) if layout.options else ""))
+        for kind, value, valid in (("split", split, layout.splits), ("option", option, layout.options)):
+            if value is not None and value not in valid:
+                raise FisherTuneError(f"{name} has no {kind} {value!r}{suggestion(value, valid)}")
         return cls(name, Path(fields[0]), split, option)
 
     @property

@@ -1,4 +1,4 @@
-"""Training and evaluation transforms on tensors: ``transform(image, label, generator) -> (image, label)``.
+"""The training transform and its parts on tensors: ``transform(image, label, generator) -> (image, label)``.
 
 ``image`` is float [3, H, W] in [0, 1] and ``label`` int64 [H, W] train ids. All randomness comes from the
 ``torch.Generator`` passed in (the dataset seeds one per item and epoch), so a run is reproducible and
@@ -103,18 +103,3 @@ class TrainTransform:
         top = int(torch.randint(image.shape[1] - crop_h + 1, (), generator=generator))
         left = int(torch.randint(image.shape[2] - crop_w + 1, (), generator=generator))
         return image[:, top:top + crop_h, left:left + crop_w], label[top:top + crop_h, left:left + crop_w]
-
-
-class EvalTransform:
-    """Optionally resize so the short side is ``short_side`` (aspect kept); labels follow with nearest,
-    so mIoU is measured at the resized resolution. Deterministic: the generator is ignored."""
-
-    def __init__(self, short_side: int | None = None):
-        self.short_side = short_side
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None):
-        if self.short_side is None:
-            return image, label
-        height, width = image.shape[1:]
-        factor = self.short_side / min(height, width)
-        return resize(image, label, (round(height * factor), round(width * factor)))

@@ -72,14 +72,15 @@ def build_model(config: Config) -> tuple[nn.Module, object]:
 
 def check_options(options: dict, function, where: str, skip: tuple[str, ...] = ()) -> None:
     """Every key of `options` must be a keyword of `function` (a class: its __init__)."""
-    import difflib
     import inspect
+
+    from fishertune.registry import nearest
 
     valid = [name for name in inspect.signature(function).parameters if name not in skip]
     for key in options:
         if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {where}.{near[0]}?)" if near else f"; valid: {', '.join(valid)}"
+            near = nearest(key, valid)
+            hint = f" (did you mean {where}.{near}?)" if near else f"; valid: {', '.join(valid)}"
             raise FisherTuneError(f"unknown option {where}.{key}{hint}")
 
 

@@ -1,7 +1,7 @@
 """`fishertune fisher`: where DR-FIM puts a backbone's importance, before any tuning.
 
-Runs the config's head warm-up (backbone frozen), then FisherTune's estimate-and-select on the tuner's
-prepare batches, and writes
+Runs the config's head warm-up (backbone frozen, `Trainer.warm_up_head`), then FisherTune's
+estimate-and-select on the run's estimation batches (`Trainer.estimate`), and writes
   scores.safetensors   DR-FIM scores, the clean and perturbed curvature A, A' (the Fisher, or the
                        stabilised estimate) per backbone parameter, and the selected masks (as uint8),
                        under "dr_fim/", "fisher/", "fisher_perturbed/", "mask/" + parameter name;
@@ -35,7 +35,7 @@ from fishertune.errors import FisherTuneError
 def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> list[Path]:
     """Write the files above into `out_dir` (which must not hold anything yet); return their paths."""
     from fishertune import report
-    from fishertune.engine.trainer import Trainer, per_sample_loss, prepare_batches, source_batches
+    from fishertune.engine.trainer import Trainer, per_sample_loss
 
     options = config.method.options if config.method.name == "fishertune" else {}
     config = dataclasses.replace(config, method=MethodConfig("fishertune", dict(options)),
@@ -45,28 +45,22 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
         raise FisherTuneError(f"{out_dir} already exists and is not empty; choose another --out")
     trainer = Trainer(config, out_dir, progress=progress)  # builds model, tuner and data
     trainer.folder.clean_up()  # the files come at the end: no lock, no folder until then
-    trainer.prepare = prepare_batches(trainer.train_set, config)
-    batches = source_batches(trainer.train_set, config, start=0)
-    trainer.enter_phase("warmup")
-    for step in range(config.train.warmup_steps):
-        trainer.train_step(step, batches)
-    batches.close()
-    estimate = trainer.tuner.fisher_tuner
-    estimate.estimate(trainer.prepare, per_sample_loss)
-    masks = estimate.select(step=0)
-    analysis = selection_analysis(estimate, trainer.prepare, per_sample_loss)
+    trainer.warm_up_head()
+    selector = trainer.estimate()
+    masks = selector.masks
+    analysis = selection_analysis(selector, trainer.estimation_batches, per_sample_loss)
     written = [out_dir / "scores.safetensors", out_dir / "heatmap.png", out_dir / "selection.png",
                out_dir / "selection.csv", out_dir / "selection.md", out_dir / "analysis.json"]
     if not distributed.is_main():  # under torchrun every process estimated (all-reduced); rank 0 writes
         return written
 
     tensors = {}
-    for prefix, values in (("dr_fim", estimate.scores), ("fisher", estimate.fisher),
-                           ("fisher_perturbed", estimate.fisher_perturbed), ("mask", masks)):
+    for prefix, values in (("dr_fim", selector.scores), ("fisher", selector.fisher),
+                           ("fisher_perturbed", selector.fisher_perturbed), ("mask", masks)):
         for name, tensor in values.items():
             tensors[f"{prefix}/{name}"] = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
-    save_tensors(written[0], tensors, metadata={"draws": json.dumps(estimate.draws)})
-    report.fisher_heatmap(estimate.scores, written[1])
+    save_tensors(written[0], tensors, metadata={"draws": json.dumps(selector.draws)})
+    report.fisher_heatmap(selector.scores, written[1])
     report.selection_breakdown(masks, written[2])
     rows = report.selection_rows(masks)
     table = io.StringIO()
@@ -81,7 +75,7 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     return written
 
 
-def selection_analysis(tuner, batches: list, loss_fn) -> dict:
+def selection_analysis(selector, batches: list, loss_fn) -> dict:
     """Signal or noise: split-half reliability of both terms, overlap with FIM's and a random selection
     at the same budget, and where the budget went by module type."""
     from fishertune.method import empirical_fisher, select_topk
@@ -89,23 +83,23 @@ def selection_analysis(tuner, batches: list, loss_fn) -> dict:
     from fishertune.method.reliability import split_half_reliability
     from fishertune.report.breakdown import module_shares, selection_overlap
 
-    cfg = tuner.config
-    was_training = tuner.model.training
-    tuner.model.eval()
+    cfg, model = selector.config, selector.model
+    was_training = model.training
+    model.eval()
     try:
-        fim = empirical_fisher(tuner.model, batches, loss_fn, tuner.candidates, per_sample=cfg.per_sample,
+        fim = empirical_fisher(model, batches, loss_fn, selector.candidates, per_sample=cfg.per_sample,
                                chunk_size=cfg.chunk_size)
     finally:
-        tuner.model.train(was_training)
+        model.train(was_training)
     generator = torch.Generator().manual_seed(cfg.seed)
-    random_scores = {n: torch.rand(s.shape, generator=generator) for n, s in tuner.scores.items()}
-    budget = {"count": tuner.num_selected(), "granularity": cfg.granularity, "scope": cfg.scope}
+    random_scores = {n: torch.rand(s.shape, generator=generator) for n, s in selector.scores.items()}
+    budget = {"count": selector.num_selected(), "granularity": cfg.granularity, "scope": cfg.scope}
     return {"estimation_images": sum(batch_size(b) for b in batches),
-            "reliability": split_half_reliability(tuner.model, cfg, batches, loss_fn),
-            "overlap": {"fim": selection_overlap(tuner.masks, select_topk(fim, **budget)),
-                        "random": selection_overlap(tuner.masks, select_topk(random_scores, **budget))},
-            "module_share": module_shares(tuner.masks),
-            "draw_weights": [d["weight"] for d in tuner.draws]}
+            "reliability": split_half_reliability(model, cfg, batches, loss_fn),
+            "overlap": {"fim": selection_overlap(selector.masks, select_topk(fim, **budget)),
+                        "random": selection_overlap(selector.masks, select_topk(random_scores, **budget))},
+            "module_share": module_shares(selector.masks),
+            "draw_weights": [d["weight"] for d in selector.draws]}
 
 
 def format_analysis(analysis: dict) -> list[str]:

@@ -1,8 +1,8 @@
 """Confusion-matrix segmentation metrics (torchvision references style): IoU per class and mIoU.
 
-IoU_c = TP_c / (TP_c + FP_c + FN_c), counted over all pixels whose label is not 255. mIoU averages the
-classes that occur in the labels or the predictions (classes absent from both have no IoU and are skipped,
-as in mmseg). Counts are int64, so all-reducing them across ranks is exact.
+IoU_c = TP_c / (TP_c + FP_c + FN_c), counted over all pixels whose label is not IGNORE_INDEX (255). mIoU
+averages the classes that occur in the labels or the predictions (classes absent from both have no IoU and
+are skipped, as in mmseg). Counts are int64, so all-reducing them across ranks is exact.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from fishertune.engine import distributed
+from fishertune.label_space import IGNORE_INDEX, NUM_CLASSES
 
 
 class ConfusionMatrix:
-    def __init__(self, num_classes: int = 19, ignore_index: int = 255):
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -49,8 +50,8 @@ class ConfusionMatrix:
         return float(100 * self.matrix.diag().sum() / self.matrix.sum().clamp(min=1))
 
 
-def per_image_counts(prediction: torch.Tensor, label: torch.Tensor, num_classes: int = 19,
-                     ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+def per_image_counts(prediction: torch.Tensor, label: torch.Tensor, num_classes: int = NUM_CLASSES,
+                     ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image of [B, H, W] predicted and true class ids: (intersection, union), each int64 [B, C].
 
     intersection_c = TP_c and union_c = TP_c + FP_c + FN_c over the image's valid pixels. Both add up

@@ -1,9 +1,13 @@
 """The training loop: head warm-up, the tuner's prepare, tuning with its hooks, checkpoints, evaluation.
 
-    step 0 .. warmup_steps-1        head only (backbone frozen), AdamW at head_lr
-    tuner.prepare(batches, loss)    e.g. FisherTune's DR-FIM estimate and selection
-    step warmup_steps .. +steps-1   tuner's optimiser, linear lr warm-up then poly/cosine decay;
-                                    tuner.after_step after each step (e.g. mask growth)
+    Phase.WARMUP  step 0 .. warmup_steps-1        head only (backbone frozen), AdamW at head_lr
+                  tuner.prepare(batches, loss)    e.g. FisherTune's DR-FIM estimate and selection
+    Phase.TUNE    step warmup_steps .. +steps-1   tuner's optimiser, linear lr warm-up then poly/cosine
+                                                  decay; tuner.after_step after each step (mask growth)
+
+`batches` are the run's estimation batches (`Trainer.estimation_batches`, `train.prepare_batches` of
+them), drawn once when the trainer is built. `Trainer.run()` does all of it; `warm_up_head()` and
+`estimate()` are the first two steps alone (`fishertune fisher` runs them).
 
 Each optimiser step sums the gradients of `grad_accum` micro-batches. The training loss is the mean of
 per-image losses, so a distributed run (each process a slice of the global batch, gradients averaged by
@@ -19,14 +23,15 @@ bit-identically on CPU.
 
 from __future__ import annotations
 
-import difflib
 import math
 import random
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,11 +61,24 @@ from fishertune.engine.evaluator import (
 from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
 from fishertune.engine.run_log import RunLogger
-from fishertune.errors import FisherTuneError, InputError, RunInterrupted
+from fishertune.errors import FisherTuneError, InputError, RunInterrupted, UsageError
+from fishertune.registry import did_you_mean
 from fishertune.run_result import RunResult, results_json
 
+if TYPE_CHECKING:
+    from fishertune.method import MaskSelector
+
 PREPARE_EPOCH = 2**31
-"""Augmentation epoch of the tuner's prepare batches, apart from every training epoch."""
+"""Augmentation epoch of the tuner's estimation batches, apart from every training epoch."""
+
+
+class Phase(str, Enum):
+    """A phase of the run. Checkpoints (state.json) and log.jsonl store the value, a plain string."""
+
+    WARMUP = "warmup"
+    """The head trains alone, the backbone frozen (train.warmup_steps steps)."""
+    TUNE = "tune"
+    """The tuner's optimiser and hooks (train.steps steps)."""
 
 
 class TrainingDiverged(InputError):
@@ -143,8 +161,9 @@ def source_batches(dataset: Dataset, config: Config, start: int) -> Iterator[dic
         epoch, offset = epoch + 1, 0
 
 
-def prepare_batches(dataset: Dataset, config: Config) -> list[dict]:
-    """The handful of source batches the tuner estimates from (fixed for the whole run)."""
+def estimation_batches(dataset: Dataset, config: Config) -> list[dict]:
+    """The handful of source batches (`train.prepare_batches`) the tuner's prepare and after_step hooks
+    estimate from, fixed for the whole run."""
     dataset.set_epoch(PREPARE_EPOCH)
     world, batch_size = distributed.world_size(), config.data.batch_size
     indices = epoch_indices(len(dataset), batch_size, config.train.seed, PREPARE_EPOCH, distributed.rank(),
@@ -162,9 +181,8 @@ def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]
     names = [name for name, _ in model.named_modules()]
     for name in out:
         if name not in names:
-            near = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise FisherTuneError(f"train.perturb.layers: no module named {name!r}{hint}")
+            raise FisherTuneError(f"train.perturb.layers: no module named {name!r}"
+                                  f"{did_you_mean(name, names)}")
     return out
 
 
@@ -213,8 +231,8 @@ class Trainer:
         self.perturb_modules = perturbation_modules(self.model, t.perturb.layers) if t.perturb.enabled else []
         self.eval_settings = EvalSettings.from_config(config)
         self.total = t.warmup_steps + t.steps
-        self.prepare: list[dict] = []  # the tuner's source batches, drawn when the run starts
-        self.phase = ""
+        self.estimation_batches = estimation_batches(self.train_set, config)
+        self.phase: Phase | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.forward: nn.Module | None = None
@@ -222,11 +240,15 @@ class Trainer:
         self._wrapped_for: list[int] = []  # ids of the parameters DDP was built for
 
     # -- phases --------------------------------------------------------------------------------------
-    def enter_phase(self, phase: str, saved: dict | None = None) -> None:
+    def phase_at(self, step: int) -> Phase:
+        """The phase of run step `step` (counting from 0)."""
+        return Phase.WARMUP if step < self.config.train.warmup_steps else Phase.TUNE
+
+    def enter_phase(self, phase: Phase, saved: dict | None = None) -> None:
         """Set what trains and build the optimiser (and scheduler) of `phase`, fresh or from `saved`."""
         t = self.config.train
         self.model.train()
-        if phase == "warmup":
+        if phase is Phase.WARMUP:
             for p in self.model.backbone.parameters():
                 p.requires_grad_(False)
             for p in self.model.head.parameters():
@@ -236,7 +258,7 @@ class Trainer:
             self.scheduler = None
         else:
             if saved is None:
-                self.tuner.prepare(self.prepare, per_sample_loss)
+                self.tuner.prepare(self.estimation_batches, per_sample_loss)
             else:
                 self.tuner.load_state_dict(saved["tuner"])
             self.optimizer = self.tuner.build_optimizer(lr=t.lr, head_lr=t.head_lr,
@@ -249,6 +271,27 @@ class Trainer:
                 self.scheduler.load_state_dict(saved["scheduler"])
         self.phase = phase
         self.wrap()
+
+    def warm_up_head(self) -> None:
+        """The head warm-up alone: `train.warmup_steps` steps of the head on the run's batch stream from its
+        start, backbone frozen; no log, checkpoint or evaluation (`fishertune fisher` runs this)."""
+        batches = source_batches(self.train_set, self.config, start=0)
+        self.enter_phase(Phase.WARMUP)
+        try:
+            for step in range(self.config.train.warmup_steps):
+                self.train_step(step, batches)
+        finally:
+            batches.close()
+
+    def estimate(self) -> MaskSelector:
+        """The mask tuner's estimate and selection of δ(0) on the estimation batches, as its prepare does,
+        but keeping the curvature, terms and draws for inspection; returns the tuner's `MaskSelector`."""
+        selector = getattr(self.tuner, "selector", None)
+        if selector is None:
+            raise UsageError(f"Trainer.estimate() needs a mask tuner, not {self.config.method.name!r}")
+        selector.estimate(self.estimation_batches, per_sample_loss)
+        selector.select(step=0)
+        return selector
 
     def _trainable(self) -> list[int]:
         return [id(p) for p in self.model.parameters() if p.requires_grad]
@@ -348,12 +391,13 @@ class Trainer:
             if missing:
                 raise InputError(f"checkpoint {self.checkpoint} is damaged: its state lacks "
                                  f"{sorted(missing)}")
+            if saved["phase"] not in {phase.value for phase in Phase}:
+                raise InputError(f"checkpoint {self.checkpoint} is damaged: unknown phase {saved['phase']!r}")
         if distributed.is_main():  # a resumed run records the settings it continues with (RESUME_OVERRIDES)
             save_config(self.config, self.run_dir / "config.yaml")
         logger = RunLogger(self.run_dir, enabled=distributed.is_main())
-        self.prepare = prepare_batches(self.train_set, self.config)
         if self.checkpoint is not None:
-            self.enter_phase(saved["phase"], saved)
+            self.enter_phase(Phase(saved["phase"]), saved)
             self.apply_resume_overrides(saved["config"]["train"])
             set_rng_state(saved["rng"])
             seconds = saved["train_seconds"]
@@ -362,22 +406,22 @@ class Trainer:
         bar = tqdm(total=self.total, initial=step, desc=f"train {self.config.method.name}",
                    disable=not (self.progress and distributed.is_main()))
         while step < self.total:
-            phase = "warmup" if step < t.warmup_steps else "tune"
+            phase = self.phase_at(step)
             start = time.perf_counter()
             if phase != self.phase:
                 self.enter_phase(phase)  # the tuner's prepare (e.g. Fisher estimation) counts as training
             lrs = [group["lr"] for group in self.optimizer.param_groups]  # the lrs of this step
             loss = self.train_step(step, batches)
-            if phase == "tune":
-                self.tuner.after_step(step - t.warmup_steps, t.steps, self.prepare, per_sample_loss,
-                                      self.optimizer)
+            if phase is Phase.TUNE:
+                self.tuner.after_step(step - t.warmup_steps, t.steps, self.estimation_batches,
+                                      per_sample_loss, self.optimizer)
                 self.rewrap_if_changed()
             seconds += time.perf_counter() - start
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             if step % t.log_every == 0 or step == self.total:
-                logger.log(step, phase, loss=loss, head_lr=lrs[0], lr=lrs[-1], seconds=seconds)
+                logger.log(step, phase.value, loss=loss, head_lr=lrs[0], lr=lrs[-1], seconds=seconds)
             if t.eval_every and step % t.eval_every == 0 and self.val_sets and step < self.total:
                 logger.log(step, "val", **self.evaluate_source())
             if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == self.total:
@@ -430,10 +474,10 @@ class Trainer:
 
     def save(self, step: int, seconds: float) -> None:
         if distributed.is_main():
-            state = {"phase": self.phase, "config": self.config.to_dict(),
+            state = {"phase": self.phase.value, "config": self.config.to_dict(),
                      "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                     "tuner": self.tuner.state_dict() if self.phase == "tune" else {},
+                     "tuner": self.tuner.state_dict() if self.phase is Phase.TUNE else {},
                      "rng": rng_state(), "train_seconds": seconds}
             save_checkpoint(self.run_dir / "checkpoints", step, self.model, state)
         distributed.barrier()

@@ -32,17 +32,13 @@ import math
 import torch
 
 from fishertune.errors import FisherTuneError
+from fishertune.method.options import DomainWeighting, Normalization, check_option
 from fishertune.method.perturbation import Draws
 
-NORMALIZATIONS = ("mean", "rank", "none")
-WEIGHTINGS = ("paper", "abs_mean")
 
-
-def draw_weight(draws: Draws, weighting: str = "paper") -> float:
+def draw_weight(draws: Draws, weighting: DomainWeighting = "paper") -> float:
     """w = exp(−(ε_μ + ε_σ)) from the signed draws ("paper") or from their magnitudes ("abs_mean")."""
-    if weighting not in WEIGHTINGS:
-        raise FisherTuneError(f"unknown domain weighting {weighting!r}; "
-                              f"choose one of {', '.join(WEIGHTINGS)}")
+    check_option(weighting, DomainWeighting, "domain weighting")
     if weighting == "paper":
         return math.exp(-(draws.eps_mu + draws.eps_sigma))
     return math.exp(-(draws.abs_mu + draws.abs_sigma))
@@ -69,11 +65,9 @@ def relative_change(clean: torch.Tensor, moved: torch.Tensor, eps_ratio: float =
     return (clean - moved).abs() / (torch.minimum(clean, moved) + prior_floor + eps)
 
 
-def normalize_term(values: torch.Tensor, normalize: str) -> torch.Tensor:
+def normalize_term(values: torch.Tensor, normalize: Normalization) -> torch.Tensor:
     """T of the module docstring."""
-    if normalize not in NORMALIZATIONS:
-        raise FisherTuneError(f"unknown DR-FIM normalize {normalize!r}; "
-                              f"choose one of {', '.join(NORMALIZATIONS)}")
+    check_option(normalize, Normalization, "DR-FIM normalize")
     if normalize == "none":
         return values
     if normalize == "mean":
@@ -86,7 +80,7 @@ def normalize_term(values: torch.Tensor, normalize: str) -> torch.Tensor:
 class DomainTerm:
     """D = (1/B) Σ_b w_b · T(R_b), accumulated one batch at a time on flat tensors."""
 
-    def __init__(self, normalize: str = "mean", eps_ratio: float = 1e-3):
+    def __init__(self, normalize: Normalization = "mean", eps_ratio: float = 1e-3):
         normalize_term(torch.zeros(1), normalize)  # checks the name
         self.normalize, self.eps_ratio = normalize, eps_ratio
         self.total: torch.Tensor | None = None
@@ -108,7 +102,7 @@ class DomainTerm:
 
 
 def dr_fim(fisher: dict[str, torch.Tensor], fisher_perturbed: dict[str, torch.Tensor],
-           eps_mu: float, eps_sigma: float, normalize: str = "mean", eps_ratio: float = 1e-3,
+           eps_mu: float, eps_sigma: float, normalize: Normalization = "mean", eps_ratio: float = 1e-3,
            prior_floor: float = 0.0, scale: float = 1.0) -> dict[str, torch.Tensor]:
     """DR-FIM of one batch (B = 1): T(F) + exp(−(ε_μ + ε_σ))·T(s·R), float32, one tensor per name of
     `fisher` (the candidates). ε_μ, ε_σ are the signed draws."""

@@ -18,7 +18,7 @@ gradients exist at any time (vmap's own chunk_size would not help: it concatenat
 For large models set chunk_size (e.g. 1-4 on a ViT-L). Sums then add chunk by chunk, which can change the
 last bits of F against one whole-batch call.
 
-Estimation runs in the model's current train/eval mode. `FisherTuner` switches the model to eval() while
+Estimation runs in the model's current train/eval mode. `MaskSelector` switches the model to eval() while
 estimating, so BatchNorm does not couple the samples of a batch and dropout does not randomise them.
 """
 

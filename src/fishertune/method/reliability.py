@@ -45,19 +45,19 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
                            loss_fn: LossFn) -> dict[str, float]:
-    """{"task": ρ, "domain": ρ, "images_per_half": n} for FisherTune's `config` (a FisherTuneConfig whose
+    """{"task": ρ, "domain": ρ, "images_per_half": n} for FisherTune's `config` (a MaskSelectorConfig whose
     selection uses the domain term) on `batches`; the model's weights are left as they were."""
     from dataclasses import replace
 
-    from fishertune.method.tuner import SPLIT_HALVES, FisherTuner, seed_stream
+    from fishertune.method.mask_selector import SPLIT_HALVES, MaskSelector, seed_stream
 
     parts = [halves(b) for b in batches]
     terms = []
     for side in range(2):
-        tuner = FisherTuner(model, replace(config, selection="dr_fim",
-                                           seed=seed_stream(config.seed, SPLIT_HALVES, side)))
-        tuner.estimate([p[side] for p in parts], loss_fn)
-        terms.append(tuner.terms)
+        selector = MaskSelector(model, replace(config, selection="dr_fim",
+                                               seed=seed_stream(config.seed, SPLIT_HALVES, side)))
+        selector.estimate([p[side] for p in parts], loss_fn)
+        terms.append(selector.terms)
     images = sum(batch_size(p[0]) for p in parts)
     return {"task": spearman(terms[0]["task"], terms[1]["task"]),
             "domain": spearman(terms[0]["domain"], terms[1]["domain"]), "images_per_half": images}

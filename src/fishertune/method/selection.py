@@ -32,9 +32,7 @@ import torch
 
 from fishertune.errors import InputError, UsageError
 from fishertune.method.finite import require_finite
-
-GRANULARITIES = ("element", "row", "tensor")
-SCOPES = ("global", "per_tensor")
+from fishertune.method.options import Granularity, Scope, check_option
 
 
 def candidate_names(names: Sequence[str], include: Sequence[str] | str | None = None,
@@ -53,7 +51,7 @@ def candidate_names(names: Sequence[str], include: Sequence[str] | str | None = 
 
 
 def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, count: int | None = None,
-                granularity: str = "element", scope: str = "global",
+                granularity: Granularity = "element", scope: Scope = "global",
                 include: Sequence[str] | str | None = None, exclude: Sequence[str] | str | None = None,
                 max_per_tensor: float | None = None,
                 keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -63,11 +61,8 @@ def select_topk(scores: dict[str, torch.Tensor], ratio: float | None = None, cou
     caps; the rest of the budget goes to the best other entries (units ranked by their mean score over all
     their entries, filled with their best free entries). A budget below the kept count is an error.
     """
-    if granularity not in GRANULARITIES:
-        raise UsageError(f"unknown granularity {granularity!r}; "
-                         f"choose one of {', '.join(GRANULARITIES)}")
-    if scope not in SCOPES:
-        raise UsageError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    check_option(granularity, Granularity, "granularity")
+    check_option(scope, Scope, "scope")
     names = candidate_names(list(scores), include, exclude)
     if not names:
         raise InputError("no candidate parameters left after include/exclude")

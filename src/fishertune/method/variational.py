@@ -48,9 +48,9 @@ from torch import nn
 from fishertune.errors import FisherTuneError
 from fishertune.method.batching import batch_size
 from fishertune.method.fisher import LossFn, _all_reduce, _named_params, _requiring_grad, fisher_sums
+from fishertune.method.options import Curvature, check_option
 from fishertune.method.perturbation import FeaturePerturbation
 
-CURVATURES = ("ivon", "vogn")
 DEFAULT_GAMMA = 1e-4   # data scale γ: a weight whose curvature is h has precision τ⁻² + h/γ
 DEFAULT_TAU = 1e-3     # prior std τ around the weights, also the first batch's noise
 DEFAULT_SAMPLES = 2    # weight samples (ivon: antithetic pairs) per batch
@@ -62,16 +62,14 @@ class VariationalSettings:
     "vogn"), the data scale γ, the prior std τ, the weight samples per batch (ivon: antithetic pairs) and
     the seed of the weight draws."""
 
-    curvature: str = "ivon"
+    curvature: Curvature = "ivon"
     gamma: float = DEFAULT_GAMMA
     tau: float = DEFAULT_TAU
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.curvature not in CURVATURES:
-            raise FisherTuneError(f"unknown variational curvature {self.curvature!r}; "
-                                  f"choose one of {', '.join(CURVATURES)}")
+        check_option(self.curvature, Curvature, "variational curvature")
         if self.gamma < 0 or self.tau < 0 or self.samples < 1:
             raise FisherTuneError(f"variational settings out of range: gamma={self.gamma} >= 0, "
                                   f"tau={self.tau} >= 0, samples={self.samples} >= 1")

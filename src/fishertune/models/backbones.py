@@ -26,19 +26,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fishertune.errors import FisherTuneError, InputError
+from fishertune.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-BACKBONES: dict[str, type[Backbone]] = {}
-
-
-def register_backbone(cls: type[Backbone]) -> type[Backbone]:
-    """Class decorator: makes a backbone family buildable by its `name`."""
-    BACKBONES[cls.name] = cls
-    return cls
+BACKBONES: Registry[type[Backbone]] = Registry("backbone")
+register_backbone = BACKBONES.register
+"""Class decorator: makes a backbone family buildable by its `name`."""
 
 
 def default_out_indices(num_blocks: int, num_levels: int = 4) -> list[int]:
@@ -542,21 +539,13 @@ def load_timm_state(model: nn.Module, path: Path, name: str, head_modules: tuple
 
 def tiny_backbone_config(name: str) -> dict[str, Any]:
     """A tiny random config for a registry name (hidden 32, 4 blocks, patch 4): fast tests of any family."""
-    return dict(_backbone_class(name).tiny_config)
+    return dict(BACKBONES.lookup(name).tiny_config)
 
 
-def _backbone_class(name: str) -> type[Backbone]:
-    if name not in BACKBONES:
-        import difflib
-
-        near = difflib.get_close_matches(name, BACKBONES, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise FisherTuneError(f"unknown backbone {name!r}{hint}; available: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name]
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None, config: dict | None = None,
                    out_indices: list[int] | None = None) -> Backbone:
     """Build a registered backbone: `weights` is a hub id, a save_pretrained folder, a .safetensors file or
     None (random init); `config` overrides fields of the family's config (tiny test models)."""
-    return _backbone_class(name).build(weights=weights, config=config, out_indices=out_indices)
+    return BACKBONES.lookup(name).build(weights=weights, config=config, out_indices=out_indices)

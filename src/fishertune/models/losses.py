@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from fishertune.errors import UsageError
-
-IGNORE_INDEX = 255
+from fishertune.label_space import IGNORE_INDEX
 
 
 def _reduce(per_image: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fishertune.errors import FisherTuneError
+from fishertune.label_space import IGNORE_INDEX, NUM_CLASSES
 from fishertune.models.backbones import Backbone, build_backbone
 from fishertune.models.heads import DecodeHead, build_head
-from fishertune.models.losses import IGNORE_INDEX
 
 
 def pad_to(x: torch.Tensor, height: int, width: int, value: float = 0.0) -> torch.Tensor:
@@ -31,7 +31,7 @@ class Segmentor(nn.Module):
     cropped back to the input size.
     """
 
-    def __init__(self, backbone: Backbone, head: DecodeHead, num_classes: int = 19):
+    def __init__(self, backbone: Backbone, head: DecodeHead, num_classes: int = NUM_CLASSES):
         super().__init__()
         if head.num_classes != num_classes:
             raise FisherTuneError(f"head predicts {head.num_classes} classes, the segmentor {num_classes}")
@@ -131,7 +131,7 @@ class Segmentor(nn.Module):
         return (scores / counts)[..., :height, :width]
 
 
-def build_segmentor(backbone: str | dict, head: str | dict, num_classes: int = 19) -> Segmentor:
+def build_segmentor(backbone: str | dict, head: str | dict, num_classes: int = NUM_CLASSES) -> Segmentor:
     """Build from names or dicts: backbone {"name", "weights", "config", "out_indices"}, head {"name", ...}.
 
     The head's `in_channels` and `num_levels` come from the backbone.

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fishertune.atomic import write_text
-from fishertune.report import results as R
 from fishertune.report.breakdown import selection_rows
+from fishertune.report.results import (
+    MEAN_TARGET,
+    SOURCE,
+    methods_of,
+    metric_keys,
+    metric_label,
+    num_seeds,
+    summary_value,
+)
 from fishertune.report.stats import (
     PairedDifference,
     Summary,
@@ -54,20 +62,20 @@ def _main_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]],
     """Header, formatted cells and which cells are best in their column (displayed value highest mIoU,
     lowest train seconds; ties at the displayed precision are all best; trainable parameters are a
     budget and are not ranked)."""
-    methods = R.methods_of(results)
+    methods = methods_of(results)
     summaries = summarize(results)
-    keys = R.metric_keys(results)
-    multi_seed = R.num_seeds(results) > 1
-    header = ["method", "trainable params", *(f"{R.metric_label(k)} mIoU" for k in keys), "train seconds"]
+    keys = metric_keys(results)
+    multi_seed = num_seeds(results) > 1
+    header = ["method", "trainable params", *(f"{metric_label(k)} mIoU" for k in keys), "train seconds"]
     # (cells, displayed values, +1 best is max / -1 best is min / 0 not ranked)
     columns: list[tuple[list[str], list[float | None], int]] = []
-    params = [R.summary_value(entry, "trainable_params") for entry in methods.values()]
+    params = [summary_value(entry, "trainable_params") for entry in methods.values()]
     columns.append(([format_count(p) for p in params], [None] * len(methods), 0))
     for key in keys:
         stats = [summaries[name][key] for name in methods]
         cells = [_miou_cell(s, multi_seed) for s in stats]
         columns.append((cells, [None if s is None else round(s.mean, 1) for s in stats], +1))
-    seconds = [R.summary_value(entry, "train_seconds") for entry in methods.values()]
+    seconds = [summary_value(entry, "train_seconds") for entry in methods.values()]
     columns.append((["–" if s is None else f"{s:.0f}" for s in seconds],
                     [None if s is None else round(s) for s in seconds], -1))
     rows = [[name] for name in methods]
@@ -118,7 +126,7 @@ def _md_table(header: list[str], rows: list[list[str]], right_from: int = 1) -> 
 
 def _setup_lines(results: Mapping[str, Any]) -> list[str]:
     setup = dict(results.get("setup") or {})
-    setup.setdefault("seeds", R.num_seeds(results))
+    setup.setdefault("seeds", num_seeds(results))
     lines = []
     rank = {k: i for i, k in enumerate(_SETUP_ORDER)}
     for key in sorted(setup, key=lambda k: (rank.get(k, len(rank)), k)):
@@ -136,7 +144,7 @@ def _setup_lines(results: Mapping[str, Any]) -> list[str]:
 
 def _ranking_lines(results: Mapping[str, Any], ours: str | None) -> list[str]:
     summaries = summarize(results)
-    ranked = sorted(((s[R.MEAN_TARGET].mean, name) for name, s in summaries.items() if s[R.MEAN_TARGET]),
+    ranked = sorted(((s[MEAN_TARGET].mean, name) for name, s in summaries.items() if s[MEAN_TARGET]),
                     key=lambda pair: (-pair[0], pair[1]))
     text = ", ".join(f"{name} {mean:.1f}" for mean, name in ranked)
     lines = [f"Ranked by mean target mIoU: {text}."]
@@ -147,7 +155,7 @@ def _ranking_lines(results: Mapping[str, Any], ours: str | None) -> list[str]:
 
 
 def _paired_lines(diffs: list[PairedDifference], results: Mapping[str, Any], alpha: float) -> list[str]:
-    keys = R.metric_keys(results)
+    keys = metric_keys(results)
     baselines = list(dict.fromkeys(d.baseline for d in diffs))
     lookup = {(d.baseline, d.key): d for d in diffs}
     ours = diffs[0].ours
@@ -163,7 +171,7 @@ def _paired_lines(diffs: list[PairedDifference], results: Mapping[str, Any], alp
             cell = f"{d.mean:+.1f} ± {d.std:.1f}{p}"
             row.append(f"**{cell}**" if d.exceeds_noise else cell)
         rows.append(row)
-    header = ["baseline", *(R.metric_label(k) for k in keys)]
+    header = ["baseline", *(metric_label(k) for k in keys)]
     lines = [f"Differences {ours} − baseline in mIoU points, paired by seed: mean ± std over seeds, the "
              f"two-sided paired t-test p-value (scipy.stats.ttest_rel) and the same p Holm-adjusted over the "
              f"{len(baselines)} baselines of its column (each column one family of comparisons). **Bold**: "
@@ -171,8 +179,8 @@ def _paired_lines(diffs: list[PairedDifference], results: Mapping[str, Any], alp
              f"in {1 / alpha:.0f} within-noise cells has a raw p below {alpha:g}.", "",
              *_md_table(header, rows), "",
              "On mean target mIoU:", ""]
-    lines += [f"- {verdict(lookup[b, R.MEAN_TARGET], alpha)}"
-              for b in baselines if (b, R.MEAN_TARGET) in lookup]
+    lines += [f"- {verdict(lookup[b, MEAN_TARGET], alpha)}"
+              for b in baselines if (b, MEAN_TARGET) in lookup]
     return lines
 
 
@@ -198,12 +206,12 @@ def _bootstrap_lines(results: Mapping[str, Any]) -> list[str]:
     """Per method and target domain (and their mean): the mean over seeds and its bootstrap interval."""
     boot = results["bootstrap"]
     summaries = summarize(results)
-    keys = [k for k in R.metric_keys(results) if k != R.SOURCE]
+    keys = [k for k in metric_keys(results) if k != SOURCE]
     rows = []
     for method, intervals in boot["intervals"].items():
         row = [method]
         for key in keys:
-            interval = intervals.get(key if key == R.MEAN_TARGET else R.metric_label(key))
+            interval = intervals.get(key if key == MEAN_TARGET else metric_label(key))
             summary = summaries[method][key]
             row.append("–" if interval is None or summary is None
                        else f"{summary.mean:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]")
@@ -212,7 +220,7 @@ def _bootstrap_lines(results: Mapping[str, Any]) -> list[str]:
             f"images ({boot['resamples']} resamples of each domain's images with replacement, seed "
             f"{boot['seed']}; every seed of a method is scored on the same resample). The seed std leaves "
             "this noise out: it is what another draw of test images of the same domain could move.", "",
-            *_md_table(["method", *(R.metric_label(k) for k in keys)], rows)]
+            *_md_table(["method", *(metric_label(k) for k in keys)], rows)]
 
 
 def _selection_lines(selections: Mapping[str, Any]) -> list[str]:
@@ -246,7 +254,7 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
     learning rates tried (when they hold a "sweep"), the figures (`{caption: path}`, linked relative to
     out_dir) and the notes on what the run does and does not show."""
     out_dir = Path(out_dir)
-    names = list(R.methods_of(results))
+    names = list(methods_of(results))
     if ours is None:
         ours = default_ours(results) if any(n.lower().startswith("fishertune") for n in names) else None
     header, rows, best = _main_table(results)
@@ -255,9 +263,9 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
              *_md_table(header, bolded), "",
              "mIoU in %; **bold**: best in column (highest mIoU, lowest train seconds; trainable parameters "
              "are a budget and are not ranked)."
-             + (" Cells are mean ± std over seeds." if R.num_seeds(results) > 1 else ""), "",
+             + (" Cells are mean ± std over seeds." if num_seeds(results) > 1 else ""), "",
              *_ranking_lines(results, ours), ""]
-    if R.num_seeds(results) > 1:
+    if num_seeds(results) > 1:
         diffs = paired_differences(results, ours=ours, alpha=alpha) if ours else []
         if diffs:
             lines += ["## Paired differences over seeds", "", *_paired_lines(diffs, results, alpha), ""]

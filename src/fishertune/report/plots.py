@@ -18,9 +18,10 @@ from matplotlib.patches import Patch
 from fishertune.atomic import write_atomic
 from fishertune.data.labels import CLASS_NAMES, PALETTE, colorize
 from fishertune.errors import FisherTuneError
-from fishertune.report import results as R
+from fishertune.label_space import IGNORE_INDEX
 from fishertune.report.breakdown import count_selection, grid_axes, score_grid, to_numpy
 from fishertune.report.palette import OKABE_ITO, method_colors
+from fishertune.report.results import metric_keys, metric_label, num_seeds
 from fishertune.report.stats import summarize
 
 PathLike = str | os.PathLike
@@ -40,9 +41,9 @@ def miou_bars(results: Mapping[str, Any], path: PathLike, title: str | None = No
     error bars are the std over seeds when a method has more than one."""
     summaries = summarize(results)
     methods = list(summaries)
-    keys = R.metric_keys(results)
+    keys = metric_keys(results)
     colors = method_colors(methods)
-    n_seeds = R.num_seeds(results)
+    n_seeds = num_seeds(results)
     width = 0.8 / len(methods)
     fig_width = max(6.0, 0.9 + len(keys) * (0.35 + 0.22 * len(methods)))
     fig = Figure(figsize=(fig_width, 4.2), layout="constrained")
@@ -61,7 +62,7 @@ def miou_bars(results: Mapping[str, Any], path: PathLike, title: str | None = No
                          rotation=90, padding=2)
     for boundary in (0.5, len(keys) - 1.5):  # source | targets | mean target
         ax.axvline(boundary, color="0.6", linestyle="--", linewidth=0.8)
-    ax.set_xticks(x, [R.metric_label(k) for k in keys], rotation=20, ha="right")
+    ax.set_xticks(x, [metric_label(k) for k in keys], rotation=20, ha="right")
     ax.set_ylabel("mIoU (%)")
     ax.set_ylim(0, max(10.0, ax.get_ylim()[1] * 1.12))
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "single seed"
@@ -175,7 +176,7 @@ def _history_points(history) -> tuple[np.ndarray, np.ndarray]:
 
 def selection_growth(history, path: PathLike, total: int | None = None, title: str | None = None) -> Path:
     """The selected-entry count over training steps (the δ(t) schedule as it ran). `history` is a list
-    of (step, selected_count) pairs, a {step: selected_count} dict, or FisherTuner.history (dicts with
+    of (step, selected_count) pairs, a {step: selected_count} dict, or MaskSelector.history (dicts with
     "step" and "selected"); with `total` (the candidates) a right axis shows the count as a % of it."""
     steps, selected = _history_points(history)
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
@@ -211,7 +212,7 @@ def _as_rgb(image: Any) -> np.ndarray:
 
 
 def _pixel_accuracy(pred: np.ndarray, label: np.ndarray) -> float | None:
-    valid = label != 255
+    valid = label != IGNORE_INDEX
     return float((pred[valid] == label[valid]).mean()) if valid.any() else None
 
 

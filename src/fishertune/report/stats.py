@@ -23,7 +23,14 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from fishertune.errors import FisherTuneError
-from fishertune.report import results as R
+from fishertune.report.results import (
+    MEAN_TARGET,
+    methods_of,
+    metric_keys,
+    metric_label,
+    values,
+    values_by_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,9 @@ def summarize_values(values: list[float]) -> Summary | None:
 
 def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Summary | None]]:
     """method -> metric key (results.metric_keys) -> Summary over seeds (None when not evaluated)."""
-    keys = R.metric_keys(results)
-    return {name: {key: summarize_values(R.values(entry, key)) for key in keys}
-            for name, entry in R.methods_of(results).items()}
+    keys = metric_keys(results)
+    return {name: {key: summarize_values(values(entry, key)) for key in keys}
+            for name, entry in methods_of(results).items()}
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 def default_ours(results: Mapping[str, Any]) -> str:
     """"fishertune" when present, else the first method whose name starts with it."""
-    names = list(R.methods_of(results))
+    names = list(methods_of(results))
     if "fishertune" in names:
         return "fishertune"
     for name in names:
@@ -113,7 +120,7 @@ def paired_differences(results: Mapping[str, Any], ours: str | None = None, alph
                        keys: list[str] | None = None) -> list[PairedDifference]:
     """ours − every other method on each metric key (default: all mIoU columns), over common seeds; the
     p-values of each key are Holm-adjusted over the baselines."""
-    methods = R.methods_of(results)
+    methods = methods_of(results)
     ours = ours or default_ours(results)
     if ours not in methods:
         raise FisherTuneError(f"unknown method {ours!r}; methods: {', '.join(methods)}")
@@ -121,8 +128,8 @@ def paired_differences(results: Mapping[str, Any], ours: str | None = None, alph
     for baseline, entry in methods.items():
         if baseline == ours:
             continue
-        for key in keys or R.metric_keys(results):
-            mine, theirs = R.values_by_seed(methods[ours], key), R.values_by_seed(entry, key)
+        for key in keys or metric_keys(results):
+            mine, theirs = values_by_seed(methods[ours], key), values_by_seed(entry, key)
             seeds = [s for s in mine if s in theirs]
             if not seeds:
                 continue
@@ -141,7 +148,7 @@ def paired_differences(results: Mapping[str, Any], ours: str | None = None, alph
 
 def verdict(diff: PairedDifference, alpha: float = 0.05) -> str:
     """The difference in words, with the per-seed values and whether it exceeds seed noise."""
-    head = (f"{diff.ours} − {diff.baseline} on {R.metric_label(diff.key)} mIoU: {diff.mean:+.2f}")
+    head = (f"{diff.ours} − {diff.baseline} on {metric_label(diff.key)} mIoU: {diff.mean:+.2f}")
     if diff.p_value is None:
         return f"{head} on one seed only: one seed cannot separate a difference from seed noise."
     per_seed = ", ".join(f"{d:+.2f}" for d in diff.differences)
@@ -194,5 +201,5 @@ def bootstrap_intervals(per_domain: Mapping[str, list[Counts]], resamples: int =
         weights = resample_weights(next(iter(sizes))[0], resamples, rng).astype(np.float64)
         means[domain] = np.mean([pooled_miou(weights @ i, weights @ u) for i, u in runs], axis=0)
     if means:
-        means[R.MEAN_TARGET] = np.mean(list(means.values()), axis=0)
+        means[MEAN_TARGET] = np.mean(list(means.values()), axis=0)
     return {key: tuple(float(q) for q in np.quantile(values, tails)) for key, values in means.items()}

@@ -54,6 +54,7 @@ def mlp_norm(block: nn.Module) -> nn.Module:
 @register_tuner
 class AdaptFormerTuner(Tuner):
     name = "adaptformer"
+    size_knob = ("bottleneck", 1)
     paper = "AdaptFormer (Chen et al., NeurIPS 2022)"
     config_class = AdaptFormerConfig
 

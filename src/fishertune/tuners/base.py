@@ -12,7 +12,7 @@ Lifecycle, as the engine's trainer runs it:
     tuner.save_pretrained(dir)                           # only what the method changed
     tuner = load_tuner(dir, fresh_segmentor)             # onto the untouched base
 
-`batches` is a re-iterable of source training batches (see CONTRACTS: dicts with "image", "label");
+`batches` is a re-iterable of source training batches (dicts with "image" and "label");
 `loss_fn(model, batch)` returns per-sample losses of shape [B]. The decode head (`model.head`) is always
 trained and always saved by the engine's checkpoint, so a tuner only accounts for the backbone side.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -41,30 +40,19 @@ from torch import nn
 
 from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError, InputError
+from fishertune.registry import Registry
 from fishertune.validation import from_dict
 
-TUNERS: dict[str, type[Tuner]] = {}
+TUNERS: Registry[type[Tuner]] = Registry("method")
+register_tuner = TUNERS.register
+"""Class decorator: makes a tuner selectable by its `name` in configs."""
 CONFIG_FILE = "tuner_config.json"
 WEIGHTS_FILE = "tuner_weights.safetensors"
 
 
-def register_tuner(cls: type[Tuner]) -> type[Tuner]:
-    """Class decorator: makes a tuner selectable by its `name` in configs."""
-    TUNERS[cls.name] = cls
-    return cls
-
-
-def _unknown(kind: str, name: str, valid: Iterable[str]) -> FisherTuneError:
-    valid = sorted(valid)
-    near = difflib.get_close_matches(name, valid, n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return FisherTuneError(f"unknown {kind} {name!r}{hint}; available: {', '.join(valid)}")
-
-
 def build_tuner(name: str, model: nn.Module, **options: Any) -> Tuner:
-    if name not in TUNERS:
-        raise _unknown("method", name, TUNERS)
-    return TUNERS[name](model, **options)
+    """The tuner registered as `name` on `model`, its options checked against its config class."""
+    return TUNERS.build(name, model, **options)
 
 
 @dataclasses.dataclass
@@ -110,10 +98,12 @@ class Tuner:
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     config_class: ClassVar[type] = TunerConfig
+    size_knob: ClassVar[tuple[str, int] | None] = None
+    """The integer option that sets an adapter's size and its smallest valid value (budget matching,
+    `fishertune.tuners.budget`); None for methods sized otherwise (the mask methods' `budget`)."""
 
     def __init__(self, model: nn.Module, **options: Any):
         self.model = model
-        self.options = options
         self.config = make_config(self.config_class, options, self.name)
 
     @property
@@ -155,9 +145,11 @@ class Tuner:
             p.requires_grad_(True)
         return backbone
 
-    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
+    def build_optimizer(self, *, lr: float, head_lr: float, weight_decay: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-        """AdamW over the trainable backbone parameters (lr) and the head (head_lr)."""
+        """AdamW over the trainable backbone parameters (lr) and the head (head_lr). The settings are
+        keyword-only and named as in `MaskSelector.build_optimizer`, which takes the parameters explicitly
+        (it knows no head)."""
         backbone = self._set_trainable()
         groups = [{"params": list(self.model.head.parameters()), "lr": head_lr}]
         if backbone:
@@ -167,7 +159,8 @@ class Tuner:
     def after_step(self, step: int, total_steps: int, batches: Iterable[dict],
                    loss_fn: Callable[[nn.Module, dict], torch.Tensor],
                    optimizer: torch.optim.Optimizer) -> None:
-        """Called after every optimiser step (step counts from 0)."""
+        """Called after every optimiser step (step counts from 0); the same arguments, in the same order,
+        as `MaskSelector.after_step`."""
 
     # -- resume and saving -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:

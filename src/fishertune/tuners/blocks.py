@@ -1,6 +1,6 @@
 """Reading and rewriting transformer-block hidden states from forward hooks.
 
-A backbone block (CONTRACTS: `backbone.blocks[i]`) takes the hidden states [B, T, D] (prefix tokens
+A backbone block (`backbone.blocks[i]`) takes the hidden states [B, T, D] (prefix tokens
 first) as its first positional argument and returns them either as a Tensor or as the first element of
 a tuple; adapters hook `blocks` so they work on every backbone family without editing its code.
 """

@@ -14,18 +14,15 @@ from typing import Any
 from torch import nn
 
 from fishertune.errors import FisherTuneError
-from fishertune.tuners.base import TUNERS, _unknown, make_config
+from fishertune.tuners.base import TUNERS, make_config
 
-# The integer option that sets each adapter's size, and its smallest valid value.
-SIZE_KNOBS = {"lora": ("rank", 1), "rein": ("num_tokens", 2), "vpt": ("num_prompts", 1),
-              "adaptformer": ("bottleneck", 1)}
+SIZE_KNOBS = {name: cls.size_knob for name, cls in TUNERS.items() if cls.size_knob is not None}
+"""Each adapter's `Tuner.size_knob`: the integer option that sets its size, and its smallest valid value."""
 
 
 def count_trainable(method: str, model: nn.Module, **options: Any) -> int:
     """Backbone-side trainable scalars `build_tuner(method, model, **options)` would report."""
-    if method not in TUNERS:
-        raise _unknown("method", method, TUNERS)
-    cls = TUNERS[method]
+    cls = TUNERS.lookup(method)
     return cls.count_trainable(model, make_config(cls.config_class, options, method))
 
 

@@ -1,11 +1,11 @@
 """FisherTune (CVPR 2025) under the tuner interface: DR-FIM selection, mask growth, sparse delta.
 
-A thin adapter from the segmentor to `fishertune.method.FisherTuner` (docs/method.md): `prepare`
+A thin adapter from the segmentor to `fishertune.method.MaskSelector` (docs/method.md): `prepare`
 estimates, batch by batch, the clean curvature and the curvature under the DSU feature perturbation of
 `perturb_layers` (the empirical Fisher, or the variational posterior precision when `variational` is
 ivon or vogn), combines them into DR-FIM scores and selects δ(0); `after_step` grows the mask
 towards the budget every `update_every` steps (δ(t) = δ_max − (δ_max − δ_min)·e^(−t/T)), re-estimating if
-asked. The options are FisherTuneConfig's, plus the mask baselines' `budget` (which sets ratio or count),
+asked. The options are MaskSelectorConfig's, plus the mask baselines' `budget` (which sets ratio or count),
 with `perturb_layers` that may name backbone blocks by index (default: the first two blocks, the "early
 blocks" of §1.2) and candidates restricted to the backbone.
 """
@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from fishertune.errors import FisherTuneError
-from fishertune.method import FisherTuneConfig
+from fishertune.method import MaskSelectorConfig
 from fishertune.tuners.base import register_tuner
 from fishertune.tuners.blocks import layer_module_names
 from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, check_budget
 
 
 @dataclass
-class FisherTuneTunerConfig(FisherTuneConfig):
+class FisherTuneTunerConfig(MaskSelectorConfig):
     budget: float | None = field(default=None, metadata={
         "help": "final selected backbone weights δ_max: a fraction of the candidates (<= 1) or a count "
                 "(> 1); sets ratio or count, as for the other mask methods"})
@@ -47,10 +47,10 @@ class FisherTuneTuner(MaskTuner):
     paper = "FisherTune (CVPR 2025), this project's formulation (docs/method.md)"
     config_class = FisherTuneTunerConfig
 
-    def fisher_config(self) -> FisherTuneConfig:
+    def selector_config(self) -> MaskSelectorConfig:
         c = self.config
-        options = {f.name: getattr(c, f.name) for f in fields(FisherTuneConfig)}
+        options = {f.name: getattr(c, f.name) for f in fields(MaskSelectorConfig)}
         options.update(include=c.include or [BACKBONE], exclude=[*c.exclude, "head.*"],
                        perturb_layers=layer_module_names(self.model, c.perturb_layers,
                                                                  "perturb_layers"))
-        return FisherTuneConfig(**options)
+        return MaskSelectorConfig(**options)

@@ -55,10 +55,10 @@ class FullTuner(Tuner):
                 ids[name] = 0 if any(key in name for key in EMBEDDING_NAMES) else top
         return ids
 
-    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
+    def build_optimizer(self, *, lr: float, head_lr: float, weight_decay: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
         if self.config.layer_decay == 1.0:
-            return super().build_optimizer(lr, head_lr, weight_decay, betas)
+            return super().build_optimizer(lr=lr, head_lr=head_lr, weight_decay=weight_decay, betas=betas)
         self._set_trainable()
         ids = self.layer_ids()
         top = len(blocks_of(self.model)) + 1

@@ -56,6 +56,7 @@ def target_linears(model: nn.Module, target_mlp: bool) -> dict[str, nn.Linear]:
 @register_tuner
 class LoraTuner(Tuner):
     name = "lora"
+    size_knob = ("rank", 1)
     paper = "LoRA (Hu et al., ICLR 2022), via peft"
     config_class = LoraConfig
 

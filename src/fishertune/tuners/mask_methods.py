@@ -1,6 +1,6 @@
 """Sparse fine-tuning baselines: a fixed mask over the backbone's own weights, trained with MaskedAdamW.
 
-All of them run on `fishertune.method.FisherTuner` (estimate → select → masked AdamW → sparse delta) and
+All of them run on `fishertune.method.MaskSelector` (estimate → select → masked AdamW → sparse delta) and
 differ only in how entries are scored:
 - childtune: ChildTune-D (Xu et al., EMNLP 2021): Fisher over the task data from squared mini-batch
   gradients, F_i = (1/N) Σ_b B_b·ḡ_{b,i}² (its reference code accumulates grad² of each batch), top-p.
@@ -31,9 +31,9 @@ from torch import nn
 from fishertune.atomic import write_json
 from fishertune.errors import FisherTuneError
 from fishertune.method import (
-    FisherTuneConfig,
-    FisherTuner,
     MaskedAdamW,
+    MaskSelector,
+    MaskSelectorConfig,
     candidate_names,
     load_delta,
     read_delta_config,
@@ -75,7 +75,7 @@ def check_budget(budget: float) -> None:
 
 
 def budget_fields(budget: float) -> dict[str, Any]:
-    """FisherTuneConfig's ratio/count for a `budget` value."""
+    """MaskSelectorConfig's ratio/count for a `budget` value."""
     return {"ratio": float(budget), "count": None} if budget <= 1 else {"ratio": None, "count": int(budget)}
 
 
@@ -105,17 +105,17 @@ def load_selection(directory: str) -> dict[str, Any]:
 
 
 class MaskTuner(Tuner):
-    """A FisherTuner over the segmentor's backbone weights; subclasses say how it scores."""
+    """A MaskSelector over the segmentor's backbone weights; subclasses say how it scores."""
 
     fisher_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module, **options):
         super().__init__(model, **options)
-        self.fisher_tuner = FisherTuner(model, self.fisher_config())
+        self.selector = MaskSelector(model, self.selector_config())
 
-    def fisher_config(self) -> FisherTuneConfig:
+    def selector_config(self) -> MaskSelectorConfig:
         c = self.config
-        return FisherTuneConfig(**budget_fields(c.budget), include=c.include or [BACKBONE],
+        return MaskSelectorConfig(**budget_fields(c.budget), include=c.include or [BACKBONE],
                                 exclude=[*c.exclude, "head.*"], max_per_tensor=c.max_per_tensor, seed=c.seed,
                                 **self.fisher_options)
 
@@ -130,12 +130,12 @@ class MaskTuner(Tuner):
 
     @property
     def masks(self) -> dict[str, torch.Tensor]:
-        return self.fisher_tuner.masks
+        return self.selector.masks
 
     def num_trainable(self) -> int:
         if not self.masks:  # before prepare: what the selection will give
             return self.count_trainable(self.model, self.config)
-        return self.fisher_tuner.num_selected()
+        return self.selector.num_selected()
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Tensors with selected entries (only those entries train)."""
@@ -143,11 +143,11 @@ class MaskTuner(Tuner):
         return [(n, params[n]) for n, m in self.masks.items() if bool(m.any())]
 
     def prepare(self, batches: Iterable[dict], loss_fn: Callable[[nn.Module, dict], torch.Tensor]) -> None:
-        self.fisher_tuner.estimate(batches, loss_fn)
-        self.fisher_tuner.select(step=0)
-        self.fisher_tuner.release_estimates()
+        self.selector.estimate(batches, loss_fn)
+        self.selector.select(step=0)
+        self.selector.release_estimates()
 
-    def build_optimizer(self, lr: float, head_lr: float, weight_decay: float,
+    def build_optimizer(self, *, lr: float, head_lr: float, weight_decay: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
         """MaskedAdamW: the head dense at head_lr, the candidate backbone weights masked at lr."""
         for p in self.backbone.parameters():
@@ -156,26 +156,26 @@ class MaskTuner(Tuner):
             p.requires_grad_(True)
         params = dict(self.model.named_parameters())
         groups = [{"params": list(self.model.head.named_parameters(prefix="head")), "lr": head_lr},
-                  {"params": [(n, params[n]) for n in self.fisher_tuner.candidates], "lr": lr}]
-        return self.fisher_tuner.build_optimizer(groups, lr=lr, weight_decay=weight_decay, betas=betas)
+                  {"params": [(n, params[n]) for n in self.selector.candidates], "lr": lr}]
+        return self.selector.build_optimizer(groups, lr=lr, weight_decay=weight_decay, betas=betas)
 
     def after_step(self, step: int, total_steps: int, batches: Iterable[dict],
                    loss_fn: Callable[[nn.Module, dict], torch.Tensor], optimizer: MaskedAdamW) -> None:
-        self.fisher_tuner.after_step(step, batches, loss_fn, optimizer, total_steps)
-        self.fisher_tuner.release_estimates()
+        self.selector.after_step(step, total_steps, batches, loss_fn, optimizer)
+        self.selector.release_estimates()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.fisher_tuner.state_dict()
+        return self.selector.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.fisher_tuner.load_state_dict(state)
+        self.selector.load_state_dict(state)
 
     def save_pretrained(self, directory: str) -> None:
         super().save_pretrained(directory)
-        self.fisher_tuner.save_delta(os.path.join(directory, DELTA_FILE))
-        scores = self.fisher_tuner.scores
+        self.selector.save_delta(os.path.join(directory, DELTA_FILE))
+        scores = self.selector.scores
         write_json(os.path.join(directory, SELECTION_FILE),
-                   {"history": self.fisher_tuner.history,
+                   {"history": self.selector.history,
                     "score_sum": {n: float(t.double().sum()) for n, t in scores.items()},
                     "numel": {n: t.numel() for n, t in scores.items()}})
 
@@ -187,7 +187,7 @@ class MaskTuner(Tuner):
         path = os.path.join(directory, DELTA_FILE)
         params = dict(self.model.named_parameters())
         names = list(read_delta_config(path)["tensors"])
-        strangers = [n for n in names if n not in self.fisher_tuner.candidates]
+        strangers = [n for n in names if n not in self.selector.candidates]
         if strangers:
             raise FisherTuneError(f"the saved delta changes {strangers[0]!r}, which is not a candidate "
                                   f"weight of this {self.name} tuner's model")
@@ -201,10 +201,10 @@ class MaskTuner(Tuner):
                 state[f"mask.{name}"] = mask.view(p.shape)
                 state[f"base.{name}"] = p.detach().reshape(-1)[index].clone()
         load_delta(self.model, path)  # checks every touched tensor against the base it was made from
-        for name in self.fisher_tuner.candidates:
+        for name in self.selector.candidates:
             state.setdefault(f"mask.{name}", torch.zeros_like(params[name], dtype=torch.bool))
             state.setdefault(f"base.{name}", params[name].new_empty(0))
-        self.fisher_tuner.load_state_dict(state)
+        self.selector.load_state_dict(state)
 
 
 @register_tuner

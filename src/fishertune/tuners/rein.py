@@ -92,6 +92,7 @@ def query_width(head: nn.Module) -> int:
 @register_tuner
 class ReinTuner(Tuner):
     name = "rein"
+    size_knob = ("num_tokens", 2)
     paper = "Rein (Wei et al., CVPR 2024)"
     config_class = ReinConfig
 

@@ -33,6 +33,7 @@ class VptConfig(TunerConfig):
 @register_tuner
 class VptTuner(Tuner):
     name = "vpt"
+    size_knob = ("num_prompts", 1)
     paper = "VPT-deep (Jia et al., ECCV 2022)"
     config_class = VptConfig
 

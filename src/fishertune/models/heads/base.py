@@ -9,17 +9,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from fishertune.errors import FisherTuneError, InputError
+from fishertune.errors import InputError
+from fishertune.label_space import NUM_CLASSES
 from fishertune.models.losses import pixel_cross_entropy
+from fishertune.registry import Registry
 from fishertune.validation import suggest
 
-HEADS: dict[str, type[DecodeHead]] = {}
-
-
-def register_head(cls: type[DecodeHead]) -> type[DecodeHead]:
-    """Class decorator: makes a head buildable by its `name`."""
-    HEADS[cls.name] = cls
-    return cls
+HEADS: Registry[type[DecodeHead]] = Registry("head")
+register_head = HEADS.register
+"""Class decorator: makes a head buildable by its `name`."""
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -37,7 +35,7 @@ class DecodeHead(nn.Module):
     name: ClassVar[str] = ""
     tiny_config: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19):
+    def __init__(self, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES):
         super().__init__()
         self.in_channels = in_channels
         self.num_levels = num_levels
@@ -52,19 +50,17 @@ class DecodeHead(nn.Module):
 
 def tiny_head_config(name: str) -> dict[str, Any]:
     """Options that make a registered head tiny (few channels / queries / layers) for fast tests."""
-    if name not in HEADS:
-        raise FisherTuneError(f"unknown head {name!r}; available: {', '.join(sorted(HEADS))}")
-    return dict(HEADS[name].tiny_config)
+    return dict(HEADS.lookup(name).tiny_config)
 
 
-def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = 19, **kw: Any) -> DecodeHead:
+def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES,
+               **kw: Any) -> DecodeHead:
     """Build a registered head ("linear", "multilevel", "mask2former"); `kw` are the head's own options."""
-    if name not in HEADS:
-        raise FisherTuneError(f"unknown head {name!r}; available: {', '.join(sorted(HEADS))}")
-    valid = [p for p in inspect.signature(HEADS[name].__init__).parameters
+    head_class = HEADS.lookup(name)
+    valid = [p for p in inspect.signature(head_class.__init__).parameters
              if p not in ("self", "in_channels", "num_levels", "num_classes")]
     for key in kw:
         if key not in valid:
             raise InputError(f"unknown option model.head_options.{key} for head {name!r}"
                              f"{suggest(key, valid, 'model.head_options')}")
-    return HEADS[name](in_channels, num_levels, num_classes, **kw)
+    return head_class(in_channels, num_levels, num_classes, **kw)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fishertune.errors import InputError
+from fishertune.label_space import NUM_CLASSES
 from fishertune.models.heads.base import DecodeHead, register_head
 
 
@@ -15,7 +16,8 @@ class LinearHead(DecodeHead):
 
     name = "linear"
 
-    def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19, use_levels: str = "all"):
+    def __init__(self, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES,
+                 use_levels: str = "all"):
         super().__init__(in_channels, num_levels, num_classes)
         if use_levels not in ("all", "last"):
             raise InputError(f"model.head_options.use_levels must be 'all' or 'last', got {use_levels!r}")

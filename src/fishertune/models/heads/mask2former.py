@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fishertune.label_space import NUM_CLASSES
 from fishertune.models.heads.base import DecodeHead, register_head
 from fishertune.models.heads.pyramid import FeaturePyramid
 from fishertune.models.losses import MaskClassificationLoss
@@ -72,8 +73,9 @@ class Mask2FormerHead(DecodeHead):
     name = "mask2former"
     tiny_config = {"hidden_dim": 16, "num_queries": 8, "num_layers": 3, "num_heads": 2, "ffn_dim": 32}
 
-    def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19, hidden_dim: int = 256,
-                 num_queries: int = 100, num_layers: int = 9, num_heads: int = 8, ffn_dim: int = 2048,
+    def __init__(self, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES,
+                 hidden_dim: int = 256, num_queries: int = 100, num_layers: int = 9, num_heads: int = 8,
+                 ffn_dim: int = 2048,
                  scales: tuple[float, ...] | None = None, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, no_object_weight: float = 0.1, deep_supervision: bool = True):
         super().__init__(in_channels, num_levels, num_classes)

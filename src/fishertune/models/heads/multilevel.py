@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fishertune.label_space import NUM_CLASSES
 from fishertune.models.heads.base import DecodeHead, register_head
 from fishertune.models.heads.pyramid import FeaturePyramid, conv_norm_act
 
@@ -17,7 +18,7 @@ class MultiLevelHead(DecodeHead):
     name = "multilevel"
     tiny_config = {"channels": 16}
 
-    def __init__(self, in_channels: int, num_levels: int, num_classes: int = 19, channels: int = 256,
+    def __init__(self, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES, channels: int = 256,
                  scales: tuple[float, ...] | None = None, dropout: float = 0.1):
         super().__init__(in_channels, num_levels, num_classes)
         self.pyramid = FeaturePyramid(in_channels, num_levels, channels, scales)

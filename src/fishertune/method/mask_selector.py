@@ -1,14 +1,21 @@
-"""FisherTuner: estimate DR-FIM, select the top entries, train them with MaskedAdamW, grow, save a delta.
+"""MaskSelector: estimate DR-FIM, select the top entries as masks, train them with MaskedAdamW, grow the
+masks, save a sparse delta. It is the method core on any nn.Module; the `fishertune` tuner (and the mask
+baselines) run it on a segmentor's backbone.
 
-    tuner = FisherTuner(model, FisherTuneConfig(ratio=0.05, perturb_layers=["blocks.0", "blocks.1"]))
+    selector = MaskSelector(model, MaskSelectorConfig(ratio=0.05, perturb_layers=["blocks.0", "blocks.1"]))
     # (warm-up of the head is the caller's)
-    tuner.estimate(batches, loss_fn)        # task and domain terms batch by batch, DR-FIM scores
-    tuner.select(step=0)                    # masks of size δ(0)
-    optimizer = tuner.build_optimizer(model.named_parameters(), lr=2e-5)
+    selector.estimate(batches, loss_fn)        # task and domain terms batch by batch, DR-FIM scores
+    selector.select(step=0)                    # masks of size δ(0)
+    optimizer = selector.build_optimizer(model.named_parameters(), lr=2e-5)
     for step in range(steps):
         ...; optimizer.step()
-        tuner.after_step(step, batches, loss_fn, optimizer, steps)   # every R steps: re-estimate, grow
-    tuner.save_delta("delta.safetensors")
+        selector.after_step(step, steps, batches, loss_fn, optimizer)   # every R steps: re-estimate, grow
+    selector.save_delta("delta.safetensors")
+
+The hooks take their arguments in the order of the tuner interface's (`fishertune.tuners.Tuner`):
+`after_step(step, total_steps, batches, loss_fn, optimizer)`, and `build_optimizer`'s settings are
+keyword-only, named as there. `FisherTuner` and `FisherTuneConfig` are the deprecated names of
+`MaskSelector` and `MaskSelectorConfig` (until 0.2; `FisherTuner` keeps its old `after_step` order).
 
 Estimation runs with the model in eval() (restored afterwards), so BatchNorm does not couple the samples
 and dropout does not randomise them. The base values of every selected entry are kept (memory ∝ the
@@ -17,6 +24,7 @@ selection) so that the untouched base can be rebuilt for the delta's hashes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,20 +34,21 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
-from fishertune.method.dr_fim import (
-    NORMALIZATIONS,
-    WEIGHTINGS,
-    DomainTerm,
-    draw_weight,
-    flatten,
-    normalize_term,
-    unflatten,
-)
+from fishertune.method.dr_fim import DomainTerm, draw_weight, flatten, normalize_term, unflatten
 from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
 from fishertune.method.masked_adamw import MaskedAdamW
+from fishertune.method.options import (
+    DomainWeighting,
+    Granularity,
+    Normalization,
+    Scope,
+    Selection,
+    Variational,
+    check_option,
+)
 from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.method.schedule import grow_masks, growth_ratio
-from fishertune.method.selection import GRANULARITIES, SCOPES, candidate_names
+from fishertune.method.selection import candidate_names
 from fishertune.method.sparse_linear import RowSparseLinears
 from fishertune.method.variational import (
     DEFAULT_GAMMA,
@@ -49,12 +58,13 @@ from fishertune.method.variational import (
     VariationalSettings,
 )
 
-SELECTION_MODES = ("dr_fim", "fim", "delta_f", "random")
-VARIATIONAL = ("off", "ivon", "vogn")
-
 # Independent random streams of one estimate, all derived from the config's seed and the estimate's
 # number k (so a re-estimate draws afresh): seed_stream(seed, stream, k).
 RANDOM_SCORES, PERTURBATION_DRAWS, WEIGHT_SAMPLES, SPLIT_HALVES = 1, 2, 3, 4
+
+
+HISTORY_FIELDS = {"step": int, "ratio": float, "selected": int}
+"""One `MaskSelector.history` record per selection: the step, δ(step) and the selected count."""
 
 
 def seed_stream(seed: int, stream: int, estimate: int) -> int:
@@ -69,8 +79,9 @@ def _help(text: str) -> dict:
 
 
 @dataclass
-class FisherTuneConfig:
-    """Settings of FisherTune; every field's `metadata["help"]` says what it does."""
+class MaskSelectorConfig:
+    """Settings of the mask selection (FisherTune's DR-FIM and its controls); every field's
+    `metadata["help"]` says what it does."""
 
     ratio: float | None = field(default=None, metadata=_help(
         "Final selected fraction δ_max of the candidate entries; 0.05 when neither ratio nor count "
@@ -89,18 +100,19 @@ class FisherTuneConfig:
         "Glob patterns of candidate parameter names; None = every parameter."))
     exclude: list[str] = field(default_factory=list, metadata=_help(
         "Glob patterns of parameter names never selected (e.g. '*embeddings*')."))
-    granularity: str = field(default="element", metadata=_help("Selection unit: element, row or tensor."))
-    scope: str = field(default="global", metadata=_help(
+    granularity: Granularity = field(default="element", metadata=_help(
+        "Selection unit: element, row or tensor."))
+    scope: Scope = field(default="global", metadata=_help(
         "Top-k over all candidates (global) or within each tensor (per_tensor)."))
     max_per_tensor: float | None = field(default=None, metadata=_help(
         "Cap on the selected fraction of any one tensor; None = no cap."))
-    selection: str = field(default="dr_fim", metadata=_help(
+    selection: Selection = field(default="dr_fim", metadata=_help(
         "Scores: dr_fim (task + domain term), fim (task term: the clean Fisher), delta_f (the domain "
         "term alone, the paper's ΔF) or random (same budget, seeded)."))
-    domain_weight: str = field(default="paper", metadata=_help(
+    domain_weight: DomainWeighting = field(default="paper", metadata=_help(
         "Weight of each batch's domain term: paper, exp(−(ε_μ+ε_σ)) of its signed draws, or abs_mean, "
         "the earlier exp(−(|ε_μ|+|ε_σ|)) (≈ constant; for the ablation)."))
-    normalize: str = field(default="mean", metadata=_help(
+    normalize: Normalization = field(default="mean", metadata=_help(
         "How DR-FIM puts F and the relative change on one scale: mean, rank or none (raw formula)."))
     eps_ratio: float = field(default=1e-3, metadata=_help(
         "DR-FIM ε as a fraction of the mean clean Fisher over the candidates."))
@@ -111,7 +123,7 @@ class FisherTuneConfig:
         "Exact per-sample Fisher (True) or squared mini-batch gradients (False, cheaper)."))
     chunk_size: int | None = field(default=None, metadata=_help(
         "Samples per vmap call of the exact Fisher (memory bound); None = whole batch."))
-    variational: str = field(default="off", metadata=_help(
+    variational: Variational = field(default="off", metadata=_help(
         "Stabilised estimate γ(Λ − τ⁻²) of the posterior precision Λ instead of F: ivon (IVON's "
         "reparameterised Hessian estimate, the paper's form), vogn (squared per-sample gradients at "
         "sampled weights) or off (the plain empirical Fisher)."))
@@ -126,22 +138,17 @@ class FisherTuneConfig:
 
     def __post_init__(self) -> None:
         if self.ratio is not None and self.count is not None:
-            raise FisherTuneError("FisherTuneConfig: give exactly one of ratio or count")
+            raise FisherTuneError("MaskSelectorConfig: give exactly one of ratio or count")
         if self.ratio is None and self.count is None:
             self.ratio = 0.05
         if self.ratio is not None and not 0 <= self.ratio <= 1:
-            raise FisherTuneError(f"FisherTuneConfig: ratio must be in [0, 1], got {self.ratio}")
+            raise FisherTuneError(f"MaskSelectorConfig: ratio must be in [0, 1], got {self.ratio}")
         if self.count is not None and self.count < 0:
-            raise FisherTuneError(f"FisherTuneConfig: count must be >= 0, got {self.count}")
-        for name, value, options in (("selection", self.selection, SELECTION_MODES),
-                                     ("domain_weight", self.domain_weight, WEIGHTINGS),
-                                     ("variational", self.variational, VARIATIONAL),
-                                     ("normalize", self.normalize, NORMALIZATIONS),
-                                     ("granularity", self.granularity, GRANULARITIES),
-                                     ("scope", self.scope, SCOPES)):
-            if value not in options:
-                raise FisherTuneError(f"FisherTuneConfig: unknown {name} {value!r}; "
-                                      f"choose one of {', '.join(options)}")
+            raise FisherTuneError(f"MaskSelectorConfig: count must be >= 0, got {self.count}")
+        for name, option_type in (("selection", Selection), ("domain_weight", DomainWeighting),
+                                  ("variational", Variational), ("normalize", Normalization),
+                                  ("granularity", Granularity), ("scope", Scope)):
+            check_option(getattr(self, name), option_type, name, where="MaskSelectorConfig")
         for name, value, low, inclusive in (("update_every", self.update_every, 0, True),
                                              ("growth_steps", self.growth_steps, 0, True),
                                              ("alpha", self.alpha, 0, True),
@@ -152,28 +159,30 @@ class FisherTuneConfig:
                                              ("chunk_size", self.chunk_size, 1, True),
                                              ("max_per_tensor", self.max_per_tensor, 0, False)):
             if value is not None and (value < low if inclusive else value <= low):
-                raise FisherTuneError(f"FisherTuneConfig: {name} must be {'>=' if inclusive else '>'} {low}, "
-                                      f"got {value}")
+                raise FisherTuneError(f"MaskSelectorConfig: {name} must be {'>=' if inclusive else '>'} "
+                                      f"{low}, got {value}")
         if self.max_per_tensor is not None and self.max_per_tensor > 1:
-            raise FisherTuneError(f"FisherTuneConfig: max_per_tensor must be <= 1, got {self.max_per_tensor}")
+            raise FisherTuneError(f"MaskSelectorConfig: max_per_tensor must be <= 1, "
+                                  f"got {self.max_per_tensor}")
         if self.ratio_min is not None and not 0 <= self.ratio_min <= (self.ratio if self.ratio is not None
                                                                       else 1):
-            raise FisherTuneError(f"FisherTuneConfig: ratio_min must be in [0, ratio], got {self.ratio_min}")
+            raise FisherTuneError(f"MaskSelectorConfig: ratio_min must be in [0, ratio], "
+                                  f"got {self.ratio_min}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class FisherTuner:
+class MaskSelector:
     """Orchestrates estimate → select → masked training → growth → sparse delta on any nn.Module."""
 
-    def __init__(self, model: nn.Module, config: FisherTuneConfig | None = None):
+    def __init__(self, model: nn.Module, config: MaskSelectorConfig | None = None):
         self.model = model
-        self.config = config or FisherTuneConfig()
+        self.config = config or MaskSelectorConfig()
         self.candidates = candidate_names([n for n, _ in model.named_parameters()],
                                           self.config.include, self.config.exclude)
         if not self.candidates:
-            raise FisherTuneError("FisherTuner: no candidate parameters left after include/exclude")
+            raise FisherTuneError("MaskSelector: no candidate parameters left after include/exclude")
         self.total_candidates = sum(p.numel() for n, p in model.named_parameters() if n in self.candidates)
         self.scores: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
@@ -309,7 +318,7 @@ class FisherTuner:
         return int(sum(int(m.sum()) for m in self.masks.values()))
 
     # -- training -------------------------------------------------------------------------------------
-    def build_optimizer(self, named_params: Iterable, lr: float = 1e-4, weight_decay: float = 1e-2,
+    def build_optimizer(self, named_params: Iterable, *, lr: float = 1e-4, weight_decay: float = 1e-2,
                         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> MaskedAdamW:
         """MaskedAdamW over `named_params` (names or groups as MaskedAdamW takes): candidates are masked,
         other parameters (the head) dense. A candidate requires grad only while it has a selected entry."""
@@ -330,10 +339,11 @@ class FisherTuner:
         if self.config.granularity == "row":  # selected rows only get weight gradients (same update)
             RowSparseLinears(self.model).update(self.masks)
 
-    def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW,
-                   total_steps: int | None = None) -> None:
+    def after_step(self, step: int, total_steps: int | None, batches: Iterable[Any], loss_fn: LossFn,
+                   optimizer: MaskedAdamW) -> None:
         """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1).
-        Nothing happens after the last of `total_steps` steps: entries added then would never train."""
+        Nothing happens after the last of `total_steps` steps (None: no last step): entries added then
+        would never train."""
         every = self.config.update_every
         if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):
             return
@@ -367,7 +377,7 @@ class FisherTuner:
               f"selected% of candidates: {100 * selected / self.total_candidates:.4f}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors to resume: scores, masks and kept base values."""
+        """Tensors to resume: scores, masks, kept base values and the selection history."""
         out = {}
         for name in self.masks:
             out[f"mask.{name}"] = self.masks[name]
@@ -375,11 +385,38 @@ class FisherTuner:
         for name, s in self.scores.items():
             out[f"score.{name}"] = s
         out["estimates"] = torch.tensor(self._estimates)  # seeds the next estimate's draws
+        out["history"] = torch.tensor([[h[key] for key in HISTORY_FIELDS] for h in self.history],
+                                      dtype=torch.float64).reshape(-1, len(HISTORY_FIELDS))
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.masks = {k[5:]: v.bool() for k, v in state.items() if k.startswith("mask.")}
-        self.scores = {k[6:]: v for k, v in state.items() if k.startswith("score.")}
-        self.base_values = {k[5:]: v for k, v in state.items() if k.startswith("base.")}
+        self.masks = {k.removeprefix("mask."): v.bool() for k, v in state.items() if k.startswith("mask.")}
+        self.scores = {k.removeprefix("score."): v for k, v in state.items() if k.startswith("score.")}
+        self.base_values = {k.removeprefix("base."): v for k, v in state.items() if k.startswith("base.")}
         self._base_index = {n: m.reshape(-1).nonzero().squeeze(1) for n, m in self.masks.items()}
         self._estimates = int(state.get("estimates", self._estimates))
+        if "history" in state:  # older checkpoints do not hold it
+            self.history = [{key: kind(value) for (key, kind), value in zip(HISTORY_FIELDS.items(), row)}
+                            for row in state["history"].tolist()]
+
+
+# -- deprecated names (until 0.2) -----------------------------------------------------------------------
+class _DeprecatedFisherTuner(MaskSelector):
+    """`FisherTuner`, the old name of MaskSelector, with its old `after_step` argument order."""
+
+    def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW,
+                   total_steps: int | None = None) -> None:
+        super().after_step(step, total_steps, batches, loss_fn, optimizer)
+
+
+DEPRECATED_NAMES = {"FisherTuner": ("MaskSelector", _DeprecatedFisherTuner),
+                    "FisherTuneConfig": ("MaskSelectorConfig", MaskSelectorConfig)}
+
+
+def deprecated_name(name: str) -> Any:
+    """The object behind a deprecated name, with a DeprecationWarning that names its replacement."""
+    new, value = DEPRECATED_NAMES[name]
+    warnings.warn(f"fishertune.{name} is deprecated and will be removed in 0.2; use {new}"
+                  + (" (after_step now takes (step, total_steps, batches, loss_fn, optimizer))"
+                     if name == "FisherTuner" else ""), DeprecationWarning, stacklevel=3)
+    return value
