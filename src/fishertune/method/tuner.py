@@ -36,6 +36,7 @@ from fishertune.method.dr_fim import (
     unflatten,
 )
 from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
+from fishertune.method.flat_index import flat_indices
 from fishertune.method.masked_adamw import MaskedAdamW
 from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.method.schedule import grow_masks, growth_ratio
@@ -194,6 +195,7 @@ class FisherTuner:
         cfg = self.config
         batches = list(batches)
         self._estimates += 1
+        self.scores = {}  # the previous scores are replaced: do not hold both at once
         if cfg.selection == "random":
             generator = torch.Generator().manual_seed(seed_stream(cfg.seed, RANDOM_SCORES, self._estimates))
             params = dict(self.model.named_parameters())
@@ -297,7 +299,7 @@ class FisherTuner:
         """Keep the pretrained values of newly selected entries (they have not been trained yet)."""
         params = dict(self.model.named_parameters())
         for name, mask in self.masks.items():
-            index = mask.reshape(-1).nonzero().squeeze(1)
+            index = flat_indices(mask)
             values = params[name].detach().reshape(-1)[index].clone()
             if name in self.base_values:
                 values[torch.searchsorted(index, self._base_index[name])] = self.base_values[name]
@@ -380,5 +382,5 @@ class FisherTuner:
         self.masks = {k[5:]: v.bool() for k, v in state.items() if k.startswith("mask.")}
         self.scores = {k[6:]: v for k, v in state.items() if k.startswith("score.")}
         self.base_values = {k[5:]: v for k, v in state.items() if k.startswith("base.")}
-        self._base_index = {n: m.reshape(-1).nonzero().squeeze(1) for n, m in self.masks.items()}
+        self._base_index = {n: flat_indices(m) for n, m in self.masks.items()}
         self._estimates = int(state.get("estimates", self._estimates))
