@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,6 +51,7 @@ from fishertune.method.variational import (
 
 SELECTION_MODES = ("dr_fim", "fim", "delta_f", "random")
 VARIATIONAL = ("off", "ivon", "vogn")
+REESTIMATES = ("exact", "running", "off")
 
 # Independent random streams of one estimate, all derived from the config's seed and the estimate's
 # number k (so a re-estimate draws afresh): seed_stream(seed, stream, k).
@@ -83,8 +84,10 @@ class FisherTuneConfig:
         "Time constant T of δ(t) = δ_max − (δ_max − δ_min)·exp(−t/T), in optimiser steps."))
     update_every: int = field(default=0, metadata=_help(
         "R: every R steps grow the masks to δ(t) (and re-estimate if reestimate); 0 = never."))
-    reestimate: bool = field(default=True, metadata=_help(
-        "Recompute the scores at every mask update (else grow by the first scores)."))
+    reestimate: bool | Literal["exact", "running", "off"] = field(default="exact", metadata=_help(
+        "Scores of a mask update: exact (estimate again, as prepare did), running (the mean squared "
+        "training gradient since the last update: no extra passes, a different estimator, docs/method.md) "
+        "or off (grow by the first scores); true = exact, false = off."))
     include: list[str] | None = field(default=None, metadata=_help(
         "Glob patterns of candidate parameter names; None = every parameter."))
     exclude: list[str] = field(default_factory=list, metadata=_help(
@@ -125,6 +128,8 @@ class FisherTuneConfig:
         "Seed of perturbation draws, weight samples and random scores."))
 
     def __post_init__(self) -> None:
+        if isinstance(self.reestimate, bool):
+            self.reestimate = "exact" if self.reestimate else "off"
         if self.ratio is not None and self.count is not None:
             raise FisherTuneError("FisherTuneConfig: give exactly one of ratio or count")
         if self.ratio is None and self.count is None:
@@ -138,7 +143,8 @@ class FisherTuneConfig:
                                      ("variational", self.variational, VARIATIONAL),
                                      ("normalize", self.normalize, NORMALIZATIONS),
                                      ("granularity", self.granularity, GRANULARITIES),
-                                     ("scope", self.scope, SCOPES)):
+                                     ("scope", self.scope, SCOPES),
+                                     ("reestimate", self.reestimate, REESTIMATES)):
             if value not in options:
                 raise FisherTuneError(f"FisherTuneConfig: unknown {name} {value!r}; "
                                       f"choose one of {', '.join(options)}")
@@ -154,6 +160,9 @@ class FisherTuneConfig:
             if value is not None and (value < low if inclusive else value <= low):
                 raise FisherTuneError(f"FisherTuneConfig: {name} must be {'>=' if inclusive else '>'} {low}, "
                                       f"got {value}")
+        if self.reestimate == "running" and self.selection == "random":
+            raise FisherTuneError("FisherTuneConfig: reestimate 'running' needs gradient-based scores, "
+                                  "not selection 'random'")
         if self.max_per_tensor is not None and self.max_per_tensor > 1:
             raise FisherTuneError(f"FisherTuneConfig: max_per_tensor must be <= 1, got {self.max_per_tensor}")
         if self.ratio_min is not None and not 0 <= self.ratio_min <= (self.ratio if self.ratio is not None
@@ -185,6 +194,8 @@ class FisherTuner:
         self.base_values: dict[str, torch.Tensor] = {}
         self._base_index: dict[str, torch.Tensor] = {}
         self._estimates = 0
+        self.running_sum: dict[str, torch.Tensor] = {}  # reestimate "running": Σ g² since the last update
+        self.running_steps = 0
 
     # -- scores ---------------------------------------------------------------------------------------
     def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
@@ -324,22 +335,58 @@ class FisherTuner:
     def _set_requires_grad(self) -> None:
         """Tensors with nothing selected compute no weight gradient (and blocks below the lowest selected
         entry then need no backward at all); mask growth turns them on when they gain an entry. The
-        Fisher takes gradients of frozen candidates all the same (it names them explicitly)."""
+        Fisher takes gradients of frozen candidates all the same (it names them explicitly). With
+        reestimate "running", every candidate computes its whole weight gradient: the running g² needs the
+        gradients of the entries that are not selected yet."""
         params = dict(self.model.named_parameters())
+        running = self._running()
         for name in self.candidates:
-            params[name].requires_grad_(bool(self.masks[name].any()))
-        if self.config.granularity == "row":  # selected rows only get weight gradients (same update)
+            params[name].requires_grad_(running or bool(self.masks[name].any()))
+        if self.config.granularity == "row" and not running:  # selected rows only get weight gradients
             RowSparseLinears(self.model).update(self.masks)
+
+    def _running(self) -> bool:
+        return self.config.reestimate == "running" and self.config.update_every > 0
+
+    @torch.no_grad()
+    def record_gradients(self) -> None:
+        """Reestimate "running": add the squared gradient g² of every candidate (after backward, before the
+        gradients are cleared). A step with a non-finite gradient (a skipped fp16 step) is not counted;
+        a candidate without a gradient adds zeros."""
+        params = dict(self.model.named_parameters())
+        grads = {n: params[n].grad for n in self.candidates if params[n].grad is not None}
+        if not grads or not bool(torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()):
+            return
+        if not self.running_sum:
+            self.running_sum = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in self.candidates}
+        names = list(grads)
+        squares = [grads[n].float() for n in names]
+        torch._foreach_addcmul_([self.running_sum[n] for n in names], squares, squares)
+        self.running_steps += 1
+
+    def take_running_scores(self) -> dict[str, torch.Tensor]:
+        """The running scores (1/S) Σ_s g_s² over the S steps recorded since the last call, which restarts
+        the sums."""
+        if not self.running_steps:
+            raise FisherTuneError("reestimate 'running': no training gradient recorded since the last update")
+        scores = {n: total.div_(self.running_steps) for n, total in self.running_sum.items()}
+        self.running_sum, self.running_steps = {}, 0
+        return scores
 
     def after_step(self, step: int, batches: Iterable[Any], loss_fn: LossFn, optimizer: MaskedAdamW,
                    total_steps: int | None = None) -> None:
         """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1).
-        Nothing happens after the last of `total_steps` steps: entries added then would never train."""
+        Nothing happens after the last of `total_steps` steps: entries added then would never train.
+        With reestimate "running" every step's gradients are recorded first (record_gradients)."""
         every = self.config.update_every
+        if self._running():
+            self.record_gradients()
         if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):
             return
-        if self.config.reestimate:
+        if self.config.reestimate == "exact":
             self.estimate(batches, loss_fn)
+        elif self.config.reestimate == "running":
+            self.scores = self.take_running_scores()
         self.select(step + 1)
         optimizer.update_masks(self.masks)
         self._set_requires_grad()
@@ -368,14 +415,17 @@ class FisherTuner:
               f"selected% of candidates: {100 * selected / self.total_candidates:.4f}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors to resume: scores, masks and kept base values."""
+        """Tensors to resume: scores, masks, kept base values and the running g² sums."""
         out = {}
         for name in self.masks:
             out[f"mask.{name}"] = self.masks[name]
             out[f"base.{name}"] = self.base_values[name]
         for name, s in self.scores.items():
             out[f"score.{name}"] = s
+        for name, total in self.running_sum.items():
+            out[f"running.{name}"] = total
         out["estimates"] = torch.tensor(self._estimates)  # seeds the next estimate's draws
+        out["running_steps"] = torch.tensor(self.running_steps)
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -384,3 +434,5 @@ class FisherTuner:
         self.base_values = {k[5:]: v for k, v in state.items() if k.startswith("base.")}
         self._base_index = {n: flat_indices(m) for n, m in self.masks.items()}
         self._estimates = int(state.get("estimates", self._estimates))
+        self.running_sum = {k[8:]: v for k, v in state.items() if k.startswith("running.")}
+        self.running_steps = int(state.get("running_steps", 0))
