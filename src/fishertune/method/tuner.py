@@ -346,6 +346,7 @@ class FisherTuner:
             RowSparseLinears(self.model).update(self.masks)
 
     def _running(self) -> bool:
+        """Whether mask updates take the running g² (so every step records it)."""
         return self.config.reestimate == "running" and self.config.update_every > 0
 
     @torch.no_grad()
