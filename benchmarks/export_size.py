@@ -1,9 +1,12 @@
 """Print the README table of export sizes: `fishertune export` folder / full model.safetensors, per method.
 
+"change only" is the method's own file(s) under tuner/ (FisherTune's sparse delta, the adapters' weights)
+without the head, config and model card.
+
 ViT-S is measured: each method fine-tunes the offline DINOv2 ViT-S/14 (linear head, 19 classes) for one
 step on a few synthetic scenes, is exported, and the files are weighed. ViT-L (1024 wide, 24 blocks) is
 computed from the methods' trainable counts with the same byte costs, which the script checks on ViT-S
-(predicted within 1% + 20 kB of the measured size): a sparse delta entry costs 12 bytes (int64 index +
+(predicted within 1% + 20 kB of the measured size): a sparse delta entry costs 8 bytes (int32 index +
 float32 value), an adapter weight 4 bytes, the head 4 bytes a parameter, plus the JSON, YAML and README.
 
     .venv/bin/python benchmarks/export_size.py
@@ -29,7 +32,7 @@ SPARSE = {"fishertune", "childtune", "fish", "random"}
 
 
 def bytes_per_entry(method: str) -> int:
-    return 12 if method in SPARSE else 4
+    return 8 if method in SPARSE else 4
 
 
 def small_head(model) -> int:
@@ -76,13 +79,14 @@ def main() -> None:
             large_export = count_trainable(method, large, **small["options"]) * bytes_per_entry(method) \
                 + large_head_bytes
             rows.append((method, small, large_export, 4 * (large_backbone + large_head)))
-    print("| method | options | ViT-S export | ViT-S full model | ViT-S ratio | ViT-L export (computed) | "
-          "ViT-L full model | ViT-L ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | options | ViT-S export | ViT-S full model | ViT-S ratio | ViT-S change only | "
+          "ViT-L export (computed) | ViT-L full model | ViT-L ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for method, small, large_export, large_model in rows:
         options = ", ".join(f"{k}={v}" for k, v in small["options"].items()) or "—"
         print(f"| {method} | {options} | {small['export'] / 1e6:.2f} MB | {small['model'] / 1e6:.1f} MB | "
-              f"{100 * small['export'] / small['model']:.1f}% | {large_export / 1e6:.1f} MB | "
+              f"{100 * small['export'] / small['model']:.1f}% | "
+              f"{100 * small['change'] / small['model']:.1f}% | {large_export / 1e6:.1f} MB | "
               f"{large_model / 1e6:.0f} MB | {100 * large_export / large_model:.1f}% |")
 
 

@@ -4,11 +4,14 @@ Every variant trains the same random batches (see training_probe.py): 2 head war
 prepare (Fisher estimation + selection), then --steps tuning steps with a mask event (re-estimation +
 growth) every --update-every steps. The variants run one after the other within each of --repeats
 rounds (interleaved), all in this process; medians over the rounds. Printed:
-1. per step: forward, backward, optimiser (MaskedAdamW applies the masks), and their sum, / full's;
+1. per step: forward, backward, optimiser (MaskedAdamW applies the masks), the running g² (reestimate
+   "running" only), and their sum, / full's;
 2. one-off work per call: prepare's estimation and selection, a mask event's estimation and selection;
-3. the demo's whole training (40 warm-up + 120 tuning steps, a mask event every 20 steps: 6 events,
-   counting the one after the last step) modelled from 1 and 2, / full's.
-Also: full fine-tuning with activation checkpointing and with bf16 autocast (`train.amp: bf16`).
+3. the demo's whole training (40 warm-up + 120 tuning steps, a mask event every 20 steps: 5 events, none
+   after the last step), estimation included, modelled from 1 and 2, / full's: the issue-13 targets.
+The variants are the demo plan's (fishertune: DR-FIM on the IVON estimate; fim and random: fim-select and
+random-select), plus full fine-tuning with activation checkpointing and with bf16 autocast
+(`train.amp: bf16`), the random mask at row granularity, fishertune-row and fishertune-running.
 
     python benchmarks/train_cost.py [--repeats 2] [--steps 4] [--update-every 4] [--threads 2]
 """
@@ -27,7 +30,8 @@ from training_probe import Probe, demo_config, demo_plan
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
-            ("fishertune", {}), ("fishertune-row", {})]
+            ("fishertune", {}), ("fishertune-row", {}), ("fishertune-running", {})]
+STEP_PHASES = ("forward", "backward", "optimiser", "running g2")
 
 
 def main() -> None:
@@ -63,7 +67,7 @@ def main() -> None:
             for i in range(args.steps + 1):  # step 0 is a warm-up of the tuning phase, not counted
                 probe.step(i)
             for phase, values in probe.times.items():
-                skip = 1 if phase in ("warm-up step", "forward", "backward", "optimiser") else 0
+                skip = 1 if phase in ("warm-up step", *STEP_PHASES) else 0
                 times[variant][phase].append(statistics.median(values[skip:]))
             print(f"  ran {variant}", file=sys.stderr, flush=True)
 
@@ -73,13 +77,13 @@ def main() -> None:
 
     ref = chosen[0][0]
     print(f"\n1. per step, seconds (ratio to {ref})")
-    print(f"{'variant':<22}{'forward':>16}{'backward':>16}{'optimiser':>16}{'step':>16}")
+    print(f"{'variant':<22}{'forward':>16}{'backward':>16}{'optimiser':>16}{'running g2':>16}{'step':>16}")
     step = {}
     for variant, _ in chosen:
-        parts = [med(variant, p) for p in ("forward", "backward", "optimiser")]
+        parts = [med(variant, p) for p in STEP_PHASES]
         step[variant] = sum(parts)
         cells = [*parts, step[variant]]
-        refs = [med(ref, p) for p in ("forward", "backward", "optimiser")] + [step[ref]]
+        refs = [med(ref, p) for p in STEP_PHASES[:3]] + [step[ref], step[ref]]  # running g² / full's step
         print(f"{variant:<22}" + "".join(f"{c:>9.3f} ({c / r:.2f})" for c, r in zip(cells, refs)))
 
     print("\n2. one-off work, seconds per call (in steps of full fine-tuning)")
@@ -96,7 +100,7 @@ def main() -> None:
     print(f"{'variant':<22}{'events':>7}{'seconds':>9}{'ratio':>7}")
     total = {}
     for variant, _ in chosen:
-        events = plan["steps"] // every if med(variant, "event select") else 0
+        events = (plan["steps"] - 1) // every if med(variant, "event select") else 0  # none after the last
         per_event = med(variant, "event estimate") + med(variant, "event select")
         total[variant] = (plan["warmup_steps"] * med(variant, "warm-up step") + med(variant, "prepare total")
                           + plan["steps"] * step[variant] + events * per_event)

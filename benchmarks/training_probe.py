@@ -5,8 +5,8 @@ config + the demo recipe: crop 112, batch 8, 2 prepare batches, FisherTune's dem
 random images and labels of that size, made once (data loading and augmentation are not measured), and
 the training-time feature perturbation of the demo recipe is off (it costs every method the same).
 Timed phases: head warm-up step, the tuner's prepare split into Fisher estimation and selection,
-forward, backward, optimiser step (MaskedAdamW applies the masks), and every mask event of after_step
-(estimation, selection).
+forward, backward, optimiser step (MaskedAdamW applies the masks), the running g² of reestimate
+"running" (recorded after every step), and every mask event of after_step (estimation, selection).
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ def demo_plan() -> dict:
 
 
 def variants() -> dict[str, dict]:
-    """name -> {"method": config name, "options": {...}} on the demo's FisherTune options."""
-    ft = demo_plan()["fishertune_options"]
-    return {"full": {"method": "full", "options": {}},
-            "lora": {"method": "lora", "options": {}},
-            "random": {"method": "fishertune", "options": {**ft, "selection": "random"}},
-            "random-row": {"method": "fishertune",
-                           "options": {**ft, "selection": "random", "granularity": "row"}},
-            "fim": {"method": "fishertune", "options": {**ft, "selection": "fim"}},
-            "fishertune": {"method": "fishertune", "options": ft},
-            "fishertune-row": {"method": "fishertune", "options": {**ft, "granularity": "row"}}}
+    """name -> {"method": config name, "options": {...}}: the demo plan's variants (fishertune: DR-FIM on
+    the IVON estimate; fim: fim-select; random: random-select), and random-row, random at row granularity."""
+    plan = demo_plan()["variants"]
+    out = {"full": {"method": "full", "options": {}}, "lora": {"method": "lora", "options": {}}}
+    for name, source in (("random", "random-select"), ("fim", "fim-select"), ("fishertune", "fishertune"),
+                         ("fishertune-row", "fishertune-row"), ("fishertune-running", "fishertune-running")):
+        out[name] = {"method": "fishertune", "options": dict(plan[source]["options"])}
+    out["random-row"] = {"method": "fishertune",
+                         "options": {**out["random"]["options"], "granularity": "row"}}
+    return out
 
 
 VIT_L = {"backbone": "dinov2", "weights": None, "out_indices": [7, 11, 15, 23],
@@ -103,6 +103,7 @@ class Probe:
         if fisher is not None:  # time estimation and selection wherever they are called from
             for name in ("estimate", "select"):
                 setattr(fisher, name, self._timed(name, getattr(fisher, name), in_phase=True))
+            fisher.record_gradients = self._timed("running g2", fisher.record_gradients)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

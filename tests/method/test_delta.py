@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +8,9 @@ from safetensors import safe_open
 from tiny_models import MLP, classification_loss, make_batches
 
 from fishertune import FisherTuneError, MaskedAdamW, load_delta, read_delta_config, save_delta, select_topk
+from fishertune.method.flat_index import flat_indices, index_dtype
+
+OLD_DELTA = Path(__file__).parent / "fixtures" / "delta_int64.safetensors"
 
 
 def tuned(mlp):
@@ -38,7 +42,7 @@ def test_round_trip_is_bit_exact(mlp, tmp_path):
     assert config["tensors"]["fc1.weight"]["count"] == int(masks["fc1.weight"].sum())
     with safe_open(str(path), framework="pt") as f:
         assert json.loads(f.metadata()["fishertune_delta"])["format"] == "fishertune-delta"
-        assert f.get_tensor("fc1.weight.indices").dtype == torch.int64
+        assert f.get_tensor("fc1.weight.indices").dtype == torch.int32  # 4 bytes per entry
     model = fresh_base(base)
     load_delta(model, path)
     for (n, a), (_, b) in zip(mlp.named_parameters(), model.named_parameters()):
@@ -75,3 +79,32 @@ def test_refuses_changes_outside_the_mask_and_bad_files(mlp, tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(FisherTuneError, match="not a FisherTune delta"):
         load_delta(mlp, tmp_path / "plain.safetensors")
+
+
+def fixture_base():
+    """The base of fixtures/delta_int64.safetensors: a Linear(4, 3) with weights arange/8, bias arange/4."""
+    model = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.arange(12, dtype=torch.float32).view(3, 4) / 8)
+        model.bias.copy_(torch.arange(3, dtype=torch.float32) / 4)
+    return model
+
+
+def test_delta_with_int64_indices_still_loads():
+    # written by save_delta before indices were stored as int32 (int64 indices)
+    with safe_open(str(OLD_DELTA), framework="pt") as f:
+        assert f.get_tensor("weight.indices").dtype == torch.int64
+    model = fixture_base()
+    expected_weight, expected_bias = model.weight.detach().clone(), model.bias.detach().clone()
+    expected_weight.view(-1)[[1, 6, 11]] = torch.tensor([-1.5, 2.25, 7.0])
+    expected_bias[2] = -0.5
+    load_delta(model, OLD_DELTA)
+    assert torch.equal(model.weight, expected_weight) and torch.equal(model.bias, expected_bias)
+
+
+def test_indices_are_int32_below_two_to_the_31_entries():
+    assert index_dtype(2**31 - 1) == torch.int32 and index_dtype(2**31) == torch.int64
+    mask = torch.zeros(5, 7, dtype=torch.bool)
+    mask[1, 2] = mask[4, 6] = True
+    index = flat_indices(mask)
+    assert index.dtype == torch.int32 and index.tolist() == [9, 34]

@@ -2,6 +2,7 @@
 bit: random and heavily tied scores, kept masks (growth), caps, scopes, granularities, include/exclude."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -83,3 +84,18 @@ def test_threshold_at_the_lowest_float_counts_eligible_entries_only():
         expected = reference_select_topk(s, count=count, keep=keep)
         got = select_topk(s, count=count, keep=keep)
         assert all(torch.equal(got[n], expected[n]) for n in s), count
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kth_largest_by_radix_equals_sorting(seed):
+    from fishertune.method.selection import _kth_largest
+
+    g = torch.Generator().manual_seed(seed)
+    # signs, magnitudes from 1e-40 (subnormal) to 1e30, exact ties, ±0 and ±inf: every bucket kind
+    values = [torch.randn(n, generator=g) * 10.0 ** torch.randint(-40, 30, (n,), generator=g)
+              for n in (0, 1, 50, 300)]
+    values[3][:40] = torch.tensor([0.0, -0.0, math.inf, -math.inf, 1.0, 1.0, -1.0, -1.0] * 5)
+    eligible = [torch.rand(v.shape, generator=g) < 0.8 for v in values]
+    pool = torch.cat([v[e] for v, e in zip(values, eligible)]).sort(descending=True).values
+    for k in range(1, pool.numel() + 1):
+        assert _kth_largest(values, eligible, k).item() == pool[k - 1].item(), k

@@ -5,7 +5,14 @@ import pytest
 import torch
 from tiny_models import TinyViT, classification_loss, make_batches
 
-from fishertune import FisherTuneError, MaskSelector, MaskSelectorConfig, empirical_fisher, load_delta
+from fishertune import (
+    FisherTuneError,
+    MaskSelector,
+    MaskSelectorConfig,
+    empirical_fisher,
+    grow_masks,
+    load_delta,
+)
 from fishertune.method.dr_fim import normalize_term
 
 BACKBONE = ["blocks.*"]
@@ -171,3 +178,58 @@ def test_config_errors_and_help(vit):
         tuner.estimate(make_batches([2], (3, 8, 8)), classification_loss)
     with pytest.raises(FisherTuneError, match="before select"):
         MaskSelector(vit, MaskSelectorConfig(ratio=0.1)).select()
+
+
+def test_running_reestimate_is_the_mean_squared_gradient_it_saw(vit):
+    batches = make_batches([3, 3, 3], (3, 8, 8))
+    config = MaskSelectorConfig(ratio=0.2, ratio_min=0.05, growth_steps=3, update_every=3,
+                                reestimate="running", include=BACKBONE, granularity="row",
+                                perturb_layers=["blocks.0"])
+    tuner = MaskSelector(vit, config)
+    tuner.estimate(batches[:2], classification_loss)
+    tuner.select(step=0)
+    optimizer = tuner.build_optimizer(vit.named_parameters(), lr=1e-2)
+    params = dict(vit.named_parameters())
+    # every candidate computes its whole weight gradient (row-sparse backward off): unselected entries count
+    assert all(params[n].requires_grad for n in tuner.candidates)
+    seen = {n: [] for n in tuner.candidates}
+    exact_before = tuner._estimates
+    vit.train()
+    for step in range(3):
+        optimizer.zero_grad()
+        classification_loss(vit, batches[step]).mean().backward()
+        optimizer.step()
+        for n in tuner.candidates:
+            seen[n].append(params[n].grad.detach().clone())
+        old = {n: m.clone() for n, m in tuner.masks.items()}
+        tuner.after_step(step, 10, batches, classification_loss, optimizer)
+    assert tuner._estimates == exact_before  # no exact estimate at the update
+    for n in tuner.candidates:  # brute force: the mean over the 3 steps of the squared minibatch gradient
+        expected = torch.stack([g.square() for g in seen[n]]).mean(0)
+        torch.testing.assert_close(tuner.scores[n], expected, rtol=1e-6, atol=0)
+    assert tuner.running_steps == 0 and not tuner.running_sum  # restarted after the update
+    assert tuner.history[-1]["selected"] > tuner.history[0]["selected"]
+    expected_masks = grow_masks(old, tuner.scores, tuner.ratio_at(3), granularity="row")
+    assert all(torch.equal(tuner.masks[n], expected_masks[n]) for n in tuner.candidates)
+
+
+def test_running_reestimate_skips_nonfinite_steps_and_resumes(vit):
+    config = MaskSelectorConfig(ratio=0.2, update_every=5, reestimate="running", include=BACKBONE,
+                                selection="fim")
+    tuner = MaskSelector(vit, config)
+    params = dict(vit.named_parameters())
+    for value in (1.0, float("inf"), 3.0):
+        for n in tuner.candidates:
+            params[n].grad = torch.full_like(params[n], value)
+        tuner.record_gradients()
+    assert tuner.running_steps == 2  # the step with an infinite gradient is not counted
+    twin = MaskSelector(vit, config)
+    twin.load_state_dict(tuner.state_dict())
+    scores = twin.take_running_scores()
+    assert all(torch.equal(scores[n], torch.full_like(params[n], 5.0)) for n in tuner.candidates)  # (1+9)/2
+    assert MaskSelectorConfig(reestimate=True).reestimate == "exact"
+    assert MaskSelectorConfig(reestimate=False).reestimate == "off"
+    with pytest.raises(FisherTuneError, match="running"):
+        MaskSelectorConfig(reestimate="running", selection="random")
+    with pytest.raises(FisherTuneError, match="reestimate"):
+        MaskSelectorConfig(reestimate="sometimes")

@@ -1,12 +1,13 @@
 """Sparse deltas: the selected entries of a fine-tuned model, stored against the untouched base weights.
 
-One .safetensors file. For every parameter with selected entries it holds "<name>.indices" (int64, flat
-indices into the parameter) and "<name>.values" (the tuned values themselves, in the parameter's dtype,
-not differences, so reloading is bit-exact). The file's metadata key "fishertune_delta" holds the JSON
-config {"format": "fishertune-delta", "version": 1, "tensors": {name: {"shape", "dtype", "count",
-"base_sha256"}}}, where base_sha256 is the sha256 of the base tensor's raw bytes (C order). Loading checks
-shape, dtype and hash of the model's current values of every touched tensor, so a delta is only applied
-to the base it was made from. Writes are atomic (temporary file in the same folder + os.replace).
+One .safetensors file. For every parameter with selected entries it holds "<name>.indices" (flat indices
+into the parameter, sorted: int32, or int64 for a tensor of 2**31 entries or more; files written before
+int32 indices hold int64 and load all the same) and "<name>.values" (the tuned values themselves, in the
+parameter's dtype, not differences, so reloading is bit-exact). The file's metadata key "fishertune_delta"
+holds the JSON config {"format": "fishertune-delta", "version": 1, "tensors": {name: {"shape", "dtype",
+"count", "base_sha256"}}}, where base_sha256 is the sha256 of the base tensor's raw bytes (C order).
+Loading checks shape, dtype and hash of the model's current values of every touched tensor, so a delta is
+only applied to the base it was made from. Writes are atomic (temporary file in the same folder + os.replace).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from fishertune.atomic import save_tensors
 from fishertune.errors import InputError, UsageError
+from fishertune.method.flat_index import flat_indices
 
 FORMAT = "fishertune-delta"
 METADATA_KEY = "fishertune_delta"
@@ -58,7 +60,7 @@ def save_delta(model: nn.Module, base_state: dict[str, torch.Tensor], masks: dic
         outside = ~mask.to(current.device)
         if not torch.equal(current[outside], base[outside]):
             raise UsageError(f"{name!r} changed outside its mask; a sparse delta cannot reproduce it")
-        index = mask.reshape(-1).nonzero().squeeze(1).cpu()
+        index = flat_indices(mask).cpu()
         tensors[f"{name}.indices"] = index
         tensors[f"{name}.values"] = current.reshape(-1).cpu()[index].clone()
         config["tensors"][name] = {"shape": list(current.shape), "dtype": _dtype_name(current),
@@ -141,8 +143,8 @@ def _read_entries(path: str | os.PathLike, name: str, info: dict,
     except (OSError, SafetensorError) as error:
         raise InputError(f"{where}: cannot read its indices and values ({error})") from None
     count = info["count"]
-    if index.dtype != torch.int64 or index.shape != (count,) or values.shape != (count,):
-        raise InputError(f"{where}: expected {count} int64 indices and {count} values, got "
+    if index.dtype not in (torch.int32, torch.int64) or index.shape != (count,) or values.shape != (count,):
+        raise InputError(f"{where}: expected {count} int32 or int64 indices and {count} values, got "
                          f"{index.dtype} {list(index.shape)} and {list(values.shape)}")
     if values.dtype != p.dtype:
         raise InputError(f"{where}: values are {_dtype_name(values)}, the parameter is {_dtype_name(p)}")

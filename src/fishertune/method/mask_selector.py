@@ -36,11 +36,13 @@ from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
 from fishertune.method.dr_fim import DomainTerm, draw_weight, flatten, normalize_term, unflatten
 from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
+from fishertune.method.flat_index import flat_indices
 from fishertune.method.masked_adamw import MaskedAdamW
 from fishertune.method.options import (
     DomainWeighting,
     Granularity,
     Normalization,
+    Reestimate,
     Scope,
     Selection,
     Variational,
@@ -94,8 +96,10 @@ class MaskSelectorConfig:
         "Time constant T of δ(t) = δ_max − (δ_max − δ_min)·exp(−t/T), in optimiser steps."))
     update_every: int = field(default=0, metadata=_help(
         "R: every R steps grow the masks to δ(t) (and re-estimate if reestimate); 0 = never."))
-    reestimate: bool = field(default=True, metadata=_help(
-        "Recompute the scores at every mask update (else grow by the first scores)."))
+    reestimate: bool | Reestimate = field(default="exact", metadata=_help(
+        "Scores of a mask update: exact (estimate again, as prepare did), running (the mean squared "
+        "training gradient since the last update: no extra passes, a different estimator, docs/method.md) "
+        "or off (grow by the first scores); true = exact, false = off."))
     include: list[str] | None = field(default=None, metadata=_help(
         "Glob patterns of candidate parameter names; None = every parameter."))
     exclude: list[str] = field(default_factory=list, metadata=_help(
@@ -137,6 +141,8 @@ class MaskSelectorConfig:
         "Seed of perturbation draws, weight samples and random scores."))
 
     def __post_init__(self) -> None:
+        if isinstance(self.reestimate, bool):
+            self.reestimate = "exact" if self.reestimate else "off"
         if self.ratio is not None and self.count is not None:
             raise FisherTuneError("MaskSelectorConfig: give exactly one of ratio or count")
         if self.ratio is None and self.count is None:
@@ -147,7 +153,8 @@ class MaskSelectorConfig:
             raise FisherTuneError(f"MaskSelectorConfig: count must be >= 0, got {self.count}")
         for name, option_type in (("selection", Selection), ("domain_weight", DomainWeighting),
                                   ("variational", Variational), ("normalize", Normalization),
-                                  ("granularity", Granularity), ("scope", Scope)):
+                                  ("granularity", Granularity), ("scope", Scope),
+                                  ("reestimate", Reestimate)):
             check_option(getattr(self, name), option_type, name, where="MaskSelectorConfig")
         for name, value, low, inclusive in (("update_every", self.update_every, 0, True),
                                              ("growth_steps", self.growth_steps, 0, True),
@@ -161,6 +168,9 @@ class MaskSelectorConfig:
             if value is not None and (value < low if inclusive else value <= low):
                 raise FisherTuneError(f"MaskSelectorConfig: {name} must be {'>=' if inclusive else '>'} "
                                       f"{low}, got {value}")
+        if self.reestimate == "running" and self.selection == "random":
+            raise FisherTuneError("MaskSelectorConfig: reestimate 'running' needs gradient-based scores, "
+                                  "not selection 'random'")
         if self.max_per_tensor is not None and self.max_per_tensor > 1:
             raise FisherTuneError(f"MaskSelectorConfig: max_per_tensor must be <= 1, "
                                   f"got {self.max_per_tensor}")
@@ -194,6 +204,8 @@ class MaskSelector:
         self.base_values: dict[str, torch.Tensor] = {}
         self._base_index: dict[str, torch.Tensor] = {}
         self._estimates = 0
+        self.running_sum: dict[str, torch.Tensor] = {}  # reestimate "running": Σ g² since the last update
+        self.running_steps = 0
 
     # -- scores ---------------------------------------------------------------------------------------
     def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
@@ -204,6 +216,7 @@ class MaskSelector:
         cfg = self.config
         batches = list(batches)
         self._estimates += 1
+        self.scores = {}  # the previous scores are replaced: do not hold both at once
         if cfg.selection == "random":
             generator = torch.Generator().manual_seed(seed_stream(cfg.seed, RANDOM_SCORES, self._estimates))
             params = dict(self.model.named_parameters())
@@ -307,7 +320,7 @@ class MaskSelector:
         """Keep the pretrained values of newly selected entries (they have not been trained yet)."""
         params = dict(self.model.named_parameters())
         for name, mask in self.masks.items():
-            index = mask.reshape(-1).nonzero().squeeze(1)
+            index = flat_indices(mask)
             values = params[name].detach().reshape(-1)[index].clone()
             if name in self.base_values:
                 values[torch.searchsorted(index, self._base_index[name])] = self.base_values[name]
@@ -332,23 +345,60 @@ class MaskSelector:
     def _set_requires_grad(self) -> None:
         """Tensors with nothing selected compute no weight gradient (and blocks below the lowest selected
         entry then need no backward at all); mask growth turns them on when they gain an entry. The
-        Fisher takes gradients of frozen candidates all the same (it names them explicitly)."""
+        Fisher takes gradients of frozen candidates all the same (it names them explicitly). With
+        reestimate "running", every candidate computes its whole weight gradient: the running g² needs the
+        gradients of the entries that are not selected yet."""
         params = dict(self.model.named_parameters())
+        running = self._running()
         for name in self.candidates:
-            params[name].requires_grad_(bool(self.masks[name].any()))
-        if self.config.granularity == "row":  # selected rows only get weight gradients (same update)
+            params[name].requires_grad_(running or bool(self.masks[name].any()))
+        if self.config.granularity == "row" and not running:  # selected rows only get weight gradients
             RowSparseLinears(self.model).update(self.masks)
+
+    def _running(self) -> bool:
+        """Whether mask updates take the running g² (so every step records it)."""
+        return self.config.reestimate == "running" and self.config.update_every > 0
+
+    @torch.no_grad()
+    def record_gradients(self) -> None:
+        """Reestimate "running": add the squared gradient g² of every candidate (after backward, before the
+        gradients are cleared). A step with a non-finite gradient (a skipped fp16 step) is not counted;
+        a candidate without a gradient adds zeros."""
+        params = dict(self.model.named_parameters())
+        grads = {n: params[n].grad for n in self.candidates if params[n].grad is not None}
+        if not grads or not bool(torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()):
+            return
+        if not self.running_sum:
+            self.running_sum = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in self.candidates}
+        names = list(grads)
+        squares = [grads[n].float() for n in names]
+        torch._foreach_addcmul_([self.running_sum[n] for n in names], squares, squares)
+        self.running_steps += 1
+
+    def take_running_scores(self) -> dict[str, torch.Tensor]:
+        """The running scores (1/S) Σ_s g_s² over the S steps recorded since the last call, which restarts
+        the sums."""
+        if not self.running_steps:
+            raise FisherTuneError("reestimate 'running': no training gradient recorded since the last update")
+        scores = {n: total.div_(self.running_steps) for n, total in self.running_sum.items()}
+        self.running_sum, self.running_steps = {}, 0
+        return scores
 
     def after_step(self, step: int, total_steps: int | None, batches: Iterable[Any], loss_fn: LossFn,
                    optimizer: MaskedAdamW) -> None:
         """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1).
         Nothing happens after the last of `total_steps` steps (None: no last step): entries added then
-        would never train."""
+        would never train. With reestimate "running" every step's gradients are recorded first
+        (record_gradients)."""
         every = self.config.update_every
+        if self._running():
+            self.record_gradients()
         if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):
             return
-        if self.config.reestimate:
+        if self.config.reestimate == "exact":
             self.estimate(batches, loss_fn)
+        elif self.config.reestimate == "running":
+            self.scores = self.take_running_scores()
         self.select(step + 1)
         optimizer.update_masks(self.masks)
         self._set_requires_grad()
@@ -377,14 +427,18 @@ class MaskSelector:
               f"selected% of candidates: {100 * selected / self.total_candidates:.4f}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors to resume: scores, masks, kept base values and the selection history."""
+        """Tensors to resume: scores, masks, kept base values, the running g² sums and the selection
+        history."""
         out = {}
         for name in self.masks:
             out[f"mask.{name}"] = self.masks[name]
             out[f"base.{name}"] = self.base_values[name]
         for name, s in self.scores.items():
             out[f"score.{name}"] = s
+        for name, total in self.running_sum.items():
+            out[f"running.{name}"] = total
         out["estimates"] = torch.tensor(self._estimates)  # seeds the next estimate's draws
+        out["running_steps"] = torch.tensor(self.running_steps)
         out["history"] = torch.tensor([[h[key] for key in HISTORY_FIELDS] for h in self.history],
                                       dtype=torch.float64).reshape(-1, len(HISTORY_FIELDS))
         return out
@@ -393,8 +447,11 @@ class MaskSelector:
         self.masks = {k.removeprefix("mask."): v.bool() for k, v in state.items() if k.startswith("mask.")}
         self.scores = {k.removeprefix("score."): v for k, v in state.items() if k.startswith("score.")}
         self.base_values = {k.removeprefix("base."): v for k, v in state.items() if k.startswith("base.")}
-        self._base_index = {n: m.reshape(-1).nonzero().squeeze(1) for n, m in self.masks.items()}
+        self._base_index = {n: flat_indices(m) for n, m in self.masks.items()}
         self._estimates = int(state.get("estimates", self._estimates))
+        self.running_sum = {k.removeprefix("running."): v for k, v in state.items()
+                            if k.startswith("running.")}
+        self.running_steps = int(state.get("running_steps", 0))
         if "history" in state:  # older checkpoints do not hold it
             self.history = [{key: kind(value) for (key, kind), value in zip(HISTORY_FIELDS.items(), row)}
                             for row in state["history"].tolist()]

@@ -25,6 +25,8 @@ Granularity = Literal["element", "row", "tensor"]
 """The unit of selection (fishertune.method.selection)."""
 Scope = Literal["global", "per_tensor"]
 """Top-k over all candidates or within each tensor."""
+Reestimate = Literal["exact", "running", "off"]
+"""Mask updates re-estimate by fresh Fisher passes, from the running g² of training, or not at all."""
 
 
 def choices(option_type: Any) -> tuple[str, ...]:

@@ -127,18 +127,14 @@ def _best(values: list[torch.Tensor], eligible: list[torch.Tensor], k: int) -> l
     """Masks of the k best eligible entries of the flat float tensors `values`, ranked by (value high to
     low, list position, index): the order of a stable descending sort of their concatenation.
 
-    By threshold instead of a sort: t = the k-th largest eligible value (a selection, O(N)); every entry
-    above t is taken, then the first k − #(above t) entries equal to t in (list position, index) order.
+    By threshold instead of a sort: t = the k-th largest eligible value (_kth_largest); every entry above t
+    is taken, then the first k − #(above t) entries equal to t in (list position, index) order.
     """
     if k == 0:
         return [torch.zeros_like(e) for e in eligible]
     if k >= sum(int(e.sum()) for e in eligible):
         return [e.clone() for e in eligible]
-    # ineligible entries as −inf rank last (an elementwise pass; compacting by mask is much slower). Should
-    # t be −inf, the ties below still count eligible entries only.
-    pool = torch.cat([v.masked_fill(~e, -math.inf) for v, e in zip(values, eligible)])
-    threshold = torch.kthvalue(pool, pool.numel() - k + 1).values
-    del pool
+    threshold = _kth_largest(values, eligible, k)
     above = [(v > threshold) & e for v, e in zip(values, eligible)]
     ties_needed = k - sum(int(a.sum()) for a in above)
     for a, v, e in zip(above, values, eligible):
@@ -152,6 +148,47 @@ def _best(values: list[torch.Tensor], eligible: list[torch.Tensor], k: int) -> l
         a |= take
         ties_needed -= min(ties_needed, int(order[-1]))
     return above
+
+
+def _kth_largest(values: list[torch.Tensor], eligible: list[torch.Tensor], k: int) -> torch.Tensor:
+    """The k-th largest eligible entry of the float32 tensors `values` (1 ≤ k ≤ #eligible), as a 0-d tensor.
+
+    A radix selection on the bits: a float32's bits, read as an int32 b, order the values x ≥ +0 as b does
+    and the values x < 0 in reverse (so the key b for b ≥ 0, b ^ 0x7fffffff for b < 0 orders all of them).
+    A histogram of the upper 16 bits over all tensors finds the bucket holding the k-th largest key, a
+    histogram of the lower 16 bits within that bucket the key itself. Two elementwise passes, one tensor at
+    a time: no concatenation, sort or copy of all values (memory ∝ the largest tensor; a k-th value of the
+    concatenation held two copies of every score). Ineligible entries count as −inf, below every eligible
+    (finite) one; −0 is made +0, so that equal values have equal keys.
+    """
+    device = values[0].device
+
+    def bits(v: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return v.masked_fill(~e, -math.inf).add_(0.0).view(torch.int32)
+
+    def ordered(upper: torch.Tensor) -> torch.Tensor:
+        """A histogram over the raw upper 16 bits (index u + 32768) reordered to key order."""
+        return torch.cat([upper[:32768].flip(0), upper[32768:]])
+
+    def count_from_top(histogram: torch.Tensor, k: int) -> tuple[int, int]:
+        """(the bucket holding the k-th largest, k within that bucket) of a 65536-bucket histogram."""
+        from_top = histogram.flip(0).cumsum(0)
+        position = int(torch.searchsorted(from_top, k))
+        return 65535 - position, k - (int(from_top[position - 1]) if position else 0)
+
+    upper = torch.zeros(65536, dtype=torch.int64, device=device)
+    for v, e in zip(values, eligible):
+        upper += torch.bincount((bits(v, e) >> 16) + 32768, minlength=65536)
+    bucket, k = count_from_top(ordered(upper), k)  # raw upper bits: bucket − 32768, reversed if negative
+    negative = bucket < 32768
+    raw_upper = -1 - bucket if negative else bucket - 32768
+    lower = torch.zeros(65536, dtype=torch.int64, device=device)
+    for v, e in zip(values, eligible):
+        b = bits(v, e)
+        lower += torch.bincount(b[(b >> 16) == raw_upper] & 0xFFFF, minlength=65536)
+    low, _ = count_from_top(lower.flip(0) if negative else lower, k)
+    raw_low = 65535 - low if negative else low
+    return torch.tensor(raw_upper * 65536 + raw_low, dtype=torch.int32, device=device).view(torch.float32)
 
 
 def _select_elements(scores, names, k, left, masks) -> None:
