@@ -23,6 +23,8 @@ MLP_NORM_NAMES = ("norm2", "layer_norm2", "layernorm_after")
 
 @dataclass
 class AdaptFormerConfig(TunerConfig):
+    """AdaptFormer's options; the defaults (r = 64, s = 0.1) are the paper's."""
+
     bottleneck: int = field(default=64, metadata={"help": "r: hidden width of the adapter"})
     scale: float = field(default=0.1, metadata={"help": "s: fixed scale of the adapter branch"})
     dropout: float = field(default=0.0, metadata={"help": "dropout inside the adapter"})
@@ -35,6 +37,8 @@ class AdaptFormerConfig(TunerConfig):
 
 
 class Adapter(nn.Sequential):
+    """The parallel branch s · up(ReLU(down(x))), `up` zero-initialised."""
+
     def __init__(self, dim: int, bottleneck: int, dropout: float):
         super().__init__(nn.Linear(dim, bottleneck), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(bottleneck, dim))
@@ -53,6 +57,9 @@ def mlp_norm(block: nn.Module) -> nn.Module:
 
 @register_tuner
 class AdaptFormerTuner(Tuner):
+    """Trains one bottleneck adapter beside every block's MLP (the backbone stays frozen); AdaptFormer,
+    Chen et al., NeurIPS 2022. Defaults: bottleneck 64, scale 0.1, no dropout."""
+
     name = "adaptformer"
     size_knob = ("bottleneck", 1)
     paper = "AdaptFormer (Chen et al., NeurIPS 2022)"

@@ -23,6 +23,9 @@ from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, c
 
 @dataclass
 class FisherTuneTunerConfig(MaskSelectorConfig):
+    """MaskSelectorConfig's options (docs/method.md), plus the mask baselines' `budget`, block-index
+    `perturb_layers` and candidates restricted to the backbone."""
+
     budget: float | None = field(default=None, metadata={
         "help": "final selected backbone weights δ_max: a fraction of the candidates (<= 1) or a count "
                 "(> 1); sets ratio or count, as for the other mask methods"})
@@ -43,6 +46,11 @@ class FisherTuneTunerConfig(MaskSelectorConfig):
 
 @register_tuner
 class FisherTuneTuner(MaskTuner):
+    """Trains the backbone entries DR-FIM selects, growing from `ratio_min` to the budget (default 5%);
+    every other weight stays bit-exactly pretrained. FisherTune (CVPR 2025), as formulated in docs/method.md.
+    Defaults: DR-FIM selection, mean normalisation, perturbation in blocks 0-1, plain Fisher
+    (`variational: off`; the shipped methods/fishertune.yaml uses ivon)."""
+
     name = "fishertune"
     paper = "FisherTune (CVPR 2025), this project's formulation (docs/method.md)"
     config_class = FisherTuneTunerConfig

@@ -9,6 +9,9 @@ from fishertune.tuners.base import Tuner, register_tuner
 
 @register_tuner
 class FrozenTuner(Tuner):
+    """Trains nothing in the backbone: the decode head alone (linear probing of a frozen VFM, DINOv2,
+    Oquab et al., 2023). No options."""
+
     name = "frozen"
     paper = "linear probing / frozen VFM (Oquab et al., DINOv2, 2023)"
 

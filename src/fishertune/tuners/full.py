@@ -21,6 +21,8 @@ EMBEDDING_NAMES = ("embed", "cls_token", "register", "mask_token", "pos_")
 
 @dataclass
 class FullConfig(TunerConfig):
+    """Full fine-tuning's one option: layer-wise learning-rate decay (1.0: none)."""
+
     layer_decay: float = field(default=1.0, metadata={
         "help": "layer-wise lr decay: a weight at depth k below the top trains at lr·layer_decay^k "
                 "(1.0 = one lr for all)"})
@@ -31,6 +33,9 @@ class FullConfig(TunerConfig):
 
 @register_tuner
 class FullTuner(Tuner):
+    """Trains every backbone weight (AdamW), optionally with layer-wise lr decay (ELECTRA, Clark et al.,
+    2020). Default: no decay."""
+
     name = "full"
     paper = "full fine-tuning (layer-wise lr decay: Clark et al., ELECTRA, 2020)"
     config_class = FullConfig

@@ -24,6 +24,8 @@ ADAPTER = "default"
 
 @dataclass
 class LoraConfig(TunerConfig):
+    """LoRA's options (defaults: rank 8, alpha 16, attention projections only)."""
+
     rank: int = field(default=8, metadata={"help": "rank r of the update B·A"})
     alpha: float = field(default=16.0, metadata={"help": "scaling numerator: the update is (alpha/r)·B·A"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch input"})
@@ -55,6 +57,9 @@ def target_linears(model: nn.Module, target_mlp: bool) -> dict[str, nn.Linear]:
 
 @register_tuner
 class LoraTuner(Tuner):
+    """Trains low-rank updates B·A of the attention projections (and, with `target_mlp`, the MLP) through
+    peft; LoRA, Hu et al., ICLR 2022. Defaults: rank 8, alpha 16, no dropout."""
+
     name = "lora"
     size_knob = ("rank", 1)
     paper = "LoRA (Hu et al., ICLR 2022), via peft"

@@ -47,6 +47,8 @@ BACKBONE = "backbone.*"
 
 @dataclass
 class MaskConfig(TunerConfig):
+    """The mask baselines' options: budget (default 5%), candidates and per-tensor cap."""
+
     budget: float = field(default=0.05, metadata={
         "help": "selected backbone weights: a fraction of the candidates (<= 1) or a count (> 1)"})
     include: list[str] | None = field(default=None, metadata={
@@ -209,6 +211,9 @@ class MaskTuner(Tuner):
 
 @register_tuner
 class ChildTuneTuner(MaskTuner):
+    """Trains a fixed top-p mask of backbone entries scored by squared mini-batch gradients;
+    ChildTune-D, Xu et al., EMNLP 2021. Default budget 5%."""
+
     name = "childtune"
     paper = "ChildTune-D (Xu et al., EMNLP 2021)"
     config_class = MaskConfig
@@ -217,6 +222,9 @@ class ChildTuneTuner(MaskTuner):
 
 @register_tuner
 class FishMaskTuner(MaskTuner):
+    """Trains a fixed global top-k mask scored by per-sample squared gradients; FISH mask,
+    Sung et al., NeurIPS 2021. Default budget 5%."""
+
     name = "fish"
     paper = "FISH mask (Sung et al., NeurIPS 2021)"
     config_class = MaskConfig
@@ -225,6 +233,9 @@ class FishMaskTuner(MaskTuner):
 
 @register_tuner
 class RandomMaskTuner(MaskTuner):
+    """Trains a fixed, uniformly random mask of the same budget (default 5%), seeded by the run:
+    the control for every scored mask."""
+
     name = "random"
     paper = "random mask of the same size (control)"
     config_class = MaskConfig

@@ -37,6 +37,8 @@ from fishertune.tuners.blocks import blocks_of, hook_block_outputs
 
 @dataclass
 class ReinConfig(TunerConfig):
+    """Rein's options; the defaults (100 tokens of rank 16, scale 1e-3) follow its reference code."""
+
     num_tokens: int = field(default=100, metadata={"help": "m: learnable tokens per block"})
     token_rank: int = field(default=16, metadata={"help": "r: rank of the token factorisation T = A·B"})
     scale_init: float = field(default=1e-3, metadata={"help": "initial value of the learnable output scale"})
@@ -91,6 +93,9 @@ def query_width(head: nn.Module) -> int:
 
 @register_tuner
 class ReinTuner(Tuner):
+    """Trains Rein's low-rank tokens and shared MLPs, which refine every block's patch features (the
+    backbone stays frozen); Rein, Wei et al., CVPR 2024. Defaults: 100 tokens, rank 16, scale 1e-3."""
+
     name = "rein"
     size_knob = ("num_tokens", 2)
     paper = "Rein (Wei et al., CVPR 2024)"

@@ -22,6 +22,8 @@ from fishertune.tuners.blocks import blocks_of, hook_block_inputs, hook_block_ou
 
 @dataclass
 class VptConfig(TunerConfig):
+    """VPT's options: prompts per block (default 10) and the initialisation seed."""
+
     num_prompts: int = field(default=10, metadata={"help": "p: prompt tokens inserted before every block"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt initialisation"})
 
@@ -32,6 +34,9 @@ class VptConfig(TunerConfig):
 
 @register_tuner
 class VptTuner(Tuner):
+    """Trains p prompt tokens inserted before every block (the backbone stays frozen); VPT-deep, Jia et al.,
+    ECCV 2022. Default: 10 prompts per block."""
+
     name = "vpt"
     size_knob = ("num_prompts", 1)
     paper = "VPT-deep (Jia et al., ECCV 2022)"
