@@ -108,8 +108,8 @@ def test_resume_continues_a_run_bit_for_bit(source, tmp_path, stop):
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert resumed.tuner.selector.history == straight.tuner.selector.history
     assert [h["step"] for h in straight.tuner.selector.history] == [0, 1]  # δ(0), grown after tuning step 0
-    assert {k: v for k, v in resumed_entry.items() if k != "train_seconds"} == \
-        {k: v for k, v in entry.items() if k != "train_seconds"}
+    assert {k: v for k, v in resumed_entry.to_json().items() if k != "train_seconds"} == \
+        {k: v for k, v in entry.to_json().items() if k != "train_seconds"}
 
 
 def test_a_checkpoint_with_an_unknown_phase_is_refused(source, tmp_path):
