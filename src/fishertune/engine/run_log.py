@@ -35,10 +35,27 @@ class RunLogger:
         """Drop records past `step` (a resumed run repeats the steps after its checkpoint)."""
         if not self.enabled or not self.path.is_file():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if (record := _record(line)) is not None and record.get("step", step + 1) <= step]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+            self.tensorboard = None
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _record(line: str) -> dict | None:
+    """A log line's record; None for a blank or torn line (a run killed mid-write leaves its last line
+    incomplete, and a resumed run drops it)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

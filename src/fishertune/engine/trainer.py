@@ -395,56 +395,56 @@ class Trainer:
                 raise InputError(f"checkpoint {self.checkpoint} is damaged: unknown phase {saved['phase']!r}")
         if distributed.is_main():  # a resumed run records the settings it continues with (RESUME_OVERRIDES)
             save_config(self.config, self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, enabled=distributed.is_main())
-        if self.checkpoint is not None:
-            self.enter_phase(Phase(saved["phase"]), saved)
-            self.apply_resume_overrides(saved["config"]["train"])
-            set_rng_state(saved["rng"])
-            seconds = saved["train_seconds"]
-            logger.truncate_after(step)
-        batches = source_batches(self.train_set, self.config, step * t.grad_accum)
-        bar = tqdm(total=self.total, initial=step, desc=f"train {self.config.method.name}",
-                   disable=not (self.progress and distributed.is_main()))
-        while step < self.total:
-            phase = self.phase_at(step)
-            start = time.perf_counter()
-            if phase != self.phase:
-                self.enter_phase(phase)  # the tuner's prepare (e.g. Fisher estimation) counts as training
-            lrs = [group["lr"] for group in self.optimizer.param_groups]  # the lrs of this step
-            loss = self.train_step(step, batches)
-            if phase is Phase.TUNE:
-                self.tuner.after_step(step - t.warmup_steps, t.steps, self.estimation_batches,
-                                      per_sample_loss, self.optimizer)
-                self.rewrap_if_changed()
-            seconds += time.perf_counter() - start
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if step % t.log_every == 0 or step == self.total:
-                logger.log(step, phase.value, loss=loss, head_lr=lrs[0], lr=lrs[-1], seconds=seconds)
-            if t.eval_every and step % t.eval_every == 0 and self.val_sets and step < self.total:
-                logger.log(step, "val", **self.evaluate_source())
-            if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == self.total:
-                self.save(step, seconds)
-        bar.close()
-        batches.close()  # stops the DataLoader's workers
-        source = {"source_miou": None}
-        if self.val_sets:
-            source = self.evaluate_source()
-            logger.log(step, "val", **source)
-        targets = evaluate_targets(self.model, self.target_sets, self.eval_settings, self.device,
-                                   progress=self.progress, per_image=True)
-        result = RunResult(trainable_params=self.tuner.num_trainable(),
-                           head_params=sum(p.numel() for p in self.model.head.parameters()),
-                           source_miou=source["source_miou"], target_miou=targets["target_miou"],
-                           mean_target_miou=targets["mean_target_miou"], train_seconds=seconds,
-                           per_class_iou=targets["per_class_iou"])
-        if distributed.is_main():
-            save_model(self.model, self.run_dir / "model.safetensors")
-            self.tuner.save_pretrained(str(self.run_dir / "tuner"))
-            save_per_image(self.run_dir / PER_IMAGE_FILE, targets["per_image"])
-            write_json(self.run_dir / "results.json", results_json({self.config.method.name: result}))
-        logger.close()
+        # closed however the run ends: its TensorBoard writer must not outlive a clean-up of the folder
+        with RunLogger(self.run_dir, enabled=distributed.is_main()) as logger:
+            if self.checkpoint is not None:
+                self.enter_phase(Phase(saved["phase"]), saved)
+                self.apply_resume_overrides(saved["config"]["train"])
+                set_rng_state(saved["rng"])
+                seconds = saved["train_seconds"]
+                logger.truncate_after(step)
+            batches = source_batches(self.train_set, self.config, step * t.grad_accum)
+            bar = tqdm(total=self.total, initial=step, desc=f"train {self.config.method.name}",
+                       disable=not (self.progress and distributed.is_main()))
+            while step < self.total:
+                phase = self.phase_at(step)
+                start = time.perf_counter()
+                if phase != self.phase:
+                    self.enter_phase(phase)  # the tuner's prepare (e.g. Fisher estimation) counts as training
+                lrs = [group["lr"] for group in self.optimizer.param_groups]  # the lrs of this step
+                loss = self.train_step(step, batches)
+                if phase is Phase.TUNE:
+                    self.tuner.after_step(step - t.warmup_steps, t.steps, self.estimation_batches,
+                                          per_sample_loss, self.optimizer)
+                    self.rewrap_if_changed()
+                seconds += time.perf_counter() - start
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if step % t.log_every == 0 or step == self.total:
+                    logger.log(step, phase.value, loss=loss, head_lr=lrs[0], lr=lrs[-1], seconds=seconds)
+                if t.eval_every and step % t.eval_every == 0 and self.val_sets and step < self.total:
+                    logger.log(step, "val", **self.evaluate_source())
+                if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == self.total:
+                    self.save(step, seconds)
+            bar.close()
+            batches.close()  # stops the DataLoader's workers
+            source = {"source_miou": None}
+            if self.val_sets:
+                source = self.evaluate_source()
+                logger.log(step, "val", **source)
+            targets = evaluate_targets(self.model, self.target_sets, self.eval_settings, self.device,
+                                       progress=self.progress, per_image=True)
+            result = RunResult(trainable_params=self.tuner.num_trainable(),
+                               head_params=sum(p.numel() for p in self.model.head.parameters()),
+                               source_miou=source["source_miou"], target_miou=targets["target_miou"],
+                               mean_target_miou=targets["mean_target_miou"], train_seconds=seconds,
+                               per_class_iou=targets["per_class_iou"])
+            if distributed.is_main():
+                save_model(self.model, self.run_dir / "model.safetensors")
+                self.tuner.save_pretrained(str(self.run_dir / "tuner"))
+                save_per_image(self.run_dir / PER_IMAGE_FILE, targets["per_image"])
+                write_json(self.run_dir / "results.json", results_json({self.config.method.name: result}))
         distributed.barrier()
         return result
 
