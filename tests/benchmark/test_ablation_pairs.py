@@ -1,0 +1,41 @@
+"""benchmarks/ablation_pairs.py on the committed full comparison, against scipy's paired t-test and Holm's
+adjustment written out here."""
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from ablation_pairs import pairs  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "demo_full_2026-11-30" / "results.json"
+
+
+def test_every_pair_matches_scipy_and_a_step_down_holm():
+    results = json.loads(RESULTS.read_text())
+    names = ["fishertune", "random-select", "fim-select", "deltaf-select"]
+    seeds = {n: {run["seed"]: run["mean_target_miou"] for run in results["methods"][n]["seeds"]}
+             for n in names}
+    expected = {}
+    for a, b in itertools.combinations(names, 2):
+        x, y = (np.array([seeds[n][s] for s in sorted(seeds[a])]) for n in (a, b))
+        if (x - y).mean() < 0:
+            a, b, x, y = b, a, y, x
+        expected[a, b] = (x - y, stats.ttest_rel(x, y).pvalue)
+    order = sorted(expected, key=lambda k: expected[k][1])
+    m, running, holm = len(order), 0.0, {}
+    for i, key in enumerate(order):
+        running = max(running, min(1.0, (m - i) * expected[key][1]))
+        holm[key] = running
+    rows = pairs(results, names)
+    assert [(r["a"], r["b"]) for r in rows] == order
+    for row in rows:
+        diffs, p = expected[row["a"], row["b"]]
+        np.testing.assert_allclose(row["differences"], diffs, atol=1e-12)
+        assert abs(row["p"] - p) < 1e-12 and abs(row["p_holm"] - holm[row["a"], row["b"]]) < 1e-12
+        assert row["jaccard"] == results["selections"]["variants"][row["a"]]["overlap"][row["b"]]
