@@ -9,9 +9,10 @@ rounds (interleaved), all in this process; medians over the rounds. Printed:
 2. one-off work per call: prepare's estimation and selection, a mask event's estimation and selection;
 3. the demo's whole training (40 warm-up + 120 tuning steps, a mask event every 20 steps: 5 events, none
    after the last step), estimation included, modelled from 1 and 2, / full's: the issue-13 targets.
-The variants are the demo plan's (fishertune: DR-FIM on the IVON estimate; fim and random: fim-select and
-random-select), plus full fine-tuning with activation checkpointing and with bf16 autocast
-(`train.amp: bf16`), the random mask at row granularity, fishertune-row and fishertune-running.
+The variants are the demo plan's (fishertune: DR-FIM on the IVON estimate; drfim, fim and random:
+drfim-select, fim-select and random-select), plus full fine-tuning with activation checkpointing and
+with bf16 autocast (`train.amp: bf16`), the random mask at row granularity, fishertune-row and
+fishertune-running.
 
     python benchmarks/train_cost.py [--repeats 2] [--steps 4] [--update-every 4] [--threads 2]
 """
@@ -30,7 +31,7 @@ from training_probe import Probe, demo_config, demo_plan
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
-            ("fishertune", {}), ("fishertune-row", {}), ("fishertune-running", {})]
+            ("drfim", {}), ("fishertune", {}), ("fishertune-row", {}), ("fishertune-running", {})]
 STEP_PHASES = ("forward", "backward", "optimiser", "running g2")
 
 

@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}), ("lora", {}), ("random", {}),
-            ("random, checkpointing", {"checkpointing": True}), ("fim", {}), ("fishertune", {}),
-            ("fishertune, checkpointing", {"checkpointing": True}), ("fishertune-row", {})]
+            ("random, checkpointing", {"checkpointing": True}), ("fim", {}),
+            ("fim, chunk_size 2", {"chunk_size": 2}), ("drfim", {}),
+            ("drfim, chunk_size 2", {"chunk_size": 2}),
+            ("fishertune", {}), ("fishertune, checkpointing", {"checkpointing": True}),
+            ("fishertune-row", {})]
 
 
 def rss_mb() -> float:

@@ -33,10 +33,12 @@ def demo_plan() -> dict:
 
 def variants() -> dict[str, dict]:
     """name -> {"method": config name, "options": {...}}: the demo plan's variants (fishertune: DR-FIM on
-    the IVON estimate; fim: fim-select; random: random-select), and random-row, random at row granularity."""
+    the IVON estimate; drfim: drfim-select, DR-FIM on the plain Fisher; fim: fim-select; random:
+    random-select), and random-row, random at row granularity."""
     plan = demo_plan()["variants"]
     out = {"full": {"method": "full", "options": {}}, "lora": {"method": "lora", "options": {}}}
-    for name, source in (("random", "random-select"), ("fim", "fim-select"), ("fishertune", "fishertune"),
+    for name, source in (("random", "random-select"), ("fim", "fim-select"), ("drfim", "drfim-select"),
+                         ("fishertune", "fishertune"),
                          ("fishertune-row", "fishertune-row"), ("fishertune-running", "fishertune-running")):
         out[name] = {"method": "fishertune", "options": dict(plan[source]["options"])}
     out["random-row"] = {"method": "fishertune",
@@ -51,11 +53,14 @@ VIT_L = {"backbone": "dinov2", "weights": None, "out_indices": [7, 11, 15, 23],
 
 
 def demo_config(method: str, options: dict, checkpointing: bool = False, amp: str = "off",
-                large: bool = False, crop: int | None = None, batch: int | None = None):
-    """The demo's config of `method`; large: the ViT-L shape instead of DINOv2-S; crop/batch overrides."""
+                large: bool = False, crop: int | None = None, batch: int | None = None,
+                chunk_size: int | None = None):
+    """The demo's config of `method`; large: the ViT-L shape instead of DINOv2-S; crop/batch overrides;
+    chunk_size: FisherTune's per-sample gradients per vmap call (default: the whole batch, 2 with large)."""
     recipe = demo_plan()["recipe"]
-    if large and method == "fishertune":  # per-sample gradients of 2 samples at a time (GPU memory)
-        options = {**options, "chunk_size": 2}
+    chunk_size = chunk_size or (2 if large else None)  # large: bounded per-sample gradients (GPU memory)
+    if chunk_size and method == "fishertune":
+        options = {**options, "chunk_size": chunk_size}
     data = {**recipe["data"], **({"crop": crop} if crop else {}), **({"batch_size": batch} if batch else {})}
     raw = {"base": ["protocols/synthetic.yaml", "backbones/dinov2_s_offline.yaml", f"methods/{method}.yaml"],
            "method": {"name": method, "options": options}, "data": data,
@@ -75,7 +80,7 @@ class Probe:
                  base: torch.nn.Module | None = None, update_every: int | None = None, **shape):
         """base: a segmentor to copy instead of building one (building loads the weights: slow);
         update_every: override of the mask events' period (a shorter probe with the same events);
-        shape: demo_config's large / crop / batch."""
+        shape: demo_config's large / crop / batch / chunk_size."""
         spec = variants()[variant]
         options = dict(spec["options"])
         if update_every is not None and "update_every" in options:
