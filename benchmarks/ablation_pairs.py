@@ -5,9 +5,11 @@ more: which selection rule beats which. For the chosen variants (default: the ma
 a selection in results.json) this prints, for every pair A, B, the mean target mIoU difference A − B
 paired by seed (mean ± std, and in how many seeds A is higher), the two-sided paired t-test p, that p
 Holm-adjusted over all the pairs printed (one family), and the Jaccard overlap of A's and B's final
-selections. Reads results.json only; trains nothing.
+selections. Several results.json of the same recipe (a comparison and a folder of variants added to it)
+are read side by side; overlaps exist only within one file. Reads results only; trains nothing.
 
     python benchmarks/ablation_pairs.py benchmarks/results/demo_full_2026-11-30/results.json
+    python benchmarks/ablation_pairs.py DIR/results.json DIR/added/results.json --variants a b c
 """
 
 from __future__ import annotations
@@ -38,12 +40,26 @@ def pairs(results: dict, names: list[str]) -> list[dict]:
     return sorted(rows, key=lambda row: row["p"])
 
 
+def merged(paths: list[str]) -> dict:
+    """The methods and selections of several results.json side by side (a variant may repeat only with the
+    same results, e.g. a reference variant whose records were copied)."""
+    out: dict = {"methods": {}, "selections": {"variants": {}}}
+    for path in paths:
+        results = read_json(path, "results")
+        for name, entry in results["methods"].items():
+            if out["methods"].get(name, entry) != entry:
+                raise SystemExit(f"error: variant {name!r} differs between the results files")
+            out["methods"][name] = entry
+        out["selections"]["variants"].update(results.get("selections", {}).get("variants", {}))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a results.json with several seeds per variant")
+    parser.add_argument("results", nargs="+", help="results.json files with several seeds per variant")
     parser.add_argument("--variants", nargs="+", help="default: the variants with a selection")
     args = parser.parse_args()
-    results = read_json(args.results, "results")
+    results = merged(args.results)
     rows = pairs(results, args.variants or list(results.get("selections", {}).get("variants", {})))
     print(f"mean target mIoU, A − B paired by seed; Holm over the {len(rows)} pairs\n")
     print("| A | B | A − B | A higher in | p | Holm p | Jaccard |\n|---|---|---:|---:|---:|---:|---:|")

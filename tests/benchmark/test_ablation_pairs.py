@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from ablation_pairs import pairs  # noqa: E402
+from ablation_pairs import merged, pairs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "demo_full_2026-11-30" / "results.json"
 
@@ -39,3 +40,20 @@ def test_every_pair_matches_scipy_and_a_step_down_holm():
         np.testing.assert_allclose(row["differences"], diffs, atol=1e-12)
         assert abs(row["p"] - p) < 1e-12 and abs(row["p_holm"] - holm[row["a"], row["b"]]) < 1e-12
         assert row["jaccard"] == results["selections"]["variants"][row["a"]]["overlap"][row["b"]]
+
+
+def test_results_files_are_read_side_by_side_and_a_conflicting_variant_is_refused(tmp_path):
+    results = json.loads(RESULTS.read_text())
+    methods = results["methods"]
+    added = {"methods": {"fishertune": methods["fishertune"], "copy": methods["fim-select"]}}
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(results))
+    second.write_text(json.dumps(added))
+    both = merged([str(first), str(second)])
+    assert list(both["methods"]) == [*methods, "copy"]
+    (row,) = pairs(both, ["copy", "fim-select"])
+    assert row["differences"] == [0.0] * 5 and row["p"] == 1.0 and row["jaccard"] is None
+    added["methods"]["fishertune"] = methods["fim-select"]
+    second.write_text(json.dumps(added))
+    with pytest.raises(SystemExit, match="'fishertune' differs"):
+        merged([str(first), str(second)])
