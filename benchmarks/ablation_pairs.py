@@ -15,29 +15,30 @@ are read side by side; overlaps exist only within one file. Reads results only; 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 
 from fishertune.atomic import read_json
-from fishertune.report.results import MEAN_TARGET, methods_of, values_by_seed
-from fishertune.report.stats import holm, paired_test, summarize_values
+from fishertune.report.results import MEAN_TARGET, methods_of
+from fishertune.report.stats import PairedDifference, holm, paired_difference
 
 
-def pairs(results: dict, names: list[str]) -> list[dict]:
-    """Every pair of `names`, the higher variant first, most significant first: the difference per
-    seed, its raw and Holm-adjusted p and the selections' Jaccard overlap (None without selections)."""
+def pairs(results: dict, names: list[str]) -> list[tuple[PairedDifference, float | None]]:
+    """Every pair of `names` on mean target mIoU, the higher variant as `ours`, most significant first, its
+    p Holm-adjusted over all the pairs (`p_holm`), with the selections' Jaccard overlap (None without
+    selections)."""
     methods = methods_of(results)
     selections = results.get("selections", {}).get("variants", {})
-    rows = []
+    diffs = []
     for a, b in itertools.combinations(names, 2):
-        mine, theirs = values_by_seed(methods[a], MEAN_TARGET), values_by_seed(methods[b], MEAN_TARGET)
-        diffs = [mine[s] - theirs[s] for s in mine if s in theirs]
-        if sum(diffs) < 0:
-            a, b, diffs = b, a, [-d for d in diffs]
-        rows.append({"a": a, "b": b, "differences": diffs, "p": paired_test(diffs),
-                     "jaccard": selections.get(a, {}).get("overlap", {}).get(b)})
-    for row, adjusted in zip(rows, holm([row["p"] for row in rows])):
-        row["p_holm"] = adjusted
-    return sorted(rows, key=lambda row: row["p"])
+        diff = paired_difference(methods, a, b, MEAN_TARGET)
+        if diff is None:
+            raise SystemExit(f"error: {a} and {b} share no seed")
+        diffs.append(diff if diff.mean >= 0 else paired_difference(methods, b, a, MEAN_TARGET))
+    adjusted = holm([d.p_value for d in diffs])
+    diffs = [dataclasses.replace(d, p_holm=p) for d, p in zip(diffs, adjusted)]
+    return [(d, selections.get(d.ours, {}).get("overlap", {}).get(d.baseline))
+            for d in sorted(diffs, key=lambda d: d.p_value)]
 
 
 def merged(paths: list[str]) -> dict:
@@ -63,12 +64,11 @@ def main() -> None:
     rows = pairs(results, args.variants or list(results.get("selections", {}).get("variants", {})))
     print(f"mean target mIoU, A − B paired by seed; Holm over the {len(rows)} pairs\n")
     print("| A | B | A − B | A higher in | p | Holm p | Jaccard |\n|---|---|---:|---:|---:|---:|---:|")
-    for row in rows:
-        diffs = row["differences"]
-        summary, wins = summarize_values(diffs), sum(d > 0 for d in diffs)
-        jaccard = "–" if row["jaccard"] is None else f"{row['jaccard']:.1%}"
-        print(f"| {row['a']} | {row['b']} | {summary.mean:+.2f} ± {summary.std:.2f} | {wins}/{len(diffs)} | "
-              f"{row['p']:.2g} | {row['p_holm']:.2g} | {jaccard} |")
+    for diff, overlap in rows:
+        jaccard = "–" if overlap is None else f"{overlap:.1%}"
+        print(f"| {diff.ours} | {diff.baseline} | {diff.mean:+.2f} ± {diff.std:.2f} | {diff.wins}/{diff.n} | "
+              f"{diff.p_value:.2g} | {diff.p_holm:.2g} | {jaccard} |")
+
 
 if __name__ == "__main__":
     main()

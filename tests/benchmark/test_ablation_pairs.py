@@ -34,12 +34,12 @@ def test_every_pair_matches_scipy_and_a_step_down_holm():
         running = max(running, min(1.0, (m - i) * expected[key][1]))
         holm[key] = running
     rows = pairs(results, names)
-    assert [(r["a"], r["b"]) for r in rows] == order
-    for row in rows:
-        diffs, p = expected[row["a"], row["b"]]
-        np.testing.assert_allclose(row["differences"], diffs, atol=1e-12)
-        assert abs(row["p"] - p) < 1e-12 and abs(row["p_holm"] - holm[row["a"], row["b"]]) < 1e-12
-        assert row["jaccard"] == results["selections"]["variants"][row["a"]]["overlap"][row["b"]]
+    assert [(d.ours, d.baseline) for d, _ in rows] == order
+    for d, jaccard in rows:
+        diffs, p = expected[d.ours, d.baseline]
+        np.testing.assert_allclose(d.differences, diffs, atol=1e-12)
+        assert abs(d.p_value - p) < 1e-12 and abs(d.p_holm - holm[d.ours, d.baseline]) < 1e-12
+        assert jaccard == results["selections"]["variants"][d.ours]["overlap"][d.baseline]
 
 
 def test_results_files_are_read_side_by_side_and_a_conflicting_variant_is_refused(tmp_path):
@@ -51,8 +51,8 @@ def test_results_files_are_read_side_by_side_and_a_conflicting_variant_is_refuse
     second.write_text(json.dumps(added))
     both = merged([str(first), str(second)])
     assert list(both["methods"]) == [*methods, "copy"]
-    (row,) = pairs(both, ["copy", "fim-select"])
-    assert row["differences"] == [0.0] * 5 and row["p"] == 1.0 and row["jaccard"] is None
+    ((diff, jaccard),) = pairs(both, ["copy", "fim-select"])
+    assert diff.differences == [0.0] * 5 and diff.p_value == 1.0 and jaccard is None
     added["methods"]["fishertune"] = methods["fim-select"]
     second.write_text(json.dumps(added))
     with pytest.raises(SystemExit, match="'fishertune' differs"):

@@ -116,6 +116,20 @@ def default_ours(results: Mapping[str, Any]) -> str:
     raise FisherTuneError(f"no FisherTune method in results; methods: {', '.join(names)}")
 
 
+def paired_difference(methods: Mapping[str, Any], ours: str, baseline: str, key: str
+                      ) -> PairedDifference | None:
+    """ours − baseline on one metric key over their common seeds, with the raw paired t-test p (not
+    adjusted: p_holm and exceeds_noise are None); None without a common seed. `methods`: methods_of()."""
+    mine, theirs = values_by_seed(methods[ours], key), values_by_seed(methods[baseline], key)
+    seeds = [s for s in mine if s in theirs]
+    if not seeds:
+        return None
+    diffs = [mine[s] - theirs[s] for s in seeds]
+    summary = summarize_values(diffs)
+    return PairedDifference(ours, baseline, key, seeds, diffs, summary.mean, summary.std,
+                            wins=sum(d > 0 for d in diffs), p_value=paired_test(diffs), exceeds_noise=None)
+
+
 def paired_differences(results: Mapping[str, Any], ours: str | None = None, alpha: float = 0.05,
                        keys: list[str] | None = None) -> list[PairedDifference]:
     """ours − every other method on each metric key (default: all mIoU columns), over common seeds; the
@@ -125,19 +139,13 @@ def paired_differences(results: Mapping[str, Any], ours: str | None = None, alph
     if ours not in methods:
         raise FisherTuneError(f"unknown method {ours!r}; methods: {', '.join(methods)}")
     out = []
-    for baseline, entry in methods.items():
+    for baseline in methods:
         if baseline == ours:
             continue
         for key in keys or metric_keys(results):
-            mine, theirs = values_by_seed(methods[ours], key), values_by_seed(entry, key)
-            seeds = [s for s in mine if s in theirs]
-            if not seeds:
-                continue
-            diffs = [mine[s] - theirs[s] for s in seeds]
-            summary = summarize_values(diffs)
-            p = paired_test(diffs)
-            out.append(PairedDifference(ours, baseline, key, seeds, diffs, summary.mean, summary.std,
-                                        wins=sum(d > 0 for d in diffs), p_value=p, exceeds_noise=None))
+            diff = paired_difference(methods, ours, baseline, key)
+            if diff is not None:
+                out.append(diff)
     for key in {d.key for d in out}:
         family = [i for i, d in enumerate(out) if d.key == key]
         for i, adjusted in zip(family, holm([out[i].p_value for i in family])):
