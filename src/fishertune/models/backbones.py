@@ -542,8 +542,6 @@ def tiny_backbone_config(name: str) -> dict[str, Any]:
     return dict(BACKBONES.lookup(name).tiny_config)
 
 
-
-
 def build_backbone(name: str, weights: str | os.PathLike | None = None, config: dict | None = None,
                    out_indices: list[int] | None = None) -> Backbone:
     """Build a registered backbone: `weights` is a hub id, a save_pretrained folder, a .safetensors file or

@@ -148,7 +148,7 @@ def build_segmentor(backbone: str | dict, head: str | dict, num_classes: int = N
                               **head_spec)
 
 
-def assemble_segmentor(backbone: Backbone, head: str, num_classes: int = 19,
+def assemble_segmentor(backbone: Backbone, head: str, num_classes: int = NUM_CLASSES,
                        **head_options: Any) -> Segmentor:
     """A built backbone with a fresh head `head` fitted to it (its `in_channels` and `num_levels` come from
     the backbone); `head_options` are the head's own keyword options."""
