@@ -62,7 +62,8 @@ def relative_change(clean: torch.Tensor, moved: torch.Tensor, eps_ratio: float =
     if eps_ratio <= 0:
         raise FisherTuneError(f"eps_ratio must be > 0, got {eps_ratio}")
     eps = (eps_ratio * clean.mean()).clamp_min(torch.finfo(torch.float32).tiny)
-    return (clean - moved).abs() / (torch.minimum(clean, moved) + prior_floor + eps)
+    denominator = torch.minimum(clean, moved).add_(prior_floor).add_(eps)
+    return torch.sub(clean, moved).abs_().div_(denominator)  # two buffers of the inputs' size
 
 
 def normalize_term(values: torch.Tensor, normalize: Normalization) -> torch.Tensor:
@@ -90,8 +91,8 @@ class DomainTerm:
     def add(self, clean: torch.Tensor, moved: torch.Tensor, weight: float, prior_floor: float = 0.0,
             scale: float = 1.0) -> None:
         ratio = relative_change(clean, moved, self.eps_ratio, prior_floor)
-        term = weight * normalize_term(ratio if scale == 1.0 else scale * ratio, self.normalize)
-        self.total = term if self.total is None else self.total + term
+        term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize).mul_(weight)
+        self.total = term if self.total is None else self.total.add_(term)
         self.batches += 1
         self.weights.append(weight)
 

@@ -36,6 +36,7 @@ from torch.func import functional_call, grad, vmap
 
 from fishertune.errors import UsageError
 from fishertune.method.batching import batch_size, map_tensors, per_sample_tensors, rebuild_one, sample
+from fishertune.method.dr_fim import flatten
 from fishertune.method.finite import first_non_finite, require_finite
 from fishertune.method.perturbation import FeaturePerturbation
 
@@ -137,6 +138,11 @@ class RunningFisher:
             raise UsageError("no samples: the Fisher needs at least one non-empty batch")
         return {name: s / self.seen for name, s in self.sums.items()}
 
+    @property
+    def flat(self) -> torch.Tensor:
+        """`value()` as one flat float32 tensor, in the order of `names`."""
+        return flatten(self.value(), self.names)
+
 
 def _named_params(model: nn.Module, params: Sequence[str] | None) -> dict[str, nn.Parameter]:
     every = dict(model.named_parameters())
@@ -233,18 +239,24 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
 
 def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
     if not (dist.is_available() and dist.is_initialized()) or not sums:
-        if count == 0:
-            raise UsageError("no samples: the Fisher needs at least one non-empty batch")
-        return sums, count
-    device = next(iter(sums.values())).device
-    flat = torch.cat([s.reshape(-1) for s in sums.values()] + [torch.tensor([float(count)], device=device)])
-    dist.all_reduce(flat)
-    total = int(round(flat[-1].item()))
-    if total == 0:
-        raise UsageError("no samples: the Fisher needs at least one non-empty batch")
+        return sums, _all_reduce_flat(None, count)
+    flat = torch.cat([s.reshape(-1) for s in sums.values()])
+    total = _all_reduce_flat(flat, count)
     out, offset = {}, 0
     for name, s in sums.items():
         out[name] = flat[offset:offset + s.numel()].view_as(s)
         offset += s.numel()
     return out, total
 
+
+def _all_reduce_flat(flat: torch.Tensor | None, count: int) -> int:
+    """Sum `flat` in place and the sample count over the processes (when there are several and `flat` is
+    given); returns the total count, which must be > 0."""
+    if flat is not None and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flat)
+        total = torch.tensor([float(count)], device=flat.device)
+        dist.all_reduce(total)
+        count = int(round(total.item()))
+    if count == 0:
+        raise UsageError("no samples: the Fisher needs at least one non-empty batch")
+    return count

@@ -34,7 +34,7 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
-from fishertune.method.dr_fim import DomainTerm, draw_weight, flatten, normalize_term, unflatten
+from fishertune.method.dr_fim import DomainTerm, draw_weight, normalize_term, unflatten
 from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
 from fishertune.method.flat_index import flat_indices
 from fishertune.method.masked_adamw import MaskedAdamW
@@ -264,13 +264,12 @@ class MaskSelector:
                 moved.update(batch, perturbation)
                 draws = perturbation.take_draws()
                 weight = draw_weight(draws, cfg.domain_weight)
-                domain.add(flatten(clean.value(), names), flatten(moved.value(), names), weight,
-                           clean.prior_floor, clean.ratio_scale)
+                domain.add(clean.flat, moved.flat, weight, clean.prior_floor, clean.ratio_scale)
                 self.draws.append({"eps_mu": draws.eps_mu, "eps_sigma": draws.eps_sigma,
                                    "abs_mu": draws.abs_mu, "abs_sigma": draws.abs_sigma, "weight": weight})
         self.fisher, self.fisher_perturbed = clean.value(), moved.value()
-        self.terms = {"task": normalize_term(flatten(self.fisher, names), cfg.normalize),
-                      "domain": domain.value()}
+        self.terms = {"task": normalize_term(clean.flat, cfg.normalize), "domain": domain.value()}
+        del domain  # its running sum
         like = {n: self.fisher[n] for n in names}
         if cfg.selection == "delta_f":
             return unflatten(self.terms["domain"], like)

@@ -47,13 +47,15 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.batching import batch_size
-from fishertune.method.fisher import LossFn, _all_reduce, _named_params, _requiring_grad, fisher_sums
+from fishertune.method.dr_fim import unflatten
+from fishertune.method.fisher import LossFn, _all_reduce_flat, _named_params, _requiring_grad, fisher_sums
 from fishertune.method.options import Curvature, check_option
 from fishertune.method.perturbation import FeaturePerturbation
 
 DEFAULT_GAMMA = 1e-4   # data scale γ: a weight whose curvature is h has precision τ⁻² + h/γ
 DEFAULT_TAU = 1e-3     # prior std τ around the weights, also the first batch's noise
 DEFAULT_SAMPLES = 2    # weight samples (ivon: antithetic pairs) per batch
+STEP_CHUNK = 1 << 20   # entries per chunk of the elementwise ELBO step
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,12 @@ class VariationalSettings:
 
 class VariationalCurvature:
     """The running h = γ(Λ − τ⁻²) of one data stream (clean, or under a perturbation), batch by batch.
-    `fisher_options`: `fisher_sums`' per_sample, backend and chunk_size, used by the vogn curvature."""
+    `fisher_options`: `fisher_sums`' per_sample, backend and chunk_size, used by the vogn curvature.
+
+    `flat` holds h of every parameter, in the order of `names`, as one float32 tensor; `value()` gives
+    per-parameter views of it. An update holds, besides h, four buffers of the parameters' size: the
+    mean (the weights, restored bit for bit), the noise ξ, the gradient difference (accumulated in the
+    parameters' .grad, which are restored) and the batch's sums; σ is computed tensor by tensor."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str],
                  settings: VariationalSettings = VariationalSettings(), **fisher_options: Any):
@@ -88,8 +95,10 @@ class VariationalCurvature:
         self.gamma, self.tau, self.samples = settings.gamma, settings.tau, settings.samples
         self.fisher_options = fisher_options
         self.named = _named_params(model, names)
-        self.h = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device)
-                  for n, p in self.named.items()}
+        device = next(iter(self.named.values())).device if self.named else None
+        self.flat = torch.zeros(sum(p.numel() for p in self.named.values()), dtype=torch.float32,
+                                device=device)
+        self.h = unflatten(self.flat, self.named)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.seen = 0
 
@@ -113,71 +122,96 @@ class VariationalCurvature:
         numerator = self.tau * self.tau * self.gamma
         if numerator == 0.0:
             return torch.zeros_like(self.h[name])
-        return (numerator / (self.gamma + self.tau * self.tau * self.h[name])).sqrt()
+        return self.h[name].mul(self.tau * self.tau).add_(self.gamma).reciprocal_().mul_(numerator).sqrt_()
 
     def update(self, batch: Any, perturbation: FeaturePerturbation | None = None) -> None:
         """One ELBO step of h with the curvature measured on `batch` (under `perturbation` if given)."""
         mean = {n: p.detach().clone() for n, p in self.named.items()}
-        std = {n: self.posterior_std(n) for n in self.named}
         try:
             if self.curvature == "vogn":
-                estimate, count = self._squared_gradients(batch, mean, std, perturbation)
+                estimate, count = self._squared_gradients(batch, mean, perturbation)
             else:
-                estimate, count = self._reparameterised_hessian(batch, mean, std, perturbation)
+                estimate, count = self._reparameterised_hessian(batch, mean, perturbation)
         finally:
-            self._set_weights(mean, std, None, 0.0)
+            self._set_weights(mean, None, 0.0)
+        del mean
         self.seen += count
         rho = count / self.seen
-        floor = self.prior_floor
-        for name, h in self.h.items():
-            step = estimate[name] - h
-            correction = 0.5 * rho * rho * step.square() / (h + floor) if self.curvature == "ivon" else 0
-            h.add_(rho * step + correction)
+        for h, step in zip(self.flat.split(STEP_CHUNK), estimate.split(STEP_CHUNK)):
+            step.sub_(h)  # ĥ − h, in the estimate's buffer; chunks keep the temporaries small
+            if self.curvature == "ivon":  # the correction is 0 for the squared-gradient curvature
+                correction = step.square().mul_(0.5 * rho * rho).div_(h + self.prior_floor)
+                h.add_(step.mul_(rho).add_(correction))
+            else:
+                h.add_(step.mul_(rho))
 
     def _noise(self) -> dict[str, torch.Tensor]:
         return {n: torch.randn(p.shape, generator=self.generator).to(p.device) for n, p in self.named.items()}
 
     @torch.no_grad()
-    def _set_weights(self, mean, std, noise, sign: float) -> None:
+    def _set_weights(self, mean, noise, sign: float) -> None:
+        """The weights m + sign·σ ⊙ ξ (m itself when `noise` is None)."""
         for name, p in self.named.items():
             if noise is None:
                 p.copy_(mean[name])
-            else:
-                p.copy_((mean[name].float() + sign * std[name] * noise[name]).to(p.dtype))
+                continue
+            shift = self.posterior_std(name).mul_(noise[name])
+            if sign < 0:
+                shift.neg_()
+            p.copy_(shift.add_(mean[name].float()))
 
-    def _squared_gradients(self, batch, mean, std, perturbation):
-        total: dict[str, torch.Tensor] = {}
+    def _squared_gradients(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
+        total = torch.zeros_like(self.flat)
+        parts = unflatten(total, self.named)
         for _ in range(self.samples):
-            self._set_weights(mean, std, self._noise(), 1.0)
+            self._set_weights(mean, self._noise(), 1.0)
             sums, count = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
                                       perturbation=perturbation, **self.fisher_options)
             for name in self.named:
-                total[name] = total[name] + sums[name] if name in total else sums[name]
-        return {n: t / (self.samples * count) for n, t in total.items()}, count
+                parts[name].add_(sums[name])
+            del sums
+        return total.div_(self.samples * count), count
 
-    def _reparameterised_hessian(self, batch, mean, std, perturbation):
+    def _reparameterised_hessian(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
+        """mean_s (∇ℓ̄(m + σξ_s) − ∇ℓ̄(m − σξ_s)) ⊙ ξ_s / (2σ), flat. The difference of a pair builds up
+        in each parameter's .grad: −∇ℓ̄(m + σξ), then + ∇ℓ̄(m − σξ) by autograd's accumulation (exactly
+        the negated difference, so no second gradient is held)."""
         size = batch_size(batch)
-        sums = {n: torch.zeros_like(h) for n, h in self.h.items()}
-        for _ in range(self.samples):
-            noise = self._noise()
-            draws = perturbation.presample(size) if perturbation is not None else None
-            grads = []
-            for sign in (1.0, -1.0):
-                self._set_weights(mean, std, noise, sign)
-                grads.append(self._mean_loss_gradient(batch, perturbation, draws))
-            for name in self.named:
-                sums[name].add_((grads[0][name] - grads[1][name]) * noise[name] / (2 * std[name]))
-        sums, count = _all_reduce({n: s * size for n, s in sums.items()}, size)
-        return {n: s / (self.samples * count) for n, s in sums.items()}, count
+        sums = torch.zeros_like(self.flat)
+        parts = unflatten(sums, self.named)
+        held = {n: p.grad for n, p in self.named.items()}
+        try:
+            for _ in range(self.samples):
+                noise = self._noise()
+                draws = perturbation.presample(size) if perturbation is not None else None
+                for p in self.named.values():
+                    p.grad = None
+                self._set_weights(mean, noise, 1.0)
+                self._accumulate_gradient(batch, perturbation, draws)
+                for p in self.named.values():
+                    if p.grad is not None:
+                        p.grad.neg_()
+                self._set_weights(mean, noise, -1.0)
+                self._accumulate_gradient(batch, perturbation, draws)
+                for name, p in self.named.items():
+                    if p.grad is not None:
+                        negated = p.grad.detach().float()
+                        parts[name].sub_(negated.mul_(noise[name]).div_(2 * self.posterior_std(name)))
+                    p.grad = None
+                del noise
+        finally:
+            for name, p in self.named.items():
+                p.grad = held[name]
+        sums.mul_(size)
+        count = _all_reduce_flat(sums, size)
+        return sums.div_(self.samples * count), count
 
-    def _mean_loss_gradient(self, batch, perturbation, draws) -> dict[str, torch.Tensor]:
-        params = list(self.named.values())
+    def _accumulate_gradient(self, batch, perturbation, draws) -> None:
+        """∇ℓ̄ of the batch's mean loss, added to the candidates' .grad (nothing else's)."""
         with _requiring_grad(self.named), (perturbation.using(draws) if draws is not None
                                            else nullcontext()):
             loss = self.loss_fn(self.model, batch).mean()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return {n: (torch.zeros_like(self.h[n]) if g is None else g.detach().float())
-                for n, g in zip(self.named, grads)}
+            torch.autograd.backward(loss, inputs=list(self.named.values()))
 
 
 def variational_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
