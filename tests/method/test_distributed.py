@@ -5,6 +5,7 @@ import torch
 from tiny_models import MLP, classification_loss, make_batches
 
 from fishertune import empirical_fisher
+from fishertune.method.variational import VariationalSettings, variational_fisher
 from two_processes import run_in_two_processes
 
 SIZES = [3, 1, 2, 4]
@@ -33,3 +34,28 @@ def test_two_process_fisher_equals_single_process(tmp_path):
         for mode in ("exact", "cheap"):
             for name, value in single[mode].items():
                 torch.testing.assert_close(result[mode][name], value, rtol=1e-5, atol=1e-10)
+
+
+def ivon(batch):
+    torch.manual_seed(0)
+    settings = VariationalSettings(curvature="ivon", gamma=1e-2, tau=3e-2, samples=2, seed=4)
+    return variational_fisher(MLP(), [batch], classification_loss, settings=settings)
+
+
+def ivon_worker(rank, out):
+    batch = make_batches([3, 5], (6,))[rank]  # uneven shards of one batch
+    torch.save(ivon(batch), f"{out}/ivon{rank}.pt")
+
+
+@pytest.mark.slow
+def test_two_process_ivon_estimate_equals_single_process(tmp_path):
+    """Each process measures ĥ on its shard at the same weight samples; the all-reduced, size-weighted
+    sums are the estimate of the whole batch (the mean loss's gradient is the shards' weighted mean)."""
+    run_in_two_processes(ivon_worker, str(tmp_path))
+    shards = make_batches([3, 5], (6,))
+    whole = {k: torch.cat([s[k] for s in shards]) for k in ("x", "y")}
+    single = ivon(whole)
+    for rank in (0, 1):
+        result = torch.load(tmp_path / f"ivon{rank}.pt", weights_only=True)
+        for name, value in single.items():
+            torch.testing.assert_close(result[name], value, rtol=1e-4, atol=1e-6)
