@@ -175,7 +175,8 @@ class VariationalCurvature:
     def _reparameterised_hessian(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
         """mean_s (∇ℓ̄(m + σξ_s) − ∇ℓ̄(m − σξ_s)) ⊙ ξ_s / (2σ), flat. The difference of a pair builds up
         in each parameter's .grad: −∇ℓ̄(m + σξ), then + ∇ℓ̄(m − σξ) by autograd's accumulation (exactly
-        the negated difference, so no second gradient is held)."""
+        the negated difference, so no second gradient is held; in the parameters' dtype, float32 for
+        float32 weights)."""
         size = batch_size(batch)
         sums = torch.zeros_like(self.flat)
         parts = unflatten(sums, self.named)
