@@ -40,7 +40,7 @@ def test_lean_update_equals_the_reference_bit_for_bit(vit, curvature, perturb, m
     assert list(lean.value()) == names
     for n in names:
         assert torch.equal(lean.value()[n], reference.h[n]), n
-        assert lean.value()[n].data_ptr() == lean.flat[0:].data_ptr() + 4 * sum(
+        assert lean.value()[n].data_ptr() == lean.flat.data_ptr() + 4 * sum(
             reference.h[m].numel() for m in names[:names.index(n)])  # a view of the flat buffer
     assert lean.flat.abs().sum() > 0
     for n, p in vit.named_parameters():

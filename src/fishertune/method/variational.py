@@ -133,7 +133,7 @@ class VariationalCurvature:
             else:
                 estimate, count = self._reparameterised_hessian(batch, mean, perturbation)
         finally:
-            self._set_weights(mean, None, 0.0)
+            self._restore_weights(mean)
         del mean
         self.seen += count
         rho = count / self.seen
@@ -149,12 +149,14 @@ class VariationalCurvature:
         return {n: torch.randn(p.shape, generator=self.generator).to(p.device) for n, p in self.named.items()}
 
     @torch.no_grad()
-    def _set_weights(self, mean, noise, sign: float) -> None:
-        """The weights m + sign·σ ⊙ ξ (m itself when `noise` is None)."""
+    def _restore_weights(self, mean) -> None:
         for name, p in self.named.items():
-            if noise is None:
-                p.copy_(mean[name])
-                continue
+            p.copy_(mean[name])
+
+    @torch.no_grad()
+    def _set_weights(self, mean, noise, sign: float) -> None:
+        """The weights m + sign·σ ⊙ ξ."""
+        for name, p in self.named.items():
             shift = self.posterior_std(name).mul_(noise[name])
             if sign < 0:
                 shift.neg_()
