@@ -7,9 +7,10 @@ rounds (interleaved), all in this process; medians over the rounds. Printed:
 1. per step: forward, backward, optimiser (MaskedAdamW applies the masks), the running g² (reestimate
    "running" only), and their sum, / full's;
 2. one-off work per call: prepare's estimation and selection, a mask event's estimation and selection;
-3. the demo's whole training (40 warm-up + 120 tuning steps, a mask event every 20 steps: 5 events, none
-   after the last step), estimation included, modelled from 1 and 2, / full's: the issue-13 targets.
-The variants are the demo plan's (fishertune: DR-FIM on the IVON estimate; drfim, fim and random:
+3. the demo's whole training (40 warm-up + 120 tuning steps, mask events at each variant's schedule, none
+   after the last step), estimation included, modelled from 1 and 2, / full's;
+4. the same at a real protocol's proportions (40k steps, 8 estimation batches), warm-up left out.
+The variants are the demo plan's (fishertune: as shipped; drfim, fim and random:
 drfim-select, fim-select and random-select), plus full fine-tuning with activation checkpointing and
 with bf16 autocast (`train.amp: bf16`), the random mask at row granularity, fishertune-row and
 fishertune-running.
@@ -27,7 +28,7 @@ from collections import defaultdict
 import torch
 
 from fishertune.engine.build import build_model
-from training_probe import Probe, demo_config, demo_plan
+from training_probe import Probe, demo_config, demo_plan, variants
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
@@ -95,17 +96,42 @@ def main() -> None:
         print(f"{variant:<22}" + "".join(f"{c:>11.2f} ({c / step[ref]:4.1f})" for c in cells))
 
     plan = demo_plan()["recipe"]["train"]
-    every = demo_plan()["fishertune_options"]["update_every"]
     print(f"\n3. the demo's training ({plan['warmup_steps']} warm-up + {plan['steps']} tuning steps, "
-          "modelled)")
+          "modelled; mask events at each variant's own schedule)")
     print(f"{'variant':<22}{'events':>7}{'seconds':>9}{'ratio':>7}")
     total = {}
     for variant, _ in chosen:
-        events = (plan["steps"] - 1) // every if med(variant, "event select") else 0  # none after the last
+        events = mask_events(variant, plan["steps"]) if med(variant, "event select") else 0
         per_event = med(variant, "event estimate") + med(variant, "event select")
         total[variant] = (plan["warmup_steps"] * med(variant, "warm-up step") + med(variant, "prepare total")
                           + plan["steps"] * step[variant] + events * per_event)
         print(f"{variant:<22}{events:>7}{total[variant]:>9.1f}{total[variant] / total[ref]:>7.2f}")
+
+    steps, batches = REAL_PROTOCOL["steps"], REAL_PROTOCOL["prepare_batches"]
+    print(f"\n4. a real protocol's proportions, modelled ({steps} tuning steps, estimates on {batches} "
+          f"batches instead of {plan['prepare_batches']}; warm-up left out, the same for every method)")
+    print(f"{'variant':<22}{'estimates':>10}{'ratio':>7}")
+    scale = batches / plan["prepare_batches"]
+    for variant, _ in chosen:
+        events = mask_events(variant, steps) if med(variant, "event select") else 0
+        per_event = med(variant, "event estimate") + med(variant, "event select")
+        modelled = steps * step[variant] + scale * (med(variant, "prepare total") + events * per_event)
+        print(f"{variant:<22}{events + 1:>10}{modelled / (steps * step[ref]):>7.2f}")
+
+
+REAL_PROTOCOL = {"steps": 40_000, "prepare_batches": 8}
+"""configs/protocols/gtav_to_cityscapes_bdd_mapillary.yaml: 40k iterations, 8 estimation batches."""
+
+
+def mask_events(variant: str, steps: int) -> int:
+    """Mask events (re-estimate and grow) of a run of `steps` steps at the variant's own schedule."""
+    from fishertune.method.mask_selector import estimate_count
+    from fishertune.tuners.fishertune import FisherTuneTunerConfig
+
+    spec = variants()[variant.split(",")[0]]
+    if spec["method"] != "fishertune":
+        return 0
+    return estimate_count(FisherTuneTunerConfig(**spec["options"]), steps) - 1
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}), ("lo
             ("random, checkpointing", {"checkpointing": True}), ("fim", {}),
             ("fim, chunk_size 2", {"chunk_size": 2}), ("drfim", {}),
             ("drfim, chunk_size 2", {"chunk_size": 2}),
-            ("fishertune", {}), ("fishertune, checkpointing", {"checkpointing": True}),
-            ("fishertune-row", {})]
+            ("fishertune", {}), ("fishertune, chunk_size 2", {"chunk_size": 2}),
+            ("fishertune, chunk_size 1", {"chunk_size": 1}),
+            ("fishertune, checkpointing", {"checkpointing": True}), ("fishertune-row", {})]
 
 
 def rss_mb() -> float:

@@ -1,7 +1,7 @@
 """Shared by train_cost.py and train_memory.py: one method's training on the demo's setting, phase by phase.
 
 The config is the demo's composition (protocols/synthetic + backbones/dinov2_s_offline + the method's
-config + the demo recipe: crop 112, batch 8, 2 prepare batches, FisherTune's demo options). The data are
+config + the demo recipe: crop 112, batch 8, 2 prepare batches, FisherTune's shipped options). The data are
 random images and labels of that size, made once (data loading and augmentation are not measured), and
 the training-time feature perturbation of the demo recipe is off (it costs every method the same).
 Timed phases: head warm-up step, the tuner's prepare split into Fisher estimation and selection,
@@ -32,15 +32,15 @@ def demo_plan() -> dict:
 
 
 def variants() -> dict[str, dict]:
-    """name -> {"method": config name, "options": {...}}: the demo plan's variants (fishertune: DR-FIM on
-    the IVON estimate; drfim: drfim-select, DR-FIM on the plain Fisher; fim: fim-select; random:
-    random-select), and random-row, random at row granularity."""
+    """name -> {"method": config name, "options": {...}}: the demo plan's variants (fishertune: as shipped;
+    drfim: drfim-select, DR-FIM on the plain Fisher; fim: fim-select; random: random-select), and
+    random-row, random at row granularity."""
     plan = demo_plan()["variants"]
     out = {"full": {"method": "full", "options": {}}, "lora": {"method": "lora", "options": {}}}
     for name, source in (("random", "random-select"), ("fim", "fim-select"), ("drfim", "drfim-select"),
                          ("fishertune", "fishertune"),
                          ("fishertune-row", "fishertune-row"), ("fishertune-running", "fishertune-running")):
-        out[name] = {"method": "fishertune", "options": dict(plan[source]["options"])}
+        out[name] = {"method": "fishertune", "options": dict(plan[source].get("options") or {})}
     out["random-row"] = {"method": "fishertune",
                          "options": {**out["random"]["options"], "granularity": "row"}}
     return out
@@ -83,8 +83,8 @@ class Probe:
         shape: demo_config's large / crop / batch / chunk_size."""
         spec = variants()[variant]
         options = dict(spec["options"])
-        if update_every is not None and "update_every" in options:
-            options["update_every"] = update_every
+        if update_every is not None and spec["method"] == "fishertune":
+            options["update_every"] = update_every  # replaces the shipped update_fraction
         self.config = demo_config(spec["method"], options, checkpointing, amp, **shape)
         seed_everything(seed)
         if base is None:

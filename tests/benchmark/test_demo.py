@@ -15,6 +15,7 @@ from fishertune.engine.build import build_base
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
 from fishertune.engine.evaluator import PER_IMAGE_FILE
 from fishertune.tuners import build_tuner, load_selection
+from fishertune.tuners.fishertune import FisherTuneTunerConfig
 
 TINY = ["--backbone", "backbones/tiny.yaml", "--images", "8", "--size", "32", "--no-progress",
         "--set", "train.steps=4", "--set", "train.warmup_steps=2", "--set", "data.crop=28",
@@ -229,13 +230,11 @@ def test_lora_budget_takes_the_rank_closest_to_fishertunes_budget(tmp_path):
     out = tmp_path / "d"
     assert demo(out, ["lora-budget"]) == 0
     config = load_config(out / "runs" / "lora-budget" / "config.yaml")
-    plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())
-    options = plan["variants"]["fishertune"]["options"]
-    # FisherTune's budget, counted by hand: budget x the backbone weights outside the embeddings
+    # FisherTune's shipped budget, counted by hand: 5% of the backbone weights outside the embeddings
     model = build_base(config)
     candidates = sum(p.numel() for n, p in model.named_parameters()
                      if n.startswith("backbone.") and "embeddings" not in n)
-    target = int(options["budget"] * candidates + 0.5)
+    target = int(FisherTuneTunerConfig().ratio * candidates + 0.5)
     counts = {rank: build_tuner("lora", build_base(config), rank=rank).num_trainable()
               for rank in range(1, 9)}
     best = min(counts, key=lambda rank: (abs(counts[rank] - target), rank))
@@ -272,8 +271,7 @@ def test_the_plan_and_the_quick_learning_rates_agree():
     variants = plan["variants"]
     assert plan["full"]["seeds"] == [1, 2, 3, 4, 5] and plan["quick"]["seeds"] == [1]
     assert set(plan["full"]["variants"]) >= {
-        "frozen", "frozen-noperturb", "full", "lora", "lora-budget", "rein", "fishertune", "random-select",
-        "fim-select", "deltaf-select", "drfim-select", "drfim-absmean"}
+        "frozen", "frozen-noperturb", "full", "lora", "lora-budget", "rein", "fishertune"}
     for name in plan["quick"]["variants"] + plan["full"]["variants"]:
         assert name in variants
     for name, spec in variants.items():
@@ -283,16 +281,17 @@ def test_the_plan_and_the_quick_learning_rates_agree():
         if spec.get("lr_from"):
             lrs = [{k: v for k, v in hparams[n].items() if k in ("lr", "head_lr")} for n in (name, source)]
             assert lrs[0] == lrs[1], name
-    ablation = {"random-select": "random", "fim-select": "fim", "deltaf-select": "delta_f",
-                "drfim-select": "dr_fim", "drfim-absmean": "dr_fim"}
-    fishertune = variants["fishertune"]["options"]
-    assert fishertune["variational"] == "ivon" and "selection" not in fishertune
-    for name, selection in ablation.items():
-        options = variants[name]["options"]
-        assert options["selection"] == selection and options["variational"] == "off"
-        assert {k: v for k, v in options.items() if k not in ("selection", "variational", "domain_weight")} \
-            == {k: v for k, v in fishertune.items() if k != "variational"}
-    assert variants["drfim-absmean"]["options"]["domain_weight"] == "abs_mean"
+    # FisherTune is the tuner as shipped; each ablation row changes the named options only and sweeps
+    # its own learning rate
+    assert "options" not in variants["fishertune"]
+    ablation = {"random-select": {"selection": "random"},
+                "fim-select": {"selection": "fim", "variational": "off"},
+                "deltaf-select": {"selection": "delta_f"}, "drfim-select": {"variational": "off"},
+                "drfim-none": {"normalize": "none"}, "drfim-mean": {"normalize": "mean"},
+                "drfim-rank": {"normalize": "rank"}, "drfim-pertensor": {"normalize": "per_tensor"},
+                "drfim-sample": {"domain_weight": "sample"}}
+    for name, options in ablation.items():
+        assert variants[name] == {"method": "fishertune", "options": options}, name
     for grid in plan["full"]["lr_grid"].values():
         ((_, values),) = grid.items()
         assert len(values) == 3

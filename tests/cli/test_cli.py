@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from fishertune.cli.main import main
 from fishertune.method import dr_fim
+from fishertune.tuners.fishertune import FisherTuneTunerConfig
 
 COMMANDS = [["synth"], ["train"], ["eval"], ["fisher"], ["predict"], ["data"], ["data", "check"]]
 
@@ -273,7 +274,8 @@ def test_console_script_exits_2_without_traceback(tmp_path):
 
 
 def test_fisher_writes_scores_heatmap_and_selection_table(synth_dir, tmp_path):
-    config = tiny_config(synth_dir, method={"name": "fishertune", "options": {"count": 300}},
+    options = {"count": 300, "growth_start": None}
+    config = tiny_config(synth_dir, method={"name": "fishertune", "options": options},
                          train={"warmup_steps": 1})
     out = tmp_path / "fisher"
     assert main(["fisher", str(write_config(tmp_path / "c.yaml", config)), "--out", str(out),
@@ -287,7 +289,10 @@ def test_fisher_writes_scores_heatmap_and_selection_table(synth_dir, tmp_path):
         (draws,) = json.loads(f.metadata()["draws"])
     part = {p: {n.removeprefix(p): v for n, v in scores.items() if n.startswith(p)}
             for p in ("fisher/", "fisher_perturbed/", "dr_fim/")}
-    expected = dr_fim(part["fisher/"], part["fisher_perturbed/"], draws["eps_mu"], draws["eps_sigma"])
+    shipped = FisherTuneTunerConfig()  # the stabilised estimate: floor γ/τ², scale γ (docs/method.md §4)
+    expected = dr_fim(part["fisher/"], part["fisher_perturbed/"], draws["eps_mu"], draws["eps_sigma"],
+                      normalize=shipped.normalize, prior_floor=shipped.var_gamma / shipped.var_tau ** 2,
+                      scale=shipped.var_gamma)
     assert draws["eps_mu"] != 0 and expected.keys() == part["dr_fim/"].keys()
     for n in expected:
         torch.testing.assert_close(expected[n], part["dr_fim/"][n])  # to rounding: names in file order

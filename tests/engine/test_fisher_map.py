@@ -13,6 +13,7 @@ from trainer_helpers import synth_source, tiny_run_config
 from fishertune.engine.fisher_map import fisher_map
 from fishertune.engine.trainer import Trainer
 from fishertune.errors import FisherTuneError
+from fishertune.tuners.fishertune import FisherTuneTunerConfig
 
 RATIO = 0.05
 pytestmark = pytest.mark.slow  # one fisher_map run (about 25 s on 2 busy cores) serves the module
@@ -25,8 +26,10 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def written(source, tmp_path_factory):
-    """fisher_map of a 1-batch estimate: with one batch, DR-FIM follows from A, A' and the draw alone."""
-    config = tiny_run_config(source, options={"budget": RATIO, "perturb_layers": [0]}, warmup_steps=2)
+    """fisher_map of a 1-batch estimate on the plain Fisher with mean normalisation: with one batch, DR-FIM
+    follows from A, A' and the draw alone (the shipped estimate is checked below)."""
+    config = tiny_run_config(source, options={"budget": RATIO, "perturb_layers": [0], "variational": "off",
+                                              "normalize": "mean", "growth_start": None}, warmup_steps=2)
     out = tmp_path_factory.mktemp("fisher") / "map"
     paths = fisher_map(config, out, progress=False)
     return config, out, paths
@@ -119,3 +122,25 @@ def test_it_refuses_a_folder_that_holds_something(source, tmp_path):
         fisher_map(tiny_run_config(source), tmp_path, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_on_the_shipped_defaults_it_prints_which_term_decides(source, tmp_path, capsys):
+    """The shipped estimate and schedule (no method options): reliability of both terms and of DR-FIM,
+    each term's share of the selection, the budget by module and block, and the estimation cost."""
+    config = tiny_run_config(source, warmup_steps=2, prepare_batches=2, steps=40)
+    fisher_map(config, tmp_path / "map", progress=False)
+    printed = capsys.readouterr().out
+    analysis = json.loads((tmp_path / "map" / "analysis.json").read_text())
+    assert set(analysis["reliability"]) == {"task", "domain", "dr_fim", "images_per_half"}
+    assert set(analysis["influence"]) == {"task", "domain"}
+    for term, values in analysis["influence"].items():
+        assert 0 <= values["share"] <= 1
+        assert f"The {term} term alone would select {100 * values['share']:.1f}% of the selection" in printed
+    assert sum(analysis["block_share"].values()) == pytest.approx(1.0)
+    assert "Share of the selection per block: " in printed
+    cost = analysis["cost"]  # update_fraction 0.25 of 40 steps: updates after 10, 20, 30 -> 4 estimates
+    shipped = FisherTuneTunerConfig()
+    per_batch = 2 * shipped.var_samples + 1  # clean and perturbed streams, and the recording pass
+    assert cost == {"estimates": 4, "passes_per_estimate": 2 * per_batch, "estimate_passes": 8 * per_batch,
+                    "training_passes": 40, "ratio": 8 * per_batch / 40}
+    assert f"{cost['estimate_passes']} passes against 40 training passes" in printed

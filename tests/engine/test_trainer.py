@@ -84,7 +84,7 @@ def test_estimate_keeps_what_the_tuners_prepare_releases(source, tmp_path):
     assert set(selector.fisher) == set(selector.scores) == set(selector.masks) == set(selector.candidates)
     assert len(selector.draws) == 1 and selector.terms  # kept for inspection
     total = sum(m.numel() for m in selector.masks.values())
-    assert selector.num_selected() == int(0.05 * total + 0.5)
+    assert selector.num_selected() == int(0.4 * 0.05 * total + 0.5)  # δ(0): the growth starts at 40%
     full = Trainer(tiny_run_config(source, method="full"), tmp_path / "full", progress=False)
     full.folder.clean_up()
     with pytest.raises(UsageError, match="needs a mask tuner, not 'full'"):

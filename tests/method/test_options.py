@@ -17,13 +17,15 @@ def test_check_option():
     assert options.check_option("rank", options.Normalization, "normalize") == "rank"
     with pytest.raises(UsageError) as error:
         options.check_option("max", options.Normalization, "normalize", where="Somewhere")
-    assert str(error.value) == "Somewhere: unknown normalize 'max'; choose one of mean, rank, none"
+    assert str(error.value) == ("Somewhere: unknown normalize 'max'; "
+                                "choose one of none, mean, per_tensor, rank")
 
 
 def test_the_config_fields_carry_the_option_types():
     hints = typing.get_type_hints(MaskSelectorConfig)
-    expected = {"selection": ("dr_fim", "fim", "delta_f", "random"), "normalize": ("mean", "rank", "none"),
-                "domain_weight": ("paper", "abs_mean"), "variational": ("off", "ivon", "vogn"),
+    expected = {"selection": ("dr_fim", "fim", "delta_f", "random"),
+                "normalize": ("none", "mean", "per_tensor", "rank"),
+                "domain_weight": ("paper", "sample", "abs_mean"), "variational": ("off", "ivon", "vogn"),
                 "granularity": ("element", "row", "tensor"), "scope": ("global", "per_tensor")}
     assert {name: typing.get_args(hints[name]) for name in expected} == expected
 
@@ -41,6 +43,6 @@ def test_api_calls_with_an_unknown_option_are_usage_errors():
 def test_config_values_are_checked_before_the_method_with_a_hint():
     with pytest.raises(InputError) as error:
         from_dict(MaskSelectorConfig, {"normalize": "rnak"}, "method.options")
-    assert str(error.value) == ("method.options.normalize must be one of mean, rank, none, got 'rnak' "
-                                "(did you mean 'rank'?)")
+    assert str(error.value) == ("method.options.normalize must be one of none, mean, per_tensor, rank, "
+                                "got 'rnak' (did you mean 'rank'?)")
     assert from_dict(MaskSelectorConfig, {"scope": "per_tensor"}, "method.options").scope == "per_tensor"

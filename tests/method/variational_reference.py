@@ -64,8 +64,10 @@ class ReferenceCurvature:
 
     def _squared_gradients(self, batch, mean, std, perturbation):
         total = {}
-        for _ in range(self.samples):
-            self._set_weights(mean, std, self._noise(), 1.0)
+        for s in range(self.samples):  # antithetic pairs ±ξ (the update's semantics since 2026-12-06)
+            if s % 2 == 0:
+                noise = self._noise()
+            self._set_weights(mean, std, noise, 1.0 if s % 2 == 0 else -1.0)
             sums, count = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
                                       perturbation=perturbation, **self.fisher_options)
             for name in self.named:

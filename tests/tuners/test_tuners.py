@@ -63,8 +63,8 @@ def test_every_option_has_help_text(method):
 
 def may_train(tuner, name: str, p: torch.Tensor) -> torch.Tensor:
     """Entries of base weight `name` the method may update at this step (independent of its optimiser)."""
-    if isinstance(tuner, MaskTuner):
-        return tuner.masks[name].clone()
+    if isinstance(tuner, MaskTuner):  # a weight that is not a candidate (e.g. excluded) never trains
+        return tuner.masks[name].clone() if name in tuner.masks else torch.zeros_like(p, dtype=torch.bool)
     return torch.full_like(p, tuner.name == "full", dtype=torch.bool)
 
 

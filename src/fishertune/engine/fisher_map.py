@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import io
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -49,6 +50,7 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     selector = trainer.estimate()
     masks = selector.masks
     analysis = selection_analysis(selector, trainer.estimation_batches, per_sample_loss)
+    analysis["cost"] = estimation_cost(selector, config)
     written = [out_dir / "scores.safetensors", out_dir / "heatmap.png", out_dir / "selection.png",
                out_dir / "selection.csv", out_dir / "selection.md", out_dir / "analysis.json"]
     if not distributed.is_main():  # under torchrun every process estimated (all-reduced); rank 0 writes
@@ -80,8 +82,8 @@ def selection_analysis(selector, batches: list, loss_fn) -> dict:
     at the same budget, and where the budget went by module type."""
     from fishertune.method import empirical_fisher, select_topk
     from fishertune.method.batching import batch_size
-    from fishertune.method.reliability import split_half_reliability
-    from fishertune.report.breakdown import module_shares, selection_overlap
+    from fishertune.method.reliability import split_half_reliability, term_influence
+    from fishertune.report.breakdown import block_shares, module_shares, selection_overlap
 
     cfg, model = selector.config, selector.model
     was_training = model.training
@@ -94,22 +96,58 @@ def selection_analysis(selector, batches: list, loss_fn) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     random_scores = {n: torch.rand(s.shape, generator=generator) for n, s in selector.scores.items()}
     budget = {"count": selector.num_selected(), "granularity": cfg.granularity, "scope": cfg.scope}
+    sample_weights = [w for d in selector.draws for w in d["sample_weights"]]
+    influence = (term_influence(selector.terms["task"], selector.terms["domain"], selector.num_selected())
+                 if selector.terms else {})
     return {"estimation_images": sum(batch_size(b) for b in batches),
             "reliability": split_half_reliability(model, cfg, batches, loss_fn),
+            "influence": influence,
             "overlap": {"fim": selection_overlap(selector.masks, select_topk(fim, **budget)),
                         "random": selection_overlap(selector.masks, select_topk(random_scores, **budget))},
             "module_share": module_shares(selector.masks),
-            "draw_weights": [d["weight"] for d in selector.draws]}
+            "block_share": block_shares(selector.masks),
+            "draw_weights": [d["weight"] for d in selector.draws],
+            "sample_weights": spread(sample_weights) if sample_weights else None}
+
+
+def estimation_cost(selector, config: Config) -> dict:
+    """What the config's whole schedule spends on estimates, in forward-backward passes over one batch,
+    against its training passes (steps x gradient accumulation)."""
+    t = config.train
+    estimates = selector.estimate_count(t.steps)
+    per = selector.passes_per_estimate(t.prepare_batches)
+    training = t.steps * t.grad_accum
+    return {"estimates": estimates, "passes_per_estimate": per, "estimate_passes": estimates * per,
+            "training_passes": training, "ratio": estimates * per / training}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "min": min(values), "max": max(values), "std": statistics.pstdev(values)}
 
 
 def format_analysis(analysis: dict) -> list[str]:
     r, o = analysis["reliability"], analysis["overlap"]
     shares = ", ".join(f"{m} {100 * v:.1f}%" for m, v in analysis["module_share"].items())
-    return [f"Estimation images: {analysis['estimation_images']}; split-half reliability (Spearman, "
-            f"{r['images_per_half']} images per half): task term {r['task']:.3f}, "
-            f"domain term {r['domain']:.3f}",
-            f"Overlap (Jaccard) of the selection with FIM's: {100 * o['fim']:.1f}%, with a random one's: "
-            f"{100 * o['random']:.1f}%",
-            f"Share of the selection per module type: {shares}",
-            "Domain-term weight w_b per estimation batch: "
-            + ", ".join(f"{w:.3f}" for w in analysis["draw_weights"])]
+    blocks = ", ".join(f"{b} {100 * v:.1f}%" for b, v in analysis["block_share"].items())
+    lines = [f"Estimation images: {analysis['estimation_images']}; split-half reliability (Spearman, "
+             f"{r['images_per_half']} images per half): task term {r['task']:.3f}, "
+             f"domain term {r['domain']:.3f}, DR-FIM {r['dr_fim']:.3f}"]
+    for term, values in analysis["influence"].items():
+        lines.append(f"The {term} term alone would select {100 * values['share']:.1f}% of the selection; "
+                     f"Spearman(DR-FIM, {term} term) {values['spearman']:.3f}")
+    lines += [f"Overlap (Jaccard) of the selection with FIM's: {100 * o['fim']:.1f}%, with a random one's: "
+              f"{100 * o['random']:.1f}%",
+              f"Share of the selection per module type: {shares}",
+              f"Share of the selection per block: {blocks}",
+              "Domain-term weight w_b per estimation batch: "
+              + ", ".join(f"{w:.3f}" for w in analysis["draw_weights"])]
+    if analysis.get("sample_weights"):
+        w = analysis["sample_weights"]
+        lines.append(f"Per-sample draw weights w_n ({w['n']}): {w['min']:.3f} to {w['max']:.3f}, "
+                     f"std {w['std']:.3f}")
+    if analysis.get("cost"):
+        c = analysis["cost"]
+        lines.append(f"Estimation cost at this config's schedule: {c['estimates']} estimates x "
+                     f"{c['passes_per_estimate']} passes = {c['estimate_passes']} passes against "
+                     f"{c['training_passes']} training passes ({100 * c['ratio']:.2f}%)")
+    return lines

@@ -15,13 +15,18 @@ its scale. ε is relative to the scale of A, so the ratio does not explode where
 smallest float32).
 
 (ε_μ,b, ε_σ,b) are batch b's *signed* DSU draws, α·mean ε over every channel, module and sample drawn
-(`FeaturePerturbation.take_draws`), so w_b = 1 at a zero draw. `weighting="abs_mean"` is the earlier
+(`FeaturePerturbation.take_draws`), so w_b = 1 at a zero draw. Averaged over thousands of draws, w_b is
+≈ 1 (measured spread in docs/method.md). `weighting="sample"` is the other reading: one scalar draw per
+sample and perturbed module, and each sample's perturbed Fisher weighted by its own w_n (the batch's term
+then has w_b = 1). `weighting="abs_mean"` is the earlier
 exp(−(α·mean|ε_μ| + α·mean|ε_σ|)), a near-constant ≈ exp(−2α·sqrt(2/π)) kept for the ablation.
 
 A has units of squared gradient and R is dimensionless, so T puts each term on one scale:
-- "mean" (default): divided by its mean over the candidates (a term whose mean is 0 stays 0);
-- "rank": its rank fraction in [0, 1) (entries strictly smaller / n; ties share the lowest rank);
-- "none": the raw formula.
+- "none": the raw formula (the paper's);
+- "mean": divided by its mean over the candidates (a term whose mean is 0 stays 0);
+- "per_tensor": divided by its mean within each parameter tensor, so that tensors whose Fisher differs by
+  orders of magnitude (a block's V against its Q and K) compete on their relative values;
+- "rank": its rank fraction in [0, 1) (entries strictly smaller / n; ties share the lowest rank).
 With no perturbation (A′ = A) every R_b = 0, so DR = T(A): the task term.
 """
 
@@ -39,6 +44,9 @@ from fishertune.method.perturbation import Draws
 def draw_weight(draws: Draws, weighting: DomainWeighting = "paper") -> float:
     """w = exp(−(ε_μ + ε_σ)) from the signed draws ("paper") or from their magnitudes ("abs_mean")."""
     check_option(weighting, DomainWeighting, "domain weighting")
+    if weighting == "sample":
+        raise FisherTuneError("the sample weighting weighs each sample's perturbed Fisher, not the batch "
+                              "(FeaturePerturbation.sample_weights)")
     if weighting == "paper":
         return math.exp(-(draws.eps_mu + draws.eps_sigma))
     return math.exp(-(draws.abs_mu + draws.abs_sigma))
@@ -66,24 +74,34 @@ def relative_change(clean: torch.Tensor, moved: torch.Tensor, eps_ratio: float =
     return torch.sub(clean, moved).abs_().div_(denominator)  # two buffers of the inputs' size
 
 
-def normalize_term(values: torch.Tensor, normalize: Normalization) -> torch.Tensor:
-    """T of the module docstring."""
+def normalize_term(values: torch.Tensor, normalize: Normalization,
+                   sizes: list[int] | None = None) -> torch.Tensor:
+    """T of the module docstring, on a flat tensor; `sizes` are the tensors' lengths in it (per_tensor)."""
     check_option(normalize, Normalization, "DR-FIM normalize")
     if normalize == "none":
         return values
     if normalize == "mean":
-        mean = values.mean()
-        return values / mean if mean > 0 else torch.zeros_like(values)
+        return _by_mean(values)
+    if normalize == "per_tensor":
+        if sizes is None or sum(sizes) != values.numel():
+            raise FisherTuneError("per_tensor normalisation needs the lengths of the tensors")
+        return torch.cat([_by_mean(part) for part in values.split(sizes)])
     ordered = torch.sort(values).values
     return torch.searchsorted(ordered, values, side="left").float() / values.numel()
+
+
+def _by_mean(values: torch.Tensor) -> torch.Tensor:
+    mean = values.mean()
+    return values / mean if mean > 0 else torch.zeros_like(values)
 
 
 class DomainTerm:
     """D = (1/B) Σ_b w_b · T(R_b), accumulated one batch at a time on flat tensors."""
 
-    def __init__(self, normalize: Normalization = "mean", eps_ratio: float = 1e-3):
-        normalize_term(torch.zeros(1), normalize)  # checks the name
-        self.normalize, self.eps_ratio = normalize, eps_ratio
+    def __init__(self, normalize: Normalization = "mean", eps_ratio: float = 1e-3,
+                 sizes: list[int] | None = None):
+        check_option(normalize, Normalization, "DR-FIM normalize")
+        self.normalize, self.eps_ratio, self.sizes = normalize, eps_ratio, sizes
         self.total: torch.Tensor | None = None
         self.batches = 0
         self.weights: list[float] = []
@@ -91,7 +109,8 @@ class DomainTerm:
     def add(self, clean: torch.Tensor, moved: torch.Tensor, weight: float, prior_floor: float = 0.0,
             scale: float = 1.0) -> None:
         ratio = relative_change(clean, moved, self.eps_ratio, prior_floor)
-        term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize).mul_(weight)
+        term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize,
+                              self.sizes).mul_(weight)
         self.total = term if self.total is None else self.total.add_(term)
         self.batches += 1
         self.weights.append(weight)
@@ -111,9 +130,10 @@ def dr_fim(fisher: dict[str, torch.Tensor], fisher_perturbed: dict[str, torch.Te
     names = list(fisher)
     clean = flatten(fisher, names)
     moved = flatten(fisher_perturbed, names).to(clean.device)
-    domain = DomainTerm(normalize, eps_ratio)
+    sizes = [fisher[n].numel() for n in names]
+    domain = DomainTerm(normalize, eps_ratio, sizes)
     domain.add(clean, moved, draw_weight(Draws(eps_mu, eps_sigma)), prior_floor, scale)
-    return unflatten(normalize_term(clean, normalize) + domain.value(), fisher)
+    return unflatten(normalize_term(clean, normalize, sizes) + domain.value(), fisher)
 
 
 def _check_same(fisher: dict, fisher_perturbed: dict) -> None:

@@ -65,7 +65,8 @@ def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     gradients to chunk_size copies of the parameters); None = whole batch.
     perturbation: an attached FeaturePerturbation whose random draws the vmap path makes ahead
     (`presample`) and maps over, so that it equals the loop path draw for draw; without it the draws of
-    an attached perturbation make vmap fail over to the loop.
+    an attached perturbation make vmap fail over to the loop. When it weighs samples (the per-sample
+    reading of DR-FIM's weight), each g_n² counts w_n times: (1/N) Σ_n w_n g_n².
     """
     sums, count = fisher_sums(model, batches, loss_fn, params, per_sample, backend, chunk_size, perturbation)
     return {name: s / count for name, s in sums.items()}
@@ -84,6 +85,8 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     sums = {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for name, p in named.items()}
     count, first_bad = 0, None
     use_vmap = per_sample and backend != "loop"
+    if perturbation is not None and perturbation.weigh_samples and not per_sample:
+        raise UsageError("weighing samples by their perturbation draws needs the per-sample Fisher")
     for index, batch in enumerate(batches):
         size = batch_size(batch)
         if not per_sample:
@@ -99,9 +102,9 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
                 use_vmap = False
                 for s in sums.values():
                     s.zero_()
-                _accumulate_loop(model, batch, size, loss_fn, named, sums)
+                _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation)
         else:
-            _accumulate_loop(model, batch, size, loss_fn, named, sums)
+            _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation)
         count += size
         if first_bad is None and first_non_finite(sums) is not None:
             first_bad = index
@@ -189,12 +192,17 @@ def _accumulate_batch(model, batch, size, loss_fn, named, sums) -> None:
     _add_squares(named, grads, sums, weight=float(size))
 
 
-def _accumulate_loop(model, batch, size, loss_fn, named, sums) -> None:
+def _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation=None) -> None:
+    weighing = perturbation is not None and perturbation.weigh_samples
+    draws = perturbation.presample(size) if weighing else {}
+    weights = perturbation.sample_weights(draws).tolist() if weighing else [1.0] * size
     with _requiring_grad(named):
         for n in range(size):
-            loss = _losses(model, sample(batch, n, size), 1, loss_fn)[0]
+            one = map_tensors(draws, lambda t, n=n: t[n:n + 1])
+            with perturbation.using(one) if weighing else nullcontext():
+                loss = _losses(model, sample(batch, n, size), 1, loss_fn)[0]
             grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
-            _add_squares(named, grads, sums)
+            _add_squares(named, grads, sums, weight=weights[n])
 
 
 class _LossModule(nn.Module):
@@ -214,6 +222,7 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
     values = {name: p.detach() for name, p in named.items()}
     leaves = per_sample_tensors(batch, size)
     draws = perturbation.presample(size) if perturbation is not None else {}
+    weights = perturbation.sample_weights(draws) if draws and perturbation.weigh_samples else None
 
     def one_loss(theta: dict[str, torch.Tensor], sample_leaves: list[torch.Tensor],
                  sample_draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -233,7 +242,10 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
             warnings.filterwarnings("ignore", message="There is a performance drop")
             per_sample_grads = per_sample_grad(values, [cut(t) for t in leaves], map_tensors(draws, cut))
         for name, g in per_sample_grads.items():
-            sums[name].add_(g.detach().float().square().sum(0))
+            squares = g.detach().float().square()
+            if weights is not None:
+                squares.mul_(weights[start:start + step].view((-1,) + (1,) * (squares.dim() - 1)))
+            sums[name].add_(squares.sum(0))
         del per_sample_grads
 
 

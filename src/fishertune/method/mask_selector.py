@@ -69,6 +69,46 @@ HISTORY_FIELDS = {"step": int, "ratio": float, "selected": int}
 """One `MaskSelector.history` record per selection: the step, δ(step) and the selected count."""
 
 
+def _steps(total_steps: int | None, what: str) -> int:
+    if total_steps is None:
+        raise FisherTuneError(f"{what} needs the number of training steps (after_step's total_steps)")
+    return total_steps
+
+
+def growth_time(config: MaskSelectorConfig, total_steps: int | None) -> float:
+    """T in steps: growth_steps, or growth_fraction of the training steps."""
+    if config.growth_fraction is None:
+        return config.growth_steps
+    return config.growth_fraction * _steps(total_steps, "growth_fraction")
+
+
+def update_interval(config: MaskSelectorConfig, total_steps: int | None) -> int:
+    """R in steps (0 = never): update_every, or update_fraction of the training steps (at least 1)."""
+    if config.update_fraction is None:
+        return config.update_every
+    return max(1, round(config.update_fraction * _steps(total_steps, "update_fraction")))
+
+
+def estimate_count(config: MaskSelectorConfig, total_steps: int) -> int:
+    """How many estimates a run of `total_steps` steps makes: prepare's, and one per mask update with exact
+    re-estimation (none after the last step)."""
+    every = update_interval(config, total_steps)
+    if every <= 0 or config.reestimate != "exact" or config.selection == "random":
+        return 1
+    return 1 + (total_steps - 1) // every
+
+
+def passes_per_estimate(config: MaskSelectorConfig, batches: int) -> int:
+    """Forward-backward passes over one batch that one estimate makes on `batches` batches: per batch and
+    stream (clean, perturbed), one for the Fisher, var_samples for vogn, two per antithetic pair for ivon;
+    plus a forward pass per batch recording the perturbation's uncertainty (counted as a whole pass)."""
+    if config.selection == "random":
+        return 0
+    per_stream = {"off": 1, "vogn": config.var_samples, "ivon": 2 * config.var_samples}[config.variational]
+    streams = 1 if config.selection == "fim" else 2
+    return batches * (streams * per_stream + (streams - 1))
+
+
 def seed_stream(seed: int, stream: int, estimate: int) -> int:
     """A 63-bit seed for one random stream of one estimate (numpy's SeedSequence mixes the three)."""
     import numpy as np
@@ -91,11 +131,18 @@ class MaskSelectorConfig:
     count: int | None = field(default=None, metadata=_help(
         "Final number of selected candidate entries, instead of ratio."))
     ratio_min: float | None = field(default=None, metadata=_help(
-        "Initial fraction δ_min for mask growth; None = no growth (the final budget from the start)."))
+        "Initial fraction δ_min for mask growth; None = growth_start's, or no growth."))
+    growth_start: float | None = field(default=None, metadata=_help(
+        "δ_min as a fraction of the final budget δ_max (when ratio_min is not given); None = no growth."))
     growth_steps: float = field(default=0.0, metadata=_help(
         "Time constant T of δ(t) = δ_max − (δ_max − δ_min)·exp(−t/T), in optimiser steps."))
     update_every: int = field(default=0, metadata=_help(
         "R: every R steps grow the masks to δ(t) (and re-estimate if reestimate); 0 = never."))
+    growth_fraction: float | None = field(default=None, metadata=_help(
+        "T as a fraction of the training steps (instead of growth_steps), so one setting scales to every "
+        "protocol's length."))
+    update_fraction: float | None = field(default=None, metadata=_help(
+        "R as a fraction of the training steps (instead of update_every), rounded, at least 1 step."))
     reestimate: bool | Reestimate = field(default="exact", metadata=_help(
         "Scores of a mask update: exact (estimate again, as prepare did), running (the mean squared "
         "training gradient since the last update: no extra passes, a different estimator, docs/method.md) "
@@ -114,10 +161,13 @@ class MaskSelectorConfig:
         "Scores: dr_fim (task + domain term), fim (task term: the clean Fisher), delta_f (the domain "
         "term alone, the paper's ΔF) or random (same budget, seeded)."))
     domain_weight: DomainWeighting = field(default="paper", metadata=_help(
-        "Weight of each batch's domain term: paper, exp(−(ε_μ+ε_σ)) of its signed draws, or abs_mean, "
-        "the earlier exp(−(|ε_μ|+|ε_σ|)) (≈ constant; for the ablation)."))
+        "The draw weight w = exp(−(ε_μ+ε_σ)): paper (each batch's domain term, from the mean of its "
+        "signed per-channel draws), sample (one scalar draw per sample and perturbed module; each "
+        "sample's perturbed Fisher weighted by its own w_n) or abs_mean (the earlier exp(−(|ε_μ|+|ε_σ|)), "
+        "≈ constant; for the ablation)."))
     normalize: Normalization = field(default="mean", metadata=_help(
-        "How DR-FIM puts F and the relative change on one scale: mean, rank or none (raw formula)."))
+        "How DR-FIM puts F and the relative change on one scale: none (the paper's raw sum), mean, "
+        "per_tensor (each tensor's mean) or rank."))
     eps_ratio: float = field(default=1e-3, metadata=_help(
         "DR-FIM ε as a fraction of the mean clean Fisher over the candidates."))
     perturb_layers: list[str] = field(default_factory=list, metadata=_help(
@@ -135,6 +185,9 @@ class MaskSelectorConfig:
         "Variational data scale γ (1 / effective sample size)."))
     var_tau: float = field(default=DEFAULT_TAU, metadata=_help(
         "Variational prior std τ around the current weights; δ = γ/τ² floors the domain ratio."))
+    var_floor: float | None = field(default=None, metadata=_help(
+        "Empirical-Bayes prior: δ = γ/τ² as this multiple of the mean curvature over the candidates "
+        "(γ follows the estimate batch by batch); None = the fixed var_gamma."))
     var_samples: int = field(default=DEFAULT_SAMPLES, metadata=_help(
         "Weight samples per batch (ivon: antithetic pairs)."))
     seed: int = field(default=0, metadata=_help(
@@ -158,16 +211,27 @@ class MaskSelectorConfig:
             check_option(getattr(self, name), option_type, name, where="MaskSelectorConfig")
         for name, value, low, inclusive in (("update_every", self.update_every, 0, True),
                                              ("growth_steps", self.growth_steps, 0, True),
+                                             ("growth_fraction", self.growth_fraction, 0, False),
+                                             ("growth_start", self.growth_start, 0, True),
+                                             ("update_fraction", self.update_fraction, 0, False),
                                              ("alpha", self.alpha, 0, True),
                                              ("eps_ratio", self.eps_ratio, 0, False),
                                              ("var_gamma", self.var_gamma, 0, True),
                                              ("var_tau", self.var_tau, 0, True),
                                              ("var_samples", self.var_samples, 1, True),
+                                             ("var_floor", self.var_floor, 0, False),
                                              ("chunk_size", self.chunk_size, 1, True),
                                              ("max_per_tensor", self.max_per_tensor, 0, False)):
             if value is not None and (value < low if inclusive else value <= low):
                 raise FisherTuneError(f"MaskSelectorConfig: {name} must be {'>=' if inclusive else '>'} "
                                       f"{low}, got {value}")
+        for fraction, steps in (("growth_fraction", "growth_steps"), ("update_fraction", "update_every"),
+                                ("growth_start", None)):
+            if steps and getattr(self, fraction) is not None and getattr(self, steps):
+                raise FisherTuneError(f"MaskSelectorConfig: give {steps} or {fraction}, not both")
+            if getattr(self, fraction) is not None and getattr(self, fraction) > 1:
+                raise FisherTuneError(f"MaskSelectorConfig: {fraction} must be <= 1, "
+                                      f"got {getattr(self, fraction)}")
         if self.reestimate == "running" and self.selection == "random":
             raise FisherTuneError("MaskSelectorConfig: reestimate 'running' needs gradient-based scores, "
                                   "not selection 'random'")
@@ -206,6 +270,7 @@ class MaskSelector:
         self._estimates = 0
         self.running_sum: dict[str, torch.Tensor] = {}  # reestimate "running": Σ g² since the last update
         self.running_steps = 0
+        self.total_steps: int | None = None  # told by after_step; resolves the schedule's fractions
 
     # -- scores ---------------------------------------------------------------------------------------
     def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
@@ -246,11 +311,13 @@ class MaskSelector:
         if not cfg.perturb_layers:
             raise FisherTuneError(f"selection {cfg.selection!r} needs perturb_layers "
                                   "(module names to perturb)")
+        by_sample = cfg.domain_weight == "sample"
         perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
-                                           seed=seed_stream(cfg.seed, PERTURBATION_DRAWS, self._estimates))
+                                           seed=seed_stream(cfg.seed, PERTURBATION_DRAWS, self._estimates),
+                                           weigh_samples=by_sample)
         clean, moved = self._curvature(loss_fn), self._curvature(loss_fn)  # same weight samples
-        domain = DomainTerm(cfg.normalize, cfg.eps_ratio)
         names = self.candidates
+        domain = DomainTerm(cfg.normalize, cfg.eps_ratio, self._sizes())
         self.draws = []
         with perturbation:
             # DSU's Σ of these batches, used by the batches of one of per-sample estimation
@@ -261,19 +328,28 @@ class MaskSelector:
                 perturbation.enabled = False
                 clean.update(batch)
                 perturbation.enabled = True
+                logged = len(perturbation.sample_weight_log)
                 moved.update(batch, perturbation)
                 draws = perturbation.take_draws()
-                weight = draw_weight(draws, cfg.domain_weight)
+                # the sample reading weighs inside the perturbed Fisher (w_n), so the batch's term is not
+                weight = 1.0 if by_sample else draw_weight(draws, cfg.domain_weight)
                 domain.add(clean.flat, moved.flat, weight, clean.prior_floor, clean.ratio_scale)
                 self.draws.append({"eps_mu": draws.eps_mu, "eps_sigma": draws.eps_sigma,
-                                   "abs_mu": draws.abs_mu, "abs_sigma": draws.abs_sigma, "weight": weight})
+                                   "abs_mu": draws.abs_mu, "abs_sigma": draws.abs_sigma, "weight": weight,
+                                   "sample_weights": perturbation.sample_weight_log[logged:]})
         self.fisher, self.fisher_perturbed = clean.value(), moved.value()
-        self.terms = {"task": normalize_term(clean.flat, cfg.normalize), "domain": domain.value()}
+        self.terms = {"task": normalize_term(clean.flat, cfg.normalize, self._sizes()),
+                      "domain": domain.value()}
         del domain  # its running sum
         like = {n: self.fisher[n] for n in names}
         if cfg.selection == "delta_f":
             return unflatten(self.terms["domain"], like)
         return unflatten(self.terms["task"] + self.terms["domain"], like)
+
+    def _sizes(self) -> list[int]:
+        """The candidates' lengths in the flat terms (their order)."""
+        params = dict(self.model.named_parameters())
+        return [params[n].numel() for n in self.candidates]
 
     def _curvature(self, loss_fn: LossFn) -> RunningFisher | VariationalCurvature:
         """The running clean (or perturbed) curvature: the empirical Fisher, or the variational h. The
@@ -284,7 +360,7 @@ class MaskSelector:
         if cfg.variational == "off":
             return RunningFisher(self.model, loss_fn, self.candidates, **options)
         settings = VariationalSettings(cfg.variational, cfg.var_gamma, cfg.var_tau, cfg.var_samples,
-                                       seed_stream(cfg.seed, WEIGHT_SAMPLES, self._estimates))
+                                       seed_stream(cfg.seed, WEIGHT_SAMPLES, self._estimates), cfg.var_floor)
         return VariationalCurvature(self.model, loss_fn, self.candidates, settings, **options)
 
     def release_estimates(self) -> None:
@@ -298,9 +374,27 @@ class MaskSelector:
         final = cfg.ratio if cfg.ratio is not None else cfg.count / self.total_candidates
         if final > 1:
             raise FisherTuneError(f"count {cfg.count} exceeds the {self.total_candidates} candidate entries")
-        if cfg.ratio_min is None:
+        start = cfg.ratio_min if cfg.ratio_min is not None else (
+            None if cfg.growth_start is None else cfg.growth_start * final)
+        if start is None:
             return final
-        return growth_ratio(step, cfg.ratio_min, final, cfg.growth_steps)
+        if step == 0 and cfg.growth_fraction is not None:  # δ(0) = δ_min needs no T (T > 0 here)
+            return start
+        return growth_ratio(step, start, final, self.growth_time())
+
+    def growth_time(self) -> float:
+        """T in steps: growth_steps, or growth_fraction of the training steps."""
+        return growth_time(self.config, self.total_steps)
+
+    def update_interval(self) -> int:
+        """R in steps (0 = never): update_every, or update_fraction of the training steps (at least 1)."""
+        return update_interval(self.config, self.total_steps)
+
+    def passes_per_estimate(self, batches: int) -> int:
+        return passes_per_estimate(self.config, batches)
+
+    def estimate_count(self, total_steps: int) -> int:
+        return estimate_count(self.config, total_steps)
 
     def select(self, step: int = 0) -> dict[str, torch.Tensor]:
         """Masks of size δ(step) containing the previous masks (growth), recorded in `history`."""
@@ -356,7 +450,8 @@ class MaskSelector:
 
     def _running(self) -> bool:
         """Whether mask updates take the running g² (so every step records it)."""
-        return self.config.reestimate == "running" and self.config.update_every > 0
+        cfg = self.config
+        return cfg.reestimate == "running" and (cfg.update_every > 0 or cfg.update_fraction is not None)
 
     @torch.no_grad()
     def record_gradients(self) -> None:
@@ -389,7 +484,9 @@ class MaskSelector:
         Nothing happens after the last of `total_steps` steps (None: no last step): entries added then
         would never train. With reestimate "running" every step's gradients are recorded first
         (record_gradients)."""
-        every = self.config.update_every
+        if total_steps is not None:
+            self.total_steps = total_steps
+        every = self.update_interval()
         if self._running():
             self.record_gradients()
         if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):

@@ -13,10 +13,11 @@ from fishertune.errors import UsageError
 
 Selection = Literal["dr_fim", "fim", "delta_f", "random"]
 """Selection scores: DR-FIM (task + domain term), the clean Fisher, the domain term alone, random."""
-Normalization = Literal["mean", "rank", "none"]
+Normalization = Literal["none", "mean", "per_tensor", "rank"]
 """How DR-FIM puts each term on one scale (fishertune.method.dr_fim)."""
-DomainWeighting = Literal["paper", "abs_mean"]
-"""The domain term's weight w_b: from the signed draws (the paper's) or their magnitudes (ablation)."""
+DomainWeighting = Literal["paper", "sample", "abs_mean"]
+"""The domain term's weight: w_b of each batch's signed channel draws, w_n of each sample's scalar draws
+(weighing its perturbed Fisher), or w_b of the draws' magnitudes (ablation)."""
 Variational = Literal["off", "ivon", "vogn"]
 """The curvature behind DR-FIM: the plain empirical Fisher, or a variational estimate."""
 Curvature = Literal["ivon", "vogn"]

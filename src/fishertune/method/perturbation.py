@@ -22,6 +22,11 @@ sample within a batch). `take_draws()` summarises the draws made since its last 
 perturbation in units of Σ; 0 at α = 0), and the same means of |ε| for the earlier `abs_mean` weighting.
 With α = 0 or `enabled = False` the hooks return their input unchanged.
 
+`weigh_samples=True` is the per-sample reading of DR-FIM's weight (docs/method.md §3): each sample draws
+one scalar ε_μ and one ε_σ per perturbed module, shared by all its channels, and carries the weight
+w_n = exp(−α·mean over modules of (ε_μ,n + ε_σ,n)) (`sample_weights`), by which the per-sample Fisher
+under the perturbation weighs it. Its draws are always made ahead (`presample`).
+
 Modules are matched by name, exact or as an fnmatch glob (`*` also matches dots: "blocks.?" is blocks
 0-9 but "blocks.*" is every submodule of every block). A module's output may be a tensor or a tuple whose
 first element is the tensor to perturb (transformer blocks); 3-D outputs are [B, T, C], 4-D are NCHW.
@@ -58,7 +63,7 @@ class FeaturePerturbation:
     """Context manager attaching DSU-style feature perturbation to the named modules of `model`."""
 
     def __init__(self, model: nn.Module, module_names: str | Sequence[str], alpha: float = 1.0,
-                 seed: int = 0):
+                 seed: int = 0, weigh_samples: bool = False):
         if alpha < 0:
             raise FisherTuneError(f"perturbation alpha must be >= 0, got {alpha}")
         patterns = [module_names] if isinstance(module_names, str) else list(module_names)
@@ -72,6 +77,8 @@ class FeaturePerturbation:
         self._modules = [modules[name] for name in self.module_names]
         self.alpha = float(alpha)
         self.seed = seed
+        self.weigh_samples = weigh_samples
+        self.sample_weight_log: list[float] = []  # every w_n given by sample_weights(), in order
         self.enabled = True
         self.recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._recording: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
@@ -119,6 +126,16 @@ class FeaturePerturbation:
         return {name: (torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]))
                 for name, pairs in draws.items()}
 
+    def sample_weights(self, draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """w_n = exp(−α·mean_m (ε_μ,n,m + ε_σ,n,m)) of presampled `draws` (ε of a module averaged over its
+        entries: one scalar each with weigh_samples), float32 of shape [B]; logged in
+        `sample_weight_log`."""
+        per_module = [(mu.flatten(1).float().mean(1) + sigma.flatten(1).float().mean(1))
+                      for mu, sigma in draws.values()]
+        weights = torch.stack(per_module).mean(0).mul_(-self.alpha).exp_()
+        self.sample_weight_log += weights.tolist()
+        return weights
+
     def using(self, draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> _Using:
         """Inside: the hooks take their ε from `draws` (one per sample) instead of the generator."""
         return _Using(self, draws)
@@ -158,7 +175,8 @@ class FeaturePerturbation:
                                   f"got shape {list(x.shape)}")
         mu = x.mean(dim=dims, keepdim=True)
         sigma = (x.var(dim=dims, keepdim=True) + STAT_EPS).sqrt()
-        self._draw_shapes.setdefault(name, (channel_shape[1:], x.device, x.dtype))
+        draw_shape = (1,) * (len(channel_shape) - 1) if self.weigh_samples else channel_shape[1:]
+        self._draw_shapes.setdefault(name, (draw_shape, x.device, x.dtype))
         if self._recording is not None:
             if x.shape[0] > 1:
                 self._recording.setdefault(name, []).append(_batch_uncertainty(mu, sigma))
@@ -173,7 +191,9 @@ class FeaturePerturbation:
         else:
             spread_mu = spread_sigma = sigma
         if self._given is not None:  # already counted by presample(); may be batched tensors under vmap
-            eps_mu, eps_sigma = (e.reshape(channel_shape) for e in self._given[name])
+            eps_mu, eps_sigma = (e.reshape((-1,) + self._draw_shapes[name][0]) for e in self._given[name])
+        elif self.weigh_samples:
+            raise FisherTuneError("a perturbation that weighs samples takes its draws from presample()")
         else:
             generator = self._generator(x.device)
             eps_mu = torch.randn(channel_shape, generator=generator, device=x.device, dtype=x.dtype)

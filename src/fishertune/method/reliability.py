@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from scipy import stats
 from torch import nn
 
 from fishertune.errors import FisherTuneError
@@ -36,11 +35,23 @@ def halves(batch: Any) -> tuple[Any, Any]:
     return part(slice(0, cut)), part(slice(cut, size))
 
 
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n−1 of a flat tensor, tied entries sharing their average rank (float64)."""
+    ordered, order = torch.sort(values)
+    _, inverse, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = torch.empty(values.numel(), dtype=torch.float64, device=values.device)
+    ranks[order] = ((2 * ends - counts.double() - 1) / 2)[inverse]
+    return ranks
+
+
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's ρ (average ranks for ties); NaN when either side is constant."""
+    """Spearman's ρ: the Pearson correlation of the average ranks; NaN when either side is constant."""
     if bool((a == a[0]).all()) or bool((b == b[0]).all()):
         return float("nan")
-    return float(stats.spearmanr(a.double().cpu().numpy(), b.double().cpu().numpy()).statistic)
+    ranks = [average_ranks(x.detach().reshape(-1)) for x in (a, b)]
+    centred = [r - r.mean() for r in ranks]
+    return float((centred[0] * centred[1]).sum() / (centred[0].norm() * centred[1].norm()))
 
 
 def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
@@ -59,5 +70,28 @@ def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
         selector.estimate([p[side] for p in parts], loss_fn)
         terms.append(selector.terms)
     images = sum(batch_size(p[0]) for p in parts)
+    dr = [t["task"] + t["domain"] for t in terms]
     return {"task": spearman(terms[0]["task"], terms[1]["task"]),
-            "domain": spearman(terms[0]["domain"], terms[1]["domain"]), "images_per_half": images}
+            "domain": spearman(terms[0]["domain"], terms[1]["domain"]),
+            "dr_fim": spearman(dr[0], dr[1]), "images_per_half": images}
+
+
+def top_set(values: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the `count` largest entries (ties broken by the lower index, as select_topk does)."""
+    order = torch.sort(values, descending=True, stable=True).indices
+    return order[:count]
+
+
+def term_influence(task: torch.Tensor, domain: torch.Tensor, count: int) -> dict[str, dict[str, float]]:
+    """Which term decides DR = task + domain's top `count` (docs/method.md §6): per term, the share of
+    DR's top-k that the term alone would also select (|top(DR) ∩ top(term)| / k; for independent
+    rankings about k/n) and Spearman(DR, term). A term whose share is near 1 decides the selection; the
+    other one then does nothing."""
+    dr = task + domain
+    chosen = torch.zeros(dr.numel(), dtype=torch.bool)
+    chosen[top_set(dr, count)] = True
+    out = {}
+    for name, term in (("task", task), ("domain", domain)):
+        share = float(chosen[top_set(term, count)].sum()) / count if count else float("nan")
+        out[name] = {"share": share, "spearman": spearman(dr, term)}
+    return out

@@ -27,8 +27,12 @@ Curvature estimates ĥ (`curvature`):
   Gauss-Newton / Fisher identity holds. It is a Hutchinson-type estimate: one draw carries the
   off-diagonal curvature as noise, so it needs many samples to be reliable (docs/method.md measures it).
 - "vogn" (the earlier estimator, named for what it is: VOGN, Osawa et al. 2019): ĥ = the per-sample
-  Fisher (1/n) Σ_n g_n(θ_s)² of the batch, averaged over the weight samples. At zero posterior noise
-  (γ = 0 or τ = 0, so σ = 0 and θ_s = m) h is exactly the empirical Fisher F of the batches seen.
+  Fisher (1/n) Σ_n g_n(θ_s)² of the batch, averaged over the weight samples, drawn in antithetic pairs
+  θ = m ± σξ (samples 2k are k pairs; an odd last sample is unpaired). For small σ, g(m ± σξ) ≈ g ± σHξ,
+  so a pair's mean square is g² + (σHξ)²: the first-order noise 2σg·Hξ of a single draw cancels, which
+  is what keeps the estimate as reliable as the plain Fisher (docs/method.md §4 measures it). At zero
+  posterior noise (γ = 0 or τ = 0, so σ = 0 and θ_s = m) h is exactly the empirical Fisher F of the
+  batches seen.
 
 The weights are restored bit-exactly after every sample. With an attached perturbation, both members of
 an antithetic pair see the same DSU draws (presampled), so the pair still cancels.
@@ -69,12 +73,17 @@ class VariationalSettings:
     tau: float = DEFAULT_TAU
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
+    floor: float | None = None
+    """Empirical Bayes: the prior precision δ = γ/τ² as this multiple of the candidates' mean h, by setting
+    γ = floor·mean(h)·τ² after every batch (the first batch is measured at σ = τ); None = the fixed γ."""
 
     def __post_init__(self) -> None:
         check_option(self.curvature, Curvature, "variational curvature")
         if self.gamma < 0 or self.tau < 0 or self.samples < 1:
             raise FisherTuneError(f"variational settings out of range: gamma={self.gamma} >= 0, "
                                   f"tau={self.tau} >= 0, samples={self.samples} >= 1")
+        if self.floor is not None and (self.floor <= 0 or self.tau <= 0):
+            raise FisherTuneError(f"variational floor {self.floor} needs floor > 0 and tau > 0")
         if self.curvature == "ivon" and self.gamma * self.tau == 0:
             raise FisherTuneError("the ivon curvature needs posterior noise: gamma > 0 and tau > 0 "
                                   "(use curvature vogn for the zero-noise limit)")
@@ -93,6 +102,7 @@ class VariationalCurvature:
                  settings: VariationalSettings = VariationalSettings(), **fisher_options: Any):
         self.model, self.loss_fn, self.curvature = model, loss_fn, settings.curvature
         self.gamma, self.tau, self.samples = settings.gamma, settings.tau, settings.samples
+        self.floor = settings.floor
         self.fisher_options = fisher_options
         self.named = _named_params(model, names)
         device = next(iter(self.named.values())).device if self.named else None
@@ -144,6 +154,10 @@ class VariationalCurvature:
                 h.add_(step.mul_(rho).add_(correction))
             else:
                 h.add_(step.mul_(rho))
+        if self.floor is not None:
+            mean = float(self.flat.mean())
+            if mean > 0:
+                self.gamma = self.floor * mean * self.tau * self.tau
 
     def _noise(self) -> dict[str, torch.Tensor]:
         return {n: torch.randn(p.shape, generator=self.generator).to(p.device) for n, p in self.named.items()}
@@ -165,8 +179,10 @@ class VariationalCurvature:
     def _squared_gradients(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
         total = torch.zeros_like(self.flat)
         parts = unflatten(total, self.named)
-        for _ in range(self.samples):
-            self._set_weights(mean, self._noise(), 1.0)
+        for s in range(self.samples):
+            if s % 2 == 0:
+                noise = self._noise()
+            self._set_weights(mean, noise, 1.0 if s % 2 == 0 else -1.0)
             sums, count = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
                                       perturbation=perturbation, **self.fisher_options)
             for name in self.named:
@@ -187,15 +203,17 @@ class VariationalCurvature:
             for _ in range(self.samples):
                 noise = self._noise()
                 draws = perturbation.presample(size) if perturbation is not None else None
+                weights = (perturbation.sample_weights(draws) if draws is not None
+                           and perturbation.weigh_samples else None)
                 for p in self.named.values():
                     p.grad = None
                 self._set_weights(mean, noise, 1.0)
-                self._accumulate_gradient(batch, perturbation, draws)
+                self._accumulate_gradient(batch, perturbation, draws, weights)
                 for p in self.named.values():
                     if p.grad is not None:
                         p.grad.neg_()
                 self._set_weights(mean, noise, -1.0)
-                self._accumulate_gradient(batch, perturbation, draws)
+                self._accumulate_gradient(batch, perturbation, draws, weights)
                 for name, p in self.named.items():
                     if p.grad is not None:
                         negated = p.grad.detach().float()
@@ -209,11 +227,13 @@ class VariationalCurvature:
         count = _all_reduce_flat(sums, size)
         return sums.div_(self.samples * count), count
 
-    def _accumulate_gradient(self, batch, perturbation, draws) -> None:
-        """∇ℓ̄ of the batch's mean loss, added to the candidates' .grad (nothing else's)."""
+    def _accumulate_gradient(self, batch, perturbation, draws, weights=None) -> None:
+        """∇ℓ̄ of the batch's mean loss (each sample's loss times its weight w_n when the perturbation weighs
+        samples), added to the candidates' .grad (nothing else's)."""
         with _requiring_grad(self.named), (perturbation.using(draws) if draws is not None
                                            else nullcontext()):
-            loss = self.loss_fn(self.model, batch).mean()
+            losses = self.loss_fn(self.model, batch)
+            loss = (losses if weights is None else losses * weights.to(losses)).mean()
             torch.autograd.backward(loss, inputs=list(self.named.values()))
 
 

@@ -144,9 +144,16 @@ def selection_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
     return both / union if union else 1.0
 
 
-
 def module_shares(masks: Mapping[str, Any]) -> dict[str, float]:
     """Share of the whole selection per module type (Q, K, V, proj, FFN, norm, ...), over all blocks."""
     counts = count_selection(masks)
     return {m: counts.by_type[m][0] / counts.selected for m in MODULE_TYPES
             if m in counts.by_type and counts.selected}
+
+
+def block_shares(masks: Mapping[str, Any]) -> dict[str, float]:
+    """Share of the whole selection per transformer block ("outside" for parameters outside the blocks)."""
+    counts = count_selection(masks)
+    rows, _ = grid_axes(counts.by_cell)
+    return {("outside" if b is None else str(b)): counts.by_block[b][0] / counts.selected for b in rows
+            if counts.selected}

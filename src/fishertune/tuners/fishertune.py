@@ -16,25 +16,57 @@ from dataclasses import dataclass, field, fields
 
 from fishertune.errors import FisherTuneError
 from fishertune.method import MaskSelectorConfig
+from fishertune.method.options import DomainWeighting, Normalization, Variational
 from fishertune.tuners.base import register_tuner
 from fishertune.tuners.blocks import layer_module_names
 from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, check_budget
+
+SHIPPED = {"variational": "vogn", "var_samples": 2, "normalize": "per_tensor", "domain_weight": "paper"}
+"""The estimate and combination the criterion of docs/method.md §8 chose (source data only)."""
 
 
 @dataclass
 class FisherTuneTunerConfig(MaskSelectorConfig):
     """MaskSelectorConfig's options (docs/method.md), plus the mask baselines' `budget`, block-index
-    `perturb_layers` and candidates restricted to the backbone."""
+    `perturb_layers` and candidates restricted to the backbone. The defaults are FisherTune as shipped,
+    chosen by the source-only criterion of docs/method.md §8; a protocol's yaml sets only what it changes
+    (learning rates, perturbation layers)."""
 
     budget: float | None = field(default=None, metadata={
         "help": "final selected backbone weights δ_max: a fraction of the candidates (<= 1) or a count "
-                "(> 1); sets ratio or count, as for the other mask methods"})
+                "(> 1); sets ratio or count, as for the other mask methods (default 5%)"})
     perturb_layers: list = field(default_factory=lambda: [0, 1], metadata={
         "help": "where the DSU perturbation acts: backbone block indices or module names"})
     include: list[str] | None = field(default=None, metadata={
         "help": "glob patterns of candidate parameter names (default: every backbone weight)"})
+    exclude: list[str] = field(default_factory=lambda: ["*embeddings*"], metadata={
+        "help": "glob patterns never selected (default: the patch/position embeddings and cls token, "
+                "which a Fisher selection otherwise spends a tenth of its budget on)"})
+    variational: Variational = field(default=SHIPPED["variational"], metadata={
+        "help": "the curvature: vogn (shipped: the posterior's Fisher under antithetic weight noise), ivon "
+                "(IVON's Hessian estimate, the paper's form; unreliable at affordable sample counts) or "
+                "off (the plain Fisher)"})
+    var_samples: int = field(default=SHIPPED["var_samples"], metadata={
+        "help": "weight samples per batch (vogn: in antithetic pairs; ivon: antithetic pairs)"})
+    normalize: Normalization = field(default=SHIPPED["normalize"], metadata={
+        "help": "how the two DR-FIM terms share one scale: none (the paper's raw sum), mean, per_tensor, "
+                "rank"})
+    domain_weight: DomainWeighting = field(default=SHIPPED["domain_weight"], metadata={
+        "help": "reading of the draw weight exp(−(ε_μ+ε_σ)): paper (per batch), sample (per sample), "
+                "abs_mean (ablation)"})
+    growth_start: float | None = field(default=0.4, metadata={
+        "help": "δ_min as a fraction of the budget: the selection grows from 40% of it"})
+    growth_fraction: float | None = field(default=0.25, metadata={
+        "help": "T of δ(t) as a fraction of the training steps"})
+    update_fraction: float | None = field(default=0.25, metadata={
+        "help": "re-estimate and grow every R steps, R as a fraction of the training steps"})
 
     def __post_init__(self):
+        # a schedule given in steps replaces the default given as a fraction of the steps
+        if self.growth_steps:
+            self.growth_fraction = None
+        if self.update_every:
+            self.update_fraction = None
         if self.budget is not None:
             check_budget(self.budget)
             implied = budget_fields(self.budget)
@@ -48,8 +80,8 @@ class FisherTuneTunerConfig(MaskSelectorConfig):
 class FisherTuneTuner(MaskTuner):
     """Trains the backbone entries DR-FIM selects, growing from `ratio_min` to the budget (default 5%);
     every other weight stays bit-exactly pretrained. FisherTune (CVPR 2025), as formulated in docs/method.md.
-    Defaults: DR-FIM selection, mean normalisation, perturbation in blocks 0-1, plain Fisher
-    (`variational: off`; the shipped methods/fishertune.yaml uses ivon)."""
+    Defaults (FisherTuneTunerConfig): the shipped estimate and combination, perturbation in blocks 0-1,
+    5% of the backbone without embeddings, growing from 40% of it."""
 
     name = "fishertune"
     paper = "FisherTune (CVPR 2025), this project's formulation (docs/method.md)"
