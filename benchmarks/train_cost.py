@@ -32,7 +32,8 @@ from training_probe import Probe, demo_config, demo_plan, variants
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
-            ("drfim", {}), ("fishertune", {}), ("fishertune-row", {}), ("fishertune-running", {})]
+            ("drfim", {}), ("fishertune", {}), ("fishertune, chunk_size 8", {"chunk_size": 8}),
+            ("fishertune-row", {}), ("fishertune-running", {})]
 STEP_PHASES = ("forward", "backward", "optimiser", "running g2")
 
 

@@ -74,25 +74,27 @@ def relative_change(clean: torch.Tensor, moved: torch.Tensor, eps_ratio: float =
     return torch.sub(clean, moved).abs_().div_(denominator)  # two buffers of the inputs' size
 
 
-def normalize_term(values: torch.Tensor, normalize: Normalization,
-                   sizes: list[int] | None = None) -> torch.Tensor:
-    """T of the module docstring, on a flat tensor; `sizes` are the tensors' lengths in it (per_tensor)."""
+def normalize_term(values: torch.Tensor, normalize: Normalization, sizes: list[int] | None = None,
+                   in_place: bool = False) -> torch.Tensor:
+    """T of the module docstring, on a flat tensor; `sizes` are the tensors' lengths in it (per_tensor);
+    `in_place`: mean and per_tensor overwrite `values` instead of making a copy."""
     check_option(normalize, Normalization, "DR-FIM normalize")
     if normalize == "none":
         return values
-    if normalize == "mean":
-        return _by_mean(values)
-    if normalize == "per_tensor":
-        if sizes is None or sum(sizes) != values.numel():
+    if normalize in ("mean", "per_tensor"):
+        if normalize == "per_tensor" and (sizes is None or sum(sizes) != values.numel()):
             raise FisherTuneError("per_tensor normalisation needs the lengths of the tensors")
-        return torch.cat([_by_mean(part) for part in values.split(sizes)])
+        out = values if in_place else torch.empty_like(values)
+        for part, into in zip(*(t.split(sizes if normalize == "per_tensor" else values.numel())
+                                for t in (values, out))):
+            mean = part.mean()
+            if mean > 0:
+                torch.div(part, mean, out=into)
+            else:
+                into.zero_()
+        return out
     ordered = torch.sort(values).values
     return torch.searchsorted(ordered, values, side="left").float() / values.numel()
-
-
-def _by_mean(values: torch.Tensor) -> torch.Tensor:
-    mean = values.mean()
-    return values / mean if mean > 0 else torch.zeros_like(values)
 
 
 class DomainTerm:
@@ -109,8 +111,8 @@ class DomainTerm:
     def add(self, clean: torch.Tensor, moved: torch.Tensor, weight: float, prior_floor: float = 0.0,
             scale: float = 1.0) -> None:
         ratio = relative_change(clean, moved, self.eps_ratio, prior_floor)
-        term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize,
-                              self.sizes).mul_(weight)
+        term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize, self.sizes,
+                              in_place=True).mul_(weight)
         self.total = term if self.total is None else self.total.add_(term)
         self.batches += 1
         self.weights.append(weight)

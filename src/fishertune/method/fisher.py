@@ -75,14 +75,18 @@ def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
 def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
                 params: Sequence[str] | None = None, per_sample: bool = True,
                 backend: str = "auto", chunk_size: int | None = None,
-                perturbation: FeaturePerturbation | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                perturbation: FeaturePerturbation | None = None, out: dict[str, torch.Tensor] | None = None,
+                reduce: bool = True) -> tuple[dict[str, torch.Tensor], int]:
     """Σ_n g_n² (or Σ_b B_b ḡ_b²) and N, all-reduced across processes; `empirical_fisher` divides them.
     Sums with a NaN or an infinity (from NaN/Inf inputs or a diverged model) are refused (InputError
-    naming the parameter and the first batch), so no selection is ever made from them."""
+    naming the parameter and the first batch), so no selection is ever made from them.
+    out: float32 tensors of the parameters' shapes to add the squares to (no buffer of the sums is made);
+    reduce=False: this process's sums and count only (the caller all-reduces)."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown Fisher backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     named = _named_params(model, params)
-    sums = {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for name, p in named.items()}
+    sums = out if out is not None else {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+                                        for name, p in named.items()}
     count, first_bad = 0, None
     use_vmap = per_sample and backend != "loop"
     if perturbation is not None and perturbation.weigh_samples and not per_sample:
@@ -92,23 +96,23 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
         if not per_sample:
             _accumulate_batch(model, batch, size, loss_fn, named, sums)
         elif use_vmap:
+            added: list[int] = []  # chunks whose squares reached the sums
             try:
-                _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation)
+                _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation, added)
             except Exception as error:  # vmap cannot batch this model: fall back to one sample at a time
-                if backend == "vmap" or count > 0:
+                if backend == "vmap" or count > 0 or added:
                     raise
                 warnings.warn(f"per-sample Fisher: vmap failed ({type(error).__name__}: {str(error)[:200]}); "
                               "using the one-sample-at-a-time loop", stacklevel=2)
                 use_vmap = False
-                for s in sums.values():
-                    s.zero_()
                 _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation)
         else:
             _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation)
         count += size
         if first_bad is None and first_non_finite(sums) is not None:
             first_bad = index
-    sums, count = _all_reduce(sums, count)  # every process checks the same sums, so all of them stop
+    if reduce:
+        sums, count = _all_reduce(sums, count)  # every process checks the same sums, so all of them stop
     where = f" (first on this process after batch {first_bad})" if first_bad is not None else ""
     require_finite(sums, "Fisher sums", f"{where}: NaN or infinity in the inputs, the loss or the model")
     return sums, count
@@ -217,7 +221,9 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation) -> None:
+def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation, added) -> None:
+    """Adds the squares chunk by chunk; `added` gets one entry per chunk added (a failure after the first
+    chunk cannot fall back to the loop: the sums already hold part of the batch)."""
     wrapper = _LossModule(model, loss_fn)
     values = {name: p.detach() for name, p in named.items()}
     leaves = per_sample_tensors(batch, size)
@@ -247,6 +253,7 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
                 squares.mul_(weights[start:start + step].view((-1,) + (1,) * (squares.dim() - 1)))
             sums[name].add_(squares.sum(0))
         del per_sample_grads
+        added.append(start)
 
 
 def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:

@@ -41,7 +41,7 @@ an antithetic pair see the same DSU draws (presampled), so the pair still cancel
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -159,8 +159,16 @@ class VariationalCurvature:
             if mean > 0:
                 self.gamma = self.floor * mean * self.tau * self.tau
 
-    def _noise(self) -> dict[str, torch.Tensor]:
-        return {n: torch.randn(p.shape, generator=self.generator).to(p.device) for n, p in self.named.items()}
+    def _noise(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """ξ tensor by tensor, in the candidates' order (only one tensor's noise is held at a time; the
+        generator's state before the call replays the same ξ)."""
+        for name, p in self.named.items():
+            yield name, torch.randn(p.shape, generator=self.generator).to(p.device)
+
+    def _replay(self, state: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """The ξ drawn from generator state `state` again."""
+        self.generator.set_state(state)
+        return self._noise()
 
     @torch.no_grad()
     def _restore_weights(self, mean) -> None:
@@ -169,9 +177,9 @@ class VariationalCurvature:
 
     @torch.no_grad()
     def _set_weights(self, mean, noise, sign: float) -> None:
-        """The weights m + sign·σ ⊙ ξ."""
-        for name, p in self.named.items():
-            shift = self.posterior_std(name).mul_(noise[name])
+        """The weights m + sign·σ ⊙ ξ, ξ from the iterator `noise` (name, ξ) in the candidates' order."""
+        for (name, p), (_, xi) in zip(self.named.items(), noise):
+            shift = self.posterior_std(name).mul_(xi)
             if sign < 0:
                 shift.neg_()
             p.copy_(shift.add_(mean[name].float()))
@@ -181,13 +189,11 @@ class VariationalCurvature:
         parts = unflatten(total, self.named)
         for s in range(self.samples):
             if s % 2 == 0:
-                noise = self._noise()
-            self._set_weights(mean, noise, 1.0 if s % 2 == 0 else -1.0)
-            sums, count = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
-                                      perturbation=perturbation, **self.fisher_options)
-            for name in self.named:
-                parts[name].add_(sums[name])
-            del sums
+                state = self.generator.get_state()
+            self._set_weights(mean, self._replay(state), 1.0 if s % 2 == 0 else -1.0)
+            _, size = fisher_sums(self.model, [batch], self.loss_fn, list(self.named), perturbation=perturbation,
+                                  out=parts, reduce=False, **self.fisher_options)
+        count = _all_reduce_flat(total, size)  # the sums of every sample drawn, over the processes
         return total.div_(self.samples * count), count
 
     def _reparameterised_hessian(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
@@ -201,25 +207,24 @@ class VariationalCurvature:
         held = {n: p.grad for n, p in self.named.items()}
         try:
             for _ in range(self.samples):
-                noise = self._noise()
+                state = self.generator.get_state()
                 draws = perturbation.presample(size) if perturbation is not None else None
                 weights = (perturbation.sample_weights(draws) if draws is not None
                            and perturbation.weigh_samples else None)
                 for p in self.named.values():
                     p.grad = None
-                self._set_weights(mean, noise, 1.0)
+                self._set_weights(mean, self._replay(state), 1.0)
                 self._accumulate_gradient(batch, perturbation, draws, weights)
                 for p in self.named.values():
                     if p.grad is not None:
                         p.grad.neg_()
-                self._set_weights(mean, noise, -1.0)
+                self._set_weights(mean, self._replay(state), -1.0)
                 self._accumulate_gradient(batch, perturbation, draws, weights)
-                for name, p in self.named.items():
+                for (name, p), (_, xi) in zip(self.named.items(), self._replay(state)):
                     if p.grad is not None:
                         negated = p.grad.detach().float()
-                        parts[name].sub_(negated.mul_(noise[name]).div_(2 * self.posterior_std(name)))
+                        parts[name].sub_(negated.mul_(xi).div_(2 * self.posterior_std(name)))
                     p.grad = None
-                del noise
         finally:
             for name, p in self.named.items():
                 p.grad = held[name]
