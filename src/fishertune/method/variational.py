@@ -191,8 +191,8 @@ class VariationalCurvature:
             if s % 2 == 0:
                 state = self.generator.get_state()
             self._set_weights(mean, self._replay(state), 1.0 if s % 2 == 0 else -1.0)
-            _, size = fisher_sums(self.model, [batch], self.loss_fn, list(self.named), perturbation=perturbation,
-                                  out=parts, reduce=False, **self.fisher_options)
+            _, size = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
+                                  perturbation=perturbation, out=parts, reduce=False, **self.fisher_options)
         count = _all_reduce_flat(total, size)  # the sums of every sample drawn, over the processes
         return total.div_(self.samples * count), count
 
