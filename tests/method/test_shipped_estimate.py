@@ -166,3 +166,13 @@ def test_the_schedule_given_as_fractions_scales_with_the_run():
         assert h["ratio"] == pytest.approx(0.5 - (0.5 - 0.2) * math.exp(-h["step"] / 50))
     with pytest.raises(Exception, match="not both"):
         MaskSelectorConfig(update_every=10, update_fraction=0.1)
+
+
+def test_an_estimate_shows_its_progress_when_asked(capsys):
+    model = Features()
+    selector = MaskSelector(model, MaskSelectorConfig(ratio=0.5, perturb_layers=["features"]))
+    selector.estimate(token_batches(), classification_loss)
+    assert "estimate 1" not in capsys.readouterr().err  # off by default (the library is quiet)
+    selector.show_progress = True
+    selector.estimate(token_batches(), classification_loss)
+    assert "estimate 2 (dr_fim)" in capsys.readouterr().err

@@ -232,6 +232,9 @@ class Trainer:
         self.eval_settings = EvalSettings.from_config(config)
         self.total = t.warmup_steps + t.steps
         self.estimation_batches = estimation_batches(self.train_set, config)
+        selector = getattr(self.tuner, "selector", None)
+        if selector is not None:  # a progress bar for each estimate (a minute or more on a real model)
+            selector.show_progress = self.progress and distributed.is_main()
         self.phase: Phase | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None

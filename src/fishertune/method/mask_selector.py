@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
@@ -271,6 +272,7 @@ class MaskSelector:
         self.running_sum: dict[str, torch.Tensor] = {}  # reestimate "running": Σ g² since the last update
         self.running_steps = 0
         self.total_steps: int | None = None  # told by after_step; resolves the schedule's fractions
+        self.show_progress = False  # a progress bar per estimate (the trainer turns it on)
 
     # -- scores ---------------------------------------------------------------------------------------
     def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
@@ -291,6 +293,8 @@ class MaskSelector:
         was_training = self.model.training
         self.model.eval()
         try:
+            batches = tqdm(batches, desc=f"estimate {self._estimates} ({cfg.selection})", leave=False,
+                           disable=not self.show_progress)
             if cfg.selection == "fim" and cfg.variational == "off":
                 self.fisher = self.scores = empirical_fisher(self.model, batches, loss_fn, self.candidates,
                                                              per_sample=cfg.per_sample,
@@ -306,7 +310,7 @@ class MaskSelector:
         finally:
             self.model.train(was_training)
 
-    def _domain_related(self, batches: list, loss_fn: LossFn) -> dict[str, torch.Tensor]:
+    def _domain_related(self, batches: tqdm, loss_fn: LossFn) -> dict[str, torch.Tensor]:
         cfg = self.config
         if not cfg.perturb_layers:
             raise FisherTuneError(f"selection {cfg.selection!r} needs perturb_layers "
@@ -322,7 +326,7 @@ class MaskSelector:
         with perturbation:
             # DSU's Σ of these batches, used by the batches of one of per-sample estimation
             with perturbation.recording(), torch.no_grad():
-                for batch in batches:
+                for batch in batches.iterable:
                     loss_fn(self.model, batch)
             for batch in batches:
                 perturbation.enabled = False
