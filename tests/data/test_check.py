@@ -61,6 +61,8 @@ def test_official_layouts_list_missing_labels_instead_of_stopping(tmp_path, fabr
     gt.mkdir(parents=True, exist_ok=True)
     problems = check_dataset(f"cityscapes:{tmp_path}:val")
     assert len(problems) == 1 and "bonn_000001_000019_leftImg8bit.png: image without a label" in problems[0]
+    # the label it expects is named as the official download names it (only labelIds there)
+    assert "bonn_000001_000019_gtFine_labelIds.png" in problems[0] and "TrainIds" not in problems[0]
 
 
 def test_empty_and_unresolvable_specs(tmp_path):

@@ -89,7 +89,8 @@ def test_gtav_layout_maps_ids_prefers_train_id_files_and_reads_the_official_spli
     (tmp_path / "val.txt").write_text("00003.png\n")
     assert [item["name"] for item in build_dataset(f"gtav:{tmp_path}:val")] == ["00003"]
     (tmp_path / "labels" / "00003.png").unlink()
-    with pytest.raises(FisherTuneError, match=r"00003\.png has no label .*00003_labelTrainIds\.png"):
+    # named as the official download names it (the converted train-id file is optional)
+    with pytest.raises(FisherTuneError, match=r"00003\.png has no label .*labels/00003\.png"):
         build_dataset(f"gtav:{tmp_path}")
 
 

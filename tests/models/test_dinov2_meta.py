@@ -86,7 +86,7 @@ def test_mismatched_keys_are_named(tmp_path):
     state["blocks.1.attn.qkv_extra.weight"] = state.pop("blocks.1.attn.qkv.weight")
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    missing = r"missing keys \['encoder\.layer\.1\.attention\.k_proj\.weight'.*"
+    missing = r"missing keys \['blocks\.1\.attn\.qkv\.weight'\], "  # named as Meta's files name them
     unexpected = r"unexpected keys \['blocks\.1\.attn\.qkv_extra\.weight'\]"
     with pytest.raises(FisherTuneError, match=missing + unexpected):
         build_backbone("dinov2", weights=str(path), config={"num_attention_heads": 2})
@@ -118,3 +118,34 @@ def test_architecture_is_read_from_the_shapes():
     assert config["hidden_size"] == 128 and config["num_hidden_layers"] == 2 and config["patch_size"] == 14
     assert config["image_size"] == 518 and config["num_register_tokens"] == 4 and config["mlp_ratio"] == 4
     assert config["num_attention_heads"] == 2  # 64-wide heads, as every released DINOv2
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "model-module", "teacher-backbone"])
+def test_training_checkpoints_are_unwrapped_and_say_which_key(wrap, tmp_path, capsys):
+    original = randomised(Dinov2Model(Dinov2Config(**TINY)))
+    state = meta_layout(original.state_dict(), TINY["num_hidden_layers"])
+    if wrap == "state_dict":
+        saved = {"state_dict": state, "epoch": torch.tensor(3)}
+    elif wrap == "model-module":  # DDP's prefix
+        saved = {"model": {f"module.{k}": v for k, v in state.items()}, "optimizer": {}}
+    else:  # a DINOv2 training checkpoint: the teacher's backbone next to its DINO head
+        saved = {"teacher": {**{f"backbone.{k}": v for k, v in state.items()},
+                             "dino_head.mlp.0.weight": torch.zeros(2, 2)}, "iteration": torch.tensor(1)}
+    path = tmp_path / "training.pth"
+    torch.save(saved, path)
+    loaded = build_backbone("dinov2", weights=str(path), config={"num_attention_heads": 2})
+    key = wrap.split("-")[0]
+    assert f"using the state under its '{key}' key" in capsys.readouterr().err
+    reference = Dinov2Backbone.from_model(original)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_a_file_torch_cannot_read_gets_our_message_not_torchs_advice(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("these are not weights\n")
+    with pytest.raises(FisherTuneError) as error:
+        build_backbone("dinov2", weights=str(path))
+    message = str(error.value)
+    assert "not a file written by torch.save" in message
+    assert "weights_only=False" not in message and "\x1b" not in message

@@ -105,12 +105,13 @@ def progress(items: list, desc: str) -> Iterable:
 
 
 def find_label(image: Path, candidates: list[tuple[Path, np.ndarray | None, str]], **pair) -> Pair:
-    """The first existing label among (path, lut, table) candidates, train-id files first; the first
-    candidate when none exists (a missing label, reported by the dataset or by ``data check``)."""
+    """The first existing label among (path, lut, table) candidates, converted train-id files first; when
+    none exists, the last one, the dataset's official name (e.g. Cityscapes' ``_gtFine_labelIds.png``):
+    a missing label is reported by the dataset or by ``data check`` under the name its download has."""
     for label, lut, table in candidates:
         if label.is_file():
             return Pair(image, label, lut, table, **pair)
-    label, lut, table = candidates[0]
+    label, lut, table = candidates[-1]
     return Pair(image, label, lut, table, **pair)
 
 

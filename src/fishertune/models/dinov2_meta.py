@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -54,20 +55,67 @@ def is_meta_checkpoint(weights: str | None) -> bool:
     return weights is not None and str(weights).endswith(SUFFIXES)
 
 
+WRAPPERS = ("state_dict", "model", "teacher", "student", "module")
+"""Keys under which training checkpoints keep the model's state (the first one present is taken)."""
+PREFIXES = ("module.", "backbone.")
+"""Prefixes that wrappers put before the backbone's keys (DDP's module., DINOv2 training's backbone.)."""
+
+
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The flat state dict of a .pth file, read without running code (weights_only)."""
+    """The flat state dict of a .pth file, read without running code (weights_only). A training checkpoint
+    is unwrapped: the state under its first WRAPPERS key (said on stderr), its keys without PREFIXES (keys
+    outside a `backbone.` prefix, e.g. a DINO head, are dropped when there is one)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FisherTuneError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle/zip errors of many kinds: all mean "not a plain tensor file"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FisherTuneError(f"cannot read {path} as a weights-only torch file: {first}") from None
+        # torch's own message is not repeated: it suggests weights_only=False, which would run the file's
+        # code, and may carry terminal colour codes
+        kind = "holds objects other than tensors" if "npickl" in type(error).__name__ else \
+            "is not a file written by torch.save"
+        raise FisherTuneError(f"cannot read {path} as a weights-only torch file: it {kind} (nothing in it "
+                              f"was run; FisherTune loads tensors only)") from None
+    if isinstance(state, dict):
+        wrapper = next((k for k in WRAPPERS if isinstance(state.get(k), dict)), None)
+        if wrapper is not None and not all(isinstance(v, torch.Tensor) for v in state.values()):
+            print(f"[weights] {path.name}: using the state under its {wrapper!r} key", file=sys.stderr)
+            state = state[wrapper]
+        state = _without_prefixes(state)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FisherTuneError(f"{path} does not hold a flat state dict of tensors (Meta's *_pretrain.pth "
-                              f"layout)")
+        keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
+        raise FisherTuneError(f"{path} does not hold a state dict of tensors (Meta's *_pretrain.pth layout, "
+                              f"or one under {', '.join(WRAPPERS)}); its top level has {keys}")
     return state
+
+
+def _without_prefixes(state: dict) -> dict:
+    for prefix in PREFIXES:
+        inside = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        if inside and (prefix == "backbone." or len(inside) == len(state)):
+            state = inside
+    return state
+
+
+def to_meta_name(name: str) -> str:
+    """A transformers key in Meta's naming (the inverse of to_hf_names, q/k/v and gate/up named by the
+    fused tensor they come from), for messages."""
+    top = {hf: meta for meta, hf in _TOP.items()}
+    if name in top:
+        return top[name]
+    match = re.match(r"^encoder\.layer\.(\d+)\.(.+)$", name)
+    if not match:
+        return name
+    index, rest = match.groups()
+    for meta, hf in _BLOCK.items():
+        if rest == hf or rest.startswith(hf + "."):
+            return f"blocks.{index}.{meta}{rest[len(hf):]}"
+    for meta, parts in _SPLIT.items():
+        for hf in parts:
+            if rest.startswith(hf + "."):
+                return f"blocks.{index}.{meta}{rest[len(hf):]}"
+    return name
 
 
 def to_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -131,6 +179,12 @@ def load_meta_dinov2(path: str | Path, config_class: type, model_class: type,
     if has_registers != wants_registers:
         hint = (" (the file has register tokens: use backbone dinov2_reg)" if has_registers
                 else " (the file has no register tokens: use backbone dinov2)")
-    check_state_matches(model.state_dict(), converted, str(path), model_class.__name__, hint)
+    own = model.state_dict()
+    missing = sorted(dict.fromkeys(to_meta_name(k) for k in own if k not in converted))
+    extra = sorted(k for k in state if to_hf_names({k: state[k]}).keys() - own.keys())
+    if missing or extra:  # named as the file names them
+        raise FisherTuneError(f"{path} does not match {model_class.__name__}: missing keys {missing[:3]}, "
+                              f"unexpected keys {extra[:3]}{hint}")
+    check_state_matches(own, converted, str(path), model_class.__name__, hint)
     model.load_state_dict(converted)
     return model.eval()
