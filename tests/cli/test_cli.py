@@ -81,7 +81,13 @@ def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, ca
     assert result["target_miou"]["source_val"] == trained["source_miou"]
     assert result["mean_target_miou"] == pytest.approx(np.mean(list(result["target_miou"].values())))
     assert set(result["per_class_iou"]["fog"]) >= {"road", "sky", "car"}
-    assert "fog" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fog" in printed
+    lines = printed.splitlines()
+    assert lines[0].split() == ["class", "fog", "source_val"]  # the per-class table, mmseg style
+    for name, iou in result["per_class_iou"]["fog"].items():  # as the JSON has it, to 2 decimals
+        (row,) = [line for line in lines[1:20] if line.startswith(name + "  ")]
+        assert row.split()[-2] == ("-" if iou is None else f"{iou:.2f}")
     slide = tmp_path / "slide.json"
     assert main(["eval", str(trained_run), "--mode", "slide", "--crop", "16", "--stride", "12", "--json",
                  str(slide), "--no-progress"]) == 0  # default data: the run's targets
@@ -93,7 +99,8 @@ def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, ca
 def test_predict_writes_masks_and_overlays(trained_run, synth_dir, tmp_path):
     images = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[:2]
     out = tmp_path / "pred"
-    assert main(["predict", str(trained_run), *map(str, images), "--out", str(out), "--overlay"]) == 0
+    assert main(["predict", str(trained_run), *map(str, images), "--out", str(out), "--overlay",
+                 "--no-progress"]) == 0
     for image in images:
         for name in (f"{image.stem}.png", f"{image.stem}_overlay.png"):
             assert np.asarray(Image.open(out / name)).shape == (32, 32, 3)

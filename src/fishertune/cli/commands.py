@@ -63,6 +63,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = evaluate_targets(model, datasets, dataclasses.replace(settings, inference=inference), device,
                                progress=not args.no_progress)
     if distributed.is_main():
+        print(per_class_table(results["per_class_iou"]))
         for name, miou in results["target_miou"].items():
             print(f"{name:>24s}  mIoU {miou:6.2f}")
         print(f"{'mean':>24s}  mIoU {results['mean_target_miou']:6.2f}")
@@ -70,6 +71,21 @@ def run_eval(args: argparse.Namespace) -> int:
             write_json(args.json, {"run": str(args.run), "inference": inference.kwargs(), **results})
     distributed.teardown()
     return 0
+
+
+def per_class_table(per_class: dict[str, dict[str, float | None]]) -> str:
+    """IoU per class (rows) and dataset (columns), in percent, as mmsegmentation prints it after an
+    evaluation; "-" for a class absent from both the labels and the predictions."""
+    names = list(per_class)
+    classes = list(next(iter(per_class.values()))) if per_class else []
+    width = max([len(c) for c in classes] + [5])
+    columns = [max(len(n), 6) for n in names]
+    lines = [f"{'class':<{width}}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns))]
+    for c in classes:
+        cells = [per_class[n].get(c) for n in names]
+        lines.append(f"{c:<{width}}  " + "  ".join(("-" if v is None else f"{v:.2f}").rjust(w)
+                                                    for v, w in zip(cells, columns)))
+    return "\n".join(lines)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -95,7 +111,8 @@ def run_predict(args: argparse.Namespace) -> int:
     config, model = load_run(args.run, device)
     inference = dataclasses.replace(Inference.from_config(config), **_inference_overrides(args))
     written = predict_images(model, images, args.out, inference, device, fmt=args.format,
-                             overlay=args.overlay, base=base, classes=run_classes(config))
+                             overlay=args.overlay, base=base, classes=run_classes(config),
+                             progress=not args.no_progress)
     print(f"wrote {len(written)} images to {args.out}")
     return 0
 

@@ -129,6 +129,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     predict.add_argument("--crop", type=int, help="sliding-window size")
     predict.add_argument("--stride", type=int, help="sliding-window stride")
     predict.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
+    predict.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     export = commands.add_parser(
         "export", help="a run as a small shareable folder and/or an ONNX graph",

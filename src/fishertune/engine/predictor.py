@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from fishertune.data.classes import CITYSCAPES, ClassSet
 from fishertune.engine.evaluator import Inference
@@ -94,7 +95,8 @@ def check_inputs(images: list[Path]) -> None:
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Path, inference: Inference,
                    device: torch.device, fmt: Format = "color", overlay: bool = False,
-                   base: str | Path | None = None, classes: ClassSet = CITYSCAPES) -> list[Path]:
+                   base: str | Path | None = None, classes: ClassSet = CITYSCAPES,
+                   progress: bool = False) -> list[Path]:
     """Segment every image and write its outputs (see the module docstring); returns the written files.
     Colours follow ``classes`` (the run's `data.classes`)."""
     from fishertune.data.image_io import read_image, write_png
@@ -110,7 +112,7 @@ def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Pa
     check_inputs(images)
     outputs = plan_outputs(images, Path(out_dir), None if base is None else Path(base), overlay)
     written = []
-    for output in outputs:
+    for output in tqdm(outputs, desc="predict", disable=not progress, leave=False):
         image = read_image(output.image)
         tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
         prediction = model.predict(tensor, **inference.kwargs()).argmax(1)[0].cpu().numpy()
