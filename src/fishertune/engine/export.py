@@ -23,12 +23,14 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from fishertune import __version__
 from fishertune.atomic import save_tensors, write_json, write_text
 from fishertune.engine.config import Config, load_config, save_config
 from fishertune.errors import FisherTuneError
+from fishertune.models.backbones import BACKBONES
 from fishertune.run_result import read_run_result
 
 FORMAT = "fishertune-export"
@@ -201,12 +203,36 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def hub_metadata(config: Config, results: dict | None, default: tuple[str, str] | None) -> list[str]:
+    """The model card's YAML header as the Hugging Face Hub reads it: licence (the base's, where known),
+    base model (a Hub id), library, tags, source data and the run's own mIoU (model-index)."""
+    m = config.model
+    weights = None if m.weights is None else str(m.weights)
+    hub_id = weights if weights and not looks_like_file(weights) and not Path(weights).exists() else None
+    licence = default[1] if (weights is None and default and not m.backbone_config) else "other"
+    meta: dict = {"license": licence, **({"base_model": hub_id} if hub_id else {}),
+                  "library_name": "fishertune", "pipeline_tag": "image-segmentation",
+                  "tags": ["semantic-segmentation", "domain-generalization", "fishertune",
+                           config.method.name, m.backbone],
+                  "datasets": [str(config.data.train)]}
+    if results:
+        scores = [("source_val", results.get("source_miou")), *results.get("target_miou", {}).items()]
+        meta["model-index"] = [{"name": config.method.name, "results": [
+            {"task": {"type": "image-segmentation"}, "dataset": {"name": domain, "type": domain},
+             "metrics": [{"type": "mean_iou", "value": round(value, 2), "name": "mIoU (%)"}]}
+            for domain, value in scores if value is not None]}]
+    return ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", ""]
+
+
 def model_card(config: Config, manifest: dict, name: str) -> str:
     """README.md of an export: what it is, what it was trained on, how well it did, how to load it."""
     from fishertune.engine.build import run_classes
 
     m, results = config.model, manifest["results"]
-    if m.weights is None:
+    default = BACKBONES.lookup(m.backbone).default_weights
+    if m.weights is None and default is not None and not m.backbone_config:
+        base = f"`{m.backbone}`: {default[0]}"
+    elif m.weights is None:
         base = f"`{m.backbone}`, randomly initialised (seed {config.train.seed}; for tests only)"
     elif m.weights_sha256:
         base = f"`{m.backbone}` from the file `{m.weights}` (sha256 `{m.weights_sha256}`)"
@@ -214,7 +240,7 @@ def model_card(config: Config, manifest: dict, name: str) -> str:
         base = f"`{m.backbone}` from `{m.weights}`"
     trainable = manifest.get("trainable_params")
     classes = run_classes(config)
-    lines = [f"# {name}", "",
+    lines = [*hub_metadata(config, results, default), f"# {name}", "",
              f"A semantic segmenter fine-tuned with **{config.method.name}**, written by `fishertune export` "
              f"(FisherTune {__version__}).", "",
              "| | |", "|---|---|",

@@ -67,6 +67,8 @@ class Backbone(nn.Module):
     activation_checkpointing: bool = False
 
     name: ClassVar[str] = ""
+    default_weights: ClassVar[tuple[str, str] | None] = None
+    """(description, licence) of the weights loaded when none are given; None = random initialisation."""
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     tiny_config: ClassVar[dict[str, Any]] = {}

