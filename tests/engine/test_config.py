@@ -125,3 +125,36 @@ def test_every_shipped_config_is_valid(path):
 
     config = load_config(path)
     make_config(TUNERS[config.method.name].config_class, config.method.options)
+
+
+# YAML as a user means it (YAML 1.2 core schema), refusing what YAML 1.1 would read silently wrong
+@pytest.mark.parametrize(("text", "value"), [
+    ("off", "off"), ("on", "on"), ("no", "no"), ("yes", "yes"),  # strings, as the docs write the options
+    ("true", True), ("False", False), ("010", 10), ("0o10", 8), ("0x1f", 31), ("-3", -3), ("5e-2", 0.05),
+    ("1.5", 1.5), ("~", None), ("null", None), ("'010'", "010")])
+def test_yaml_scalars_follow_yaml_1_2(text, value):
+    from fishertune.engine.config import load_yaml
+
+    assert load_yaml(f"x: {text}") == {"x": value}
+    assert parse_override(f"a.b={text}") == {"a": {"b": value}}
+
+
+def test_the_documented_option_value_works_on_the_command_line(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: [protocols/synthetic.yaml, backbones/tiny.yaml, methods/fishertune.yaml]\n")
+    config = load_config(path, ["method.options.variational=off", "train.seed=010"])
+    assert config.method.options["variational"] == "off" and config.train.seed == 10
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("train:\n  seed: 1\n  seed: 2\n", "key 'seed' is given twice (line 3)"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", "expands to more than 100,000 values"),
+])
+def test_duplicate_keys_and_alias_bombs_are_refused_in_one_line(tmp_path: Path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(FisherTuneError) as error:
+        load_config(path)
+    assert message in str(error.value) and "\n" not in str(error.value) and len(str(error.value)) < 300

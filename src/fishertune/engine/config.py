@@ -226,17 +226,67 @@ def canonical_specs(data: DataConfig) -> None:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that also reads exponent numbers without a dot (`5e-2`, `1E5`) as floats (YAML 1.2)."""
+    """yaml.SafeLoader with YAML 1.2's core schema for scalars and two guards:
+    - booleans are only true/false (`variational: off` is the string "off", as the docs write it), integers
+      are decimal unless written 0o/0x (`seed: 010` is 10), and exponent numbers without a dot (`5e-2`) are
+      floats;
+    - a key given twice in one mapping is refused (YAML 1.1 keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+YamlLoader.yaml_implicit_resolvers = {  # YAML 1.1's bool and int resolvers replaced by 1.2 core's
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _tag, _pattern, _first in (
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("tag:yaml.org,2002:float", r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$", "-+0123456789")):
+    YamlLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def _yaml12_int(loader: YamlLoader, node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)  # leading zeros are decimal (YAML 1.2), not octal
+
+
+YamlLoader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
+YAML_MAX_NODES = 100_000
+"""The most values a config may expand to (anchors and aliases included): a few kilobytes of aliases can
+otherwise expand to gigabytes ("billion laughs")."""
 
 
 def load_yaml(text: str):
-    """Parse YAML text safely (no Python tags) with the YAML 1.2 rule for numbers."""
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
+    """Parse YAML text safely (no Python tags) with YAML 1.2's core schema (YamlLoader), refusing a document
+    that expands to more than YAML_MAX_NODES values."""
+    value = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
+    _check_size(value)
+    return value
+
+
+def _check_size(value) -> None:
+    stack, count = [value], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > YAML_MAX_NODES:
+            raise yaml.YAMLError(f"the document expands to more than {YAML_MAX_NODES:,} values "
+                                 "(repeated aliases?)")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -312,4 +362,10 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """The error's first line, with the line number where YAML says where (one short line, never a dump
+    of the document)."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    mark = getattr(error, "problem_mark", None)
+    if getattr(error, "problem", None):
+        text = error.problem[:300]
+    return f"{text} (line {mark.line + 1})" if mark is not None else text
