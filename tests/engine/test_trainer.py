@@ -122,3 +122,21 @@ def test_a_checkpoint_with_an_unknown_phase_is_refused(source, tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(InputError, match="is damaged: unknown phase 'cooldown'"):
         Trainer(config, tmp_path / "run", resume=True, progress=False).run()
+
+
+def test_a_finished_run_writes_its_report_and_curves(source, tmp_path):
+    from PIL import Image
+
+    from fishertune.report.markdown import format_count
+
+    config = tiny_run_config(source, "full", warmup_steps=2, steps=3)
+    run = tmp_path / "run"
+    Trainer(config, run, progress=False).run()
+    image = Image.open(run / "curves.png")
+    assert image.size[0] > 300 and image.size[1] > 200
+    report = (run / "report.md").read_text()
+    results = json.loads((run / "results.json").read_text())["methods"]["full"]
+    assert "# Run: full" in report and "](curves.png)" in report
+    assert f"| full | {format_count(results['trainable_params'])} |" in report  # the results table
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["phase"] in ("warmup", "tune")] == [1, 2, 3, 4, 5]

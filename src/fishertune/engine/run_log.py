@@ -59,3 +59,11 @@ def _record(line: str) -> dict | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The records of RUN/log.jsonl in order (none when it does not exist; torn lines skipped)."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [r for line in path.read_text(encoding="utf-8").splitlines() if (r := _record(line)) is not None]

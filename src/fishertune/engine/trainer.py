@@ -23,6 +23,7 @@ bit-identically on CPU.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -448,8 +449,22 @@ class Trainer:
                 self.tuner.save_pretrained(str(self.run_dir / "tuner"))
                 save_per_image(self.run_dir / PER_IMAGE_FILE, targets["per_image"])
                 write_json(self.run_dir / "results.json", results_json({self.config.method.name: result}))
+                self.write_report()
         distributed.barrier()
         return result
+
+    def write_report(self) -> None:
+        """The run folder's report.md and curves.png (loss and source_val mIoU per step), from its
+        results.json and log.jsonl."""
+        from fishertune import report
+        from fishertune.engine.run_log import read_log
+
+        name = self.config.method.name
+        curves = report.training_curves(read_log(self.run_dir), self.run_dir / "curves.png",
+                                        title=f"{name}: training curves")
+        results = json.loads((self.run_dir / "results.json").read_text())
+        report.write_report(self.run_dir, results, {"Training curves": curves}, title=f"Run: {name}",
+                            ours=name if name.startswith("fishertune") else None)
 
     def apply_resume_overrides(self, saved: dict) -> None:
         """Continue with this config's train.lr, head_lr and steps rather than the checkpoint's: every lr

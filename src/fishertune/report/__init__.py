@@ -14,6 +14,7 @@ from fishertune.report.plots import (
     prediction_grid,
     selection_breakdown,
     selection_growth,
+    training_curves,
 )
 from fishertune.report.stats import paired_differences, summarize
 
@@ -21,5 +22,5 @@ __all__ = [
     "MODULE_TYPES", "aggregate_scores", "count_selection", "fisher_heatmap", "format_selection_table",
     "format_summary_table", "miou_bars", "paired_differences", "parse_param_name", "prediction_grid",
     "print_summary_table", "selection_breakdown", "selection_growth", "selection_rows", "summarize",
-    "write_report",
+    "training_curves", "write_report",
 ]

@@ -257,3 +257,31 @@ def prediction_grid(examples: Mapping[str, list], path: PathLike, methods: list[
     fig.legend(handles=handles, loc="outside lower center", ncol=10, fontsize=7, frameon=False)
     fig.suptitle(title or "Example predictions per domain")
     return save_figure(fig, path)
+
+
+def training_curves(log: list[Mapping[str, Any]], path: PathLike, title: str | None = None) -> Path:
+    """The run's logged training loss per step (head warm-up and tuning told apart) and, on a second
+    axis, the source validation mIoU wherever it was evaluated: what a run's log.jsonl holds."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for phase, colour in (("warmup", OKABE_ITO[1]), ("tune", OKABE_ITO[0])):
+        points = [(r["step"], r["loss"]) for r in log if r.get("phase") == phase and "loss" in r]
+        if points:
+            label = "loss (head warm-up)" if phase == "warmup" else "loss (tuning)"
+            ax.plot(*zip(*points), color=colour, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    val = [(r["step"], r["source_miou"]) for r in log
+           if r.get("phase") == "val" and r.get("source_miou") is not None]
+    handles, labels = ax.get_legend_handles_labels()
+    if val:
+        right = ax.twinx()
+        right.plot(*zip(*val), "o-", color=OKABE_ITO[2], label="source_val mIoU (%)")
+        right.set_ylabel("source_val mIoU (%)")
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:
+        ax.legend(handles, labels, loc="best", fontsize=8)
+    ax.set_title(title or "training curves")
+    fig.tight_layout()
+    return save_figure(fig, path)
