@@ -697,3 +697,57 @@ def test_foggy_zurich_list_cannot_leave_its_root(tmp_path, capsys):
     (root / "lists_file_names" / "RGB_testv2_filenames.txt").write_text("../../etc/passwd\n")
     assert main(["data", "check", f"foggy_zurich:{root}"]) == 2
     assert "which is outside" in one_error(capsys)
+
+
+# -- nothing of the user's is overwritten or deleted (issue 25) ----------------------------------------------
+
+@pytest.mark.parametrize("target", ["model.safetensors", "results.json", "config.yaml", "label"])
+def test_eval_json_never_replaces_an_input(target, run_copy, synth_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir / "source", data)
+    victim = (data / "labels" / sorted(p.name for p in (data / "labels").iterdir())[0]) if target == "label" \
+        else run_copy / target
+    before, run_before = victim.read_bytes(), snapshot(run_copy)
+    args = ["eval", str(run_copy), "--data", f"folder:{data}", "--json", str(victim), "--no-progress"]
+    assert main(args) == EXIT_BAD_INPUT
+    assert "is not an earlier `fishertune eval` result" in one_error(capsys)
+    assert victim.read_bytes() == before and snapshot(run_copy) == run_before
+
+
+def test_eval_json_replaces_an_earlier_eval_result(run_copy, synth_dir, tmp_path):
+    out = run_copy / "eval.json"
+    for _ in range(2):  # the second call replaces the first's result: the usual way to re-evaluate
+        assert main(["eval", str(run_copy), "--data", f"folder:{synth_dir / 'source'}", "--json", str(out),
+                     "--no-progress"]) == 0
+    assert "target_miou" in json.loads(out.read_text())
+
+
+def test_predict_never_writes_through_a_symlink_onto_an_input_or_beside_inputs(run_copy, synth_dir,
+                                                                                tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = photos / "a.jpg"
+    Image.open(next((synth_dir / "source" / "images").iterdir())).convert("RGB").save(image)
+    (photos / "a.png").write_bytes(b"the user's own photo")
+    args = ["predict", str(run_copy), str(image), "--out", str(photos), "--no-progress"]
+    assert main(args) == EXIT_BAD_INPUT
+    assert "a file among the inputs' own files" in one_error(capsys)
+    assert (photos / "a.png").read_bytes() == b"the user's own photo"
+    png = photos / "b.png"  # an input reached through a symlink named as its output would be
+    shutil.copyfile(next((synth_dir / "source" / "images").iterdir()), png)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.png").symlink_to(png)
+    before = png.read_bytes()
+    assert main(["predict", str(run_copy), str(png), "--out", str(out), "--no-progress"]) == EXIT_BAD_INPUT
+    assert "would overwrite the input" in one_error(capsys)
+    assert png.read_bytes() == before
+
+
+def test_export_never_deletes_a_folder_it_did_not_make(run_copy, tmp_path):
+    mine = tmp_path / ".ex.tmp"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["export", str(run_copy), "--out", str(tmp_path / "ex")]) == 0
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ex.tmp", "ex", "run"]  # no temporary left

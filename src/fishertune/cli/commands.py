@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fishertune.atomic import check_writable
@@ -51,6 +53,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json)
+        check_replaceable(args.json)
     device = distributed.setup()
     config, model = load_run(args.run, device)
     set_max_pixels(config.data.max_pixels)
@@ -71,6 +74,21 @@ def run_eval(args: argparse.Namespace) -> int:
             write_json(args.json, {"run": str(args.run), "inference": inference.kwargs(), **results})
     distributed.teardown()
     return 0
+
+
+def check_replaceable(json_path: str) -> None:
+    """`eval --json` may replace only an earlier eval result: never a file of the run folder it reads (its
+    model, results.json, config) nor any other file of the user's (e.g. a label of the evaluated data)."""
+    path = Path(json_path)
+    if not path.exists():
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"run", "target_miou"} <= set(earlier)):
+        raise InputError(f"--json {path} exists and is not an earlier `fishertune eval` result: choose "
+                         f"another path (nothing was overwritten)")
 
 
 def per_class_table(per_class: dict[str, dict[str, float | None]]) -> str:

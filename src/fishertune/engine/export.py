@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -124,9 +126,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
     trainable = results.get("trainable_params")
     manifest = {"format": FORMAT, "version": VERSION, "method": config.method.name,
                 "trainable_params": trainable, "base_sha256": base_hash, "results": results}
-    temp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(temp, ignore_errors=True)
-    (temp / TUNER_DIR).mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a name only this call creates (pid and a random part): a folder of the user's is never touched
+    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-{os.getpid()}-", dir=out_dir.parent))
+    (temp / TUNER_DIR).mkdir()
     try:
         save_config(config, temp / "config.yaml")
         save_tensors(temp / HEAD_FILE, model_state(model.head))

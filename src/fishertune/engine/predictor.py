@@ -43,8 +43,9 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
                  overlay: bool = False) -> list[Output]:
     """One output per input, mirroring each input's path relative to ``base`` (default: the inputs'
     common folder) under ``out_dir``, with the suffix ``.png``. Refuses, before anything is written, two
-    inputs that would share an output (``a.png`` and ``a.jpg``) and an output that would overwrite an
-    input."""
+    inputs that would share an output (``a.png`` and ``a.jpg``), an output that is an input (paths compared
+    resolved, so a symlink to an input counts), and an existing file in a folder that holds an input
+    (``predict photos/a.jpg --out photos`` would replace a photo ``photos/a.png`` of the user's)."""
     images = [Path(os.path.abspath(image)) for image in images]
     common = os.path.commonpath([image.parent for image in images])
     base = Path(common if base is None else os.path.abspath(base))
@@ -60,11 +61,16 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
                                       f"rename one of them")
             seen[target] = image
         outputs.append(Output(image, mask, extra))
-    inputs = set(images)
+    inputs = {image.resolve() for image in images}
+    input_folders = {image.parent for image in inputs}
     for target, image in seen.items():
-        if target in inputs:
-            raise FisherTuneError(f"the output for {image} would overwrite the input {target}: "
+        resolved = target.resolve()
+        if resolved in inputs:
+            raise FisherTuneError(f"the output for {image} would overwrite the input {resolved}: "
                                   f"choose another --out")
+        if target.exists() and resolved.parent in input_folders:
+            raise FisherTuneError(f"the output for {image} would replace {target}, a file among the inputs' "
+                                  f"own files: choose another --out")
     return outputs
 
 
