@@ -751,3 +751,21 @@ def test_export_never_deletes_a_folder_it_did_not_make(run_copy, tmp_path):
     assert main(["export", str(run_copy), "--out", str(tmp_path / "ex")]) == 0
     assert (mine / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ex.tmp", "ex", "run"]  # no temporary left
+
+
+@pytest.mark.parametrize("args", [
+    ["synth", "--out", "{tmp}/s", "--n", "0"], ["synth", "--out", "{tmp}/s", "--size", "0"],
+    ["synth", "--out", "{tmp}/s", "--domains", ","],
+    ["demo", "--out", "{tmp}/d", "--images", "0"], ["demo", "--out", "{tmp}/d", "--size", "0"],
+    ["eval", "{run}", "--mode", "slide", "--crop", "0"], ["predict", "{run}", "x.png", "--out", "{tmp}/p",
+                                                          "--stride", "0"]])
+def test_zero_is_a_value_never_not_given(args, run_copy, tmp_path, capsys):
+    """0 images, 0 pixels, a 0-pixel window or no domain at all: refused, never replaced by a default."""
+    argv = [a.format(tmp=tmp_path, run=run_copy) for a in args]
+    with pytest.raises(SystemExit) as stop:  # argparse's own refusal for a number below 1
+        code = main(argv)
+        raise SystemExit(code)
+    assert stop.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert ("at least 1, got 0" in err or "names no domain" in err) and "Traceback" not in err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists() and not (tmp_path / "p").exists()

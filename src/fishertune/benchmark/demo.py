@@ -180,9 +180,9 @@ def ensure_data(folder: Path, plan: dict, mode: str, images: int | None, size: i
     from fishertune.benchmark.synthetic import DOMAINS, generate
 
     counts = dict(plan["data"][mode])
-    if images:
+    if images is not None:
         counts = {k: images for k in counts}
-    size = size or plan["data"]["size"]
+    size = plan["data"]["size"] if size is None else size
     seed = plan["data"]["seed"]
     wanted = {SOURCE: counts["train"], SOURCE_VAL: counts["val"]}
     wanted.update({d: counts["test"] for d, spec in DOMAINS.items() if spec.scenes == "test"})

@@ -25,6 +25,8 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     domains = None if args.domains is None else [d.strip() for d in args.domains.split(",") if d.strip()]
+    if domains == []:
+        raise InputError(f"--domains {args.domains!r} names no domain")
     folders = generate(args.out, domains=domains, n=args.n, size=args.size, seed=args.seed)
     print(f"wrote {args.n} images per domain for {', '.join(folders)} to {args.out}")
     return 0
@@ -226,7 +228,7 @@ def set_max_pixels(max_pixels: int | None) -> None:
 
 def _inference_overrides(args: argparse.Namespace) -> dict:
     """The inference settings given on the command line (--mode, --crop, --stride)."""
-    return {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key)}
+    return {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key) is not None}
 
 
 def _summary(method: str, result: RunResult) -> str:

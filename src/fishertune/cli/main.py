@@ -48,6 +48,17 @@ def _synth_domains() -> str:
     return "; ".join(f"{name} ({domain.description})" for name, domain in DOMAINS.items())
 
 
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (0 is refused, never read as "not given")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fishertune", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,8 +72,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description=f"Write synthetic street scenes with Cityscapes train-id labels to "
                     f"DIR/<domain>/images/<id>.png and DIR/<domain>/labels/<id>.png. Domains: {domains}.")
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    synth.add_argument("--n", type=int, default=32, help="images per domain (default 32)")
-    synth.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--n", type=positive_int, default=32, help="images per domain (default 32)")
+    synth.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--domains", default=None, metavar="A,B", help="comma-separated domains (default all)")
     synth.add_argument("--overwrite", action="store_true",
@@ -94,8 +105,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     evaluate.add_argument("--json", metavar="OUT", help="write target_miou, mean_target_miou and "
                                                         "per-class IoU here")
     evaluate.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
-    evaluate.add_argument("--crop", type=int, help="sliding-window size")
-    evaluate.add_argument("--stride", type=int, help="sliding-window stride")
+    evaluate.add_argument("--crop", type=positive_int, help="sliding-window size")
+    evaluate.add_argument("--stride", type=positive_int, help="sliding-window stride")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     fisher = commands.add_parser(
@@ -126,8 +137,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     predict.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (image and "
                                                                   "colours blended half and half)")
     predict.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
-    predict.add_argument("--crop", type=int, help="sliding-window size")
-    predict.add_argument("--stride", type=int, help="sliding-window stride")
+    predict.add_argument("--crop", type=positive_int, help="sliding-window size")
+    predict.add_argument("--stride", type=positive_int, help="sliding-window stride")
     predict.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
     predict.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -172,8 +183,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                       "(default: the mode's list)")
     demo.add_argument("--backbone", metavar="CONFIG",
                       help="backbone config every run uses (default: the offline DINOv2-S)")
-    demo.add_argument("--images", type=int, metavar="N", help="images per domain (default: the plan's)")
-    demo.add_argument("--size", type=int, metavar="S", help="image side in pixels (default: the plan's)")
+    demo.add_argument("--images", type=positive_int, metavar="N",
+                      help="images per domain (default: the plan's)")
+    demo.add_argument("--size", type=positive_int, metavar="S",
+                      help="image side in pixels (default: the plan's)")
     demo.add_argument("--seeds", metavar="A,B", help="comma-separated seeds (default: the mode's)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="config override applied to every run, e.g. --set train.steps=50")
