@@ -769,3 +769,16 @@ def test_zero_is_a_value_never_not_given(args, run_copy, tmp_path, capsys):
     err = capsys.readouterr().err
     assert ("at least 1, got 0" in err or "names no domain" in err) and "Traceback" not in err
     assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists() and not (tmp_path / "p").exists()
+
+
+def test_eval_on_labels_that_are_all_ignore_is_refused_not_nan(run_copy, synth_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir / "source", data)
+    for label in (data / "labels").iterdir():
+        size = Image.open(label).size
+        Image.fromarray(np.full(size[::-1], 255, dtype=np.uint8)).save(label)
+    out = tmp_path / "eval.json"
+    args = ["eval", str(run_copy), "--data", f"folder:{data}", "--json", str(out), "--no-progress"]
+    assert main(args) == EXIT_BAD_INPUT
+    assert "every label pixel is 255 (ignore); there is nothing to score" in one_error(capsys)
+    assert not out.exists()

@@ -18,6 +18,16 @@ def test_a_clean_folder_has_no_problems(tmp_path, fabricate):
     assert check_dataset(f"folder:{tmp_path}") == []
 
 
+def test_two_images_sharing_one_label_are_named(tmp_path, fabricate):
+    write_image, write_label = fabricate
+    write_image(tmp_path / "images" / "a.png")
+    write_image(tmp_path / "images" / "a.jpg")
+    write_label(tmp_path / "labels" / "a.png", [0, 1])
+    (problem,) = check_dataset(f"folder:{tmp_path}")
+    assert "labels/a.png: the label of 2 images (a.jpg, a.png)" in problem or \
+        "labels/a.png: the label of 2 images (a.png, a.jpg)" in problem
+
+
 def test_every_kind_of_bad_file_is_named(tmp_path, fabricate):
     write_image, write_label = fabricate
     images, labels = tmp_path / "images", tmp_path / "labels"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -60,6 +61,12 @@ def inspect_dataset(spec: str, histogram: bool = False, classes: ClassSet = CITY
     report.problems += [f"{label}: label without an image" for label in files.labels_without_images]
     if not files.pairs:
         report.problems.append(f"{files.root}: no images found")
+    shared: dict[Path, list[Path]] = {}
+    for pair in files.pairs:
+        if pair.label is not None:
+            shared.setdefault(pair.label, []).append(pair.image)
+    report.problems += [f"{label}: the label of {len(images)} images ({', '.join(p.name for p in images)}); "
+                        f"each image needs its own" for label, images in shared.items() if len(images) > 1]
     for pair in progress(files.pairs, f"checking {files.name}"):
         try:
             image_shape = read_image(pair.image).shape[:2]

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from fishertune.engine import distributed
 from fishertune.engine.metrics import ConfusionMatrix, per_image_counts
 from fishertune.engine.precision import autocast
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
+from fishertune.label_space import IGNORE_INDEX
 
 PER_IMAGE_FILE = "per_image.safetensors"
 """A run folder's per-image counts of its target domains: "<domain>/intersection", "<domain>/union"."""
@@ -107,6 +108,8 @@ def evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, device:
             done += len(prediction)
     matrix.all_reduce()
     model.train(was_training)
+    if int(matrix.matrix.sum()) == 0:  # mIoU would be NaN: refuse rather than write NaN into results
+        raise InputError(f"{name}: every label pixel is {IGNORE_INDEX} (ignore); there is nothing to score")
     iou = matrix.iou()
     subsets = {}
     for subset in ("16", "13") if classes.is_cityscapes else ():
