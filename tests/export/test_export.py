@@ -215,3 +215,24 @@ def test_predict_follows_the_runs_sliding_window(exported, tmp_path):
     slide = model.segmentor.predict(images, mode="slide", crop=16, stride=8).argmax(1)
     assert torch.equal(model.predict(images), slide)
     assert not torch.equal(slide, model.segmentor.predict(images).argmax(1))  # the windows do matter
+
+
+@pytest.mark.parametrize("exported", ["fishertune"], indirect=True)  # a mask method: it saves a delta
+@pytest.mark.parametrize("tamper", ["index_out_of_range", "nan_value"])
+def test_a_tampered_delta_in_an_export_is_one_line(exported, tmp_path, capsys, tamper):
+    _, _, export = exported
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    copy = Path(shutil.copytree(export, tmp_path / "export"))
+    delta = copy / "tuner" / "delta.safetensors"
+    with safe_open(str(delta), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(delta))
+    key = next(k for k in tensors if k.endswith(".indices" if tamper == "index_out_of_range" else ".values"))
+    tensors[key] = tensors[key].clone()
+    tensors[key][0] = 10**8 if tamper == "index_out_of_range" else float("nan")
+    save_file(tensors, str(delta), metadata=metadata)
+    assert main(["eval", str(copy), "--data", f"folder:{export.parent}", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("indices outside" in err[0] or "NaN or infinity" in err[0])

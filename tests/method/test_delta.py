@@ -108,3 +108,31 @@ def test_indices_are_int32_below_two_to_the_31_entries():
     mask[1, 2] = mask[4, 6] = True
     index = flat_indices(mask)
     assert index.dtype == torch.int32 and index.tolist() == [9, 34]
+
+
+def _tampered(path, name, **replace):
+    """The delta at `path` with `name`'s indices or values replaced (its header and config kept)."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    for kind, value in replace.items():
+        tensors[f"{name}.{kind}"] = value(tensors[f"{name}.{kind}"])
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize(("kind", "change", "message"), [
+    ("values", lambda v: torch.full_like(v, float("nan")), "values hold NaN or infinity"),
+    ("values", lambda v: v.clone().index_fill_(0, torch.tensor([0]), float("inf")), "NaN or infinity"),
+    ("indices", lambda i: i.clone().index_fill_(0, torch.tensor([0]), 10**6), "indices outside"),
+    ("indices", lambda i: i.float(), "int32 or int64 indices")])
+def test_a_tampered_delta_is_refused_before_any_weight_changes(mlp, tmp_path, kind, change, message):
+    base, masks = tuned(mlp)
+    path = tmp_path / "d.safetensors"
+    save_delta(mlp, base, masks, path)
+    _tampered(path, "fc1.weight", **{kind: change})
+    model = fresh_base(base)
+    with pytest.raises(FisherTuneError, match=message):
+        load_delta(model, path)
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters())

@@ -110,6 +110,16 @@ def load_delta(model: nn.Module, path: str | os.PathLike) -> dict:
     dtype, indices within the tensor, no index twice) is checked before any weight is written, so a refused
     delta leaves the model unchanged.
     """
+    config, updates = checked_delta(model, path)
+    params = dict(model.named_parameters())
+    for name, (index, values) in updates.items():
+        params[name].view(-1)[index.to(params[name].device)] = values.to(params[name].device)
+    return config
+
+
+def checked_delta(model: nn.Module, path: str | os.PathLike) -> tuple[dict, dict]:
+    """(config, {name: (indices, values)}) of a delta, every check of `load_delta` passed; nothing is
+    written to `model`."""
     config = read_delta_config(path)
     params = dict(model.named_parameters())
     for name, info in config["tensors"].items():
@@ -128,9 +138,7 @@ def load_delta(model: nn.Module, path: str | os.PathLike) -> dict:
             raise InputError(f"delta tensor {name!r} was made for a different base (sha256 mismatch)")
     updates = {name: _read_entries(path, name, info, params[name])
                for name, info in config["tensors"].items()}
-    for name, (index, values) in updates.items():
-        params[name].view(-1)[index.to(params[name].device)] = values.to(params[name].device)
-    return config
+    return config, updates
 
 
 def _read_entries(path: str | os.PathLike, name: str, info: dict,
@@ -152,4 +160,6 @@ def _read_entries(path: str | os.PathLike, name: str, info: dict,
         raise InputError(f"{where}: indices outside 0..{p.numel() - 1}")
     if torch.unique(index).numel() != count:
         raise InputError(f"{where}: an index appears twice")
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        raise InputError(f"{where}: values hold NaN or infinity")
     return index, values

@@ -38,6 +38,7 @@ from fishertune.method import (
     load_delta,
     read_delta_config,
 )
+from fishertune.method.delta import checked_delta
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
 
 DELTA_FILE = "delta.safetensors"
@@ -193,16 +194,16 @@ class MaskTuner(Tuner):
         if strangers:
             raise FisherTuneError(f"the saved delta changes {strangers[0]!r}, which is not a candidate "
                                   f"weight of this {self.name} tuner's model")
+        _, entries = checked_delta(self.model, path)  # indices, values and base hashes, before any use
         state = {}
-        with safe_open(path, framework="pt") as f:
-            for name in names:
-                p = params[name]
-                index = f.get_tensor(f"{name}.indices").to(p.device)
-                mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-                mask[index] = True
-                state[f"mask.{name}"] = mask.view(p.shape)
-                state[f"base.{name}"] = p.detach().reshape(-1)[index].clone()
-        load_delta(self.model, path)  # checks every touched tensor against the base it was made from
+        for name, (index, _) in entries.items():
+            p = params[name]
+            index = index.to(p.device)
+            mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+            mask[index] = True
+            state[f"mask.{name}"] = mask.view(p.shape)
+            state[f"base.{name}"] = p.detach().reshape(-1)[index].clone()
+        load_delta(self.model, path)
         for name in self.selector.candidates:
             state.setdefault(f"mask.{name}", torch.zeros_like(params[name], dtype=torch.bool))
             state.setdefault(f"base.{name}", params[name].new_empty(0))
