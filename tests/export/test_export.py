@@ -175,6 +175,34 @@ def test_a_moved_base_is_found_next_to_the_export(lora_export, tmp_path):
         np.zeros((16, 16, 3), dtype=np.uint8)))
 
 
+@pytest.mark.parametrize("place", ["next_to_the_export", "relative_to_the_export", "given_on_the_cli"])
+def test_a_moved_base_is_found_wherever_the_docs_say(lora_export, tmp_path, monkeypatch, capsys, place):
+    copy = Path(shutil.copytree(lora_export, tmp_path / "shared" / "export"))
+    base = lora_export.parent / "base"
+    config = (copy / "config.yaml").read_text()
+    if place == "next_to_the_export":  # the config names a path that is gone
+        (copy / "config.yaml").write_text(config.replace(str(base), "/gone/elsewhere"))
+        target = copy.parent
+    elif place == "relative_to_the_export":  # a relative path is read against the export folder
+        (copy / "config.yaml").write_text(config.replace(str(base), "weights"))
+        target = copy / "weights"
+    else:
+        (copy / "config.yaml").write_text(config.replace(str(base), "/gone/elsewhere"))
+        target = tmp_path / "moved"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("tiny_dinov2.safetensors", "config.json"):
+        shutil.copy(base / name, target)
+    monkeypatch.chdir(tmp_path)  # not where any of it is
+    extra = ["--backbone", str(target / "tiny_dinov2.safetensors")] if place == "given_on_the_cli" else []
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", str(copy), str(image), "--out", str(tmp_path / "p"), "--format", "trainid",
+                 "--no-progress", *extra]) == 0
+    ids = np.asarray(Image.open(tmp_path / "p" / "x.png"))
+    np.testing.assert_array_equal(ids, fishertune.load_pretrained(lora_export).predict(
+        np.zeros((16, 16, 3), dtype=np.uint8)))
+
+
 def test_random_init_base_is_redrawn_from_the_seed(scenes, tmp_path):
     run = train_run(tmp_path, scenes, "fishertune", None)
     assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0

@@ -57,7 +57,7 @@ def run_eval(args: argparse.Namespace) -> int:
         check_writable(args.json)
         check_replaceable(args.json)
     device = distributed.setup()
-    config, model = load_run(args.run, device)
+    config, model = load_run(args.run, device, backbone=args.backbone)
     set_max_pixels(config.data.max_pixels)
     specs = args.data or config.data.targets
     if not specs:
@@ -128,7 +128,7 @@ def run_predict(args: argparse.Namespace) -> int:
     set_max_pixels(args.max_pixels)
     check_inputs(images)  # before the model is loaded
     device = distributed.setup()
-    config, model = load_run(args.run, device)
+    config, model = load_run(args.run, device, backbone=args.backbone)
     inference = dataclasses.replace(Inference.from_config(config), **_inference_overrides(args))
     written = predict_images(model, images, args.out, inference, device, fmt=args.format,
                              overlay=args.overlay, base=base, classes=run_classes(config),

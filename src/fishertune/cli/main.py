@@ -48,6 +48,10 @@ def _synth_domains() -> str:
     return "; ".join(f"{name} ({domain.description})" for name, domain in DOMAINS.items())
 
 
+BACKBONE_HELP = ("where an export's base backbone weights are now (a file, folder or Hub id), when they "
+                 "moved since the export")
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1 (0 is refused, never read as "not given")."""
     try:
@@ -108,6 +112,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     evaluate.add_argument("--crop", type=positive_int, help="sliding-window size")
     evaluate.add_argument("--stride", type=positive_int, help="sliding-window stride")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    evaluate.add_argument("--backbone", metavar="WEIGHTS", help=BACKBONE_HELP)
 
     fisher = commands.add_parser(
         "fisher", help="DR-FIM scores, heatmap and selection table of a config's model",
@@ -141,6 +146,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     predict.add_argument("--stride", type=positive_int, help="sliding-window stride")
     predict.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
     predict.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    predict.add_argument("--backbone", metavar="WEIGHTS", help=BACKBONE_HELP)
 
     export = commands.add_parser(
         "export", help="a run as a small shareable folder and/or an ONNX graph",

@@ -159,9 +159,9 @@ def load_export(directory: str | Path, backbone: str | None = None) -> tuple[Con
     config.model.weights = _locate(config.model.weights, directory)
     weights = config.model.weights
     if weights is not None and looks_like_file(weights) and not Path(weights).expanduser().exists():
-        raise FisherTuneError(f"the base backbone of {directory}, {weights}, is not found: put it there or "
-                              f"next to the export folder, or give its location (load_pretrained(DIR, "
-                              f"backbone=PATH), export --onnx ... --backbone PATH)")
+        raise FisherTuneError(f"the base backbone of {directory}, {weights}, is not found: put it there, in "
+                              f"the export folder or next to it, or give its location (load_pretrained(DIR, "
+                              f"backbone=PATH), eval/predict/export --onnx ... --backbone PATH)")
     model, base_hash = rebuild(config, directory / TUNER_DIR)
     if base_hash != manifest["base_sha256"]:
         source = config.model.weights or "a random init"
@@ -187,13 +187,17 @@ def read_manifest(directory: Path) -> dict:
 
 
 def _locate(weights: str | None, directory: Path) -> str | None:
-    """A base weights path that is not found as given is looked up next to the export (same file name)."""
-    if weights is None or Path(weights).expanduser().exists():
+    """Where an export's base weights file is: an absolute path as written; a relative one against the
+    export folder first; else a file of the same name inside the export folder or next to it; else the path
+    as written, from the current folder (a Hub id or a missing file is left to the loader to name)."""
+    if weights is None or not looks_like_file(weights):
         return weights
-    beside = directory / Path(weights).name
-    if looks_like_file(weights) and beside.is_file():
-        return str(beside)
-    return weights
+    given = Path(weights).expanduser()
+    if given.is_absolute() and given.exists():
+        return weights
+    candidates = ([] if given.is_absolute() else [directory / given]) + [directory / given.name,
+                                                                         directory.parent / given.name]
+    return next((str(c) for c in candidates if c.is_file()), weights)
 
 
 def looks_like_file(weights: str) -> bool:
