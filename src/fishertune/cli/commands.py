@@ -152,9 +152,11 @@ def run_export(args: argparse.Namespace) -> int:
               f"full model.safetensors, {summary['model_bytes'] / 1e6:.2f} MB)")
     if args.onnx:
         report = export_onnx(args.run, args.onnx, backbone=args.backbone)
-        for shape, diff in report["checks"]:
-            print(f"onnxruntime vs PyTorch, input {shape}: max abs logit difference {diff:.2e}")
-        print(f"wrote {args.onnx} (height and width: any multiples of {report['patch_size']})")
+        for shape, diff, agreement in report["checks"]:
+            print(f"onnxruntime vs PyTorch, input {shape}: max abs logit difference {diff:.2e}, "
+                  f"argmax agreement {100 * agreement:.3f}%")
+        print(f"wrote {args.onnx} (any height and width; padded inside the graph to multiples of "
+              f"{report['patch_size']})")
     return 0
 
 

@@ -1,10 +1,12 @@
 """`fishertune export RUN --onnx FILE`: the tuned segmenter as one ONNX graph, checked with onnxruntime.
 
-The graph takes `images` [B, 3, H, W] float32 RGB in [0, 1], with H and W any multiples of the backbone's
-patch size (dynamic axes), and returns `logits` [B, C, H, W]: normalisation, backbone (position embeddings
-resampled to the input's grid inside the graph), head and the bilinear upsampling to the input size, the
-same computation as `Segmentor.predict(images, mode="whole")`. Sliding-window inference stays with the
-caller (run the graph per window).
+The graph takes `images` [B, 3, H, W] float32 RGB in [0, 1], any H and W (dynamic axes), and returns
+`logits` [B, C, H, W]: normalisation, zero padding to a multiple of the patch size, backbone (position
+embeddings resampled to the input's grid inside the graph), head, the bilinear upsampling to the padded
+size and the crop back to the input, the same computation as
+`Segmentor.predict(images, mode="whole")`. The file's metadata holds the class names, palette, patch
+size, normalisation and the base's hash. Sliding-window inference stays with the caller (run the graph
+per window).
 
 What the method changed is in the weights: FisherTune's and the mask methods' delta and full fine-tuning
 are dense weights already, LoRA is merged into the linear layers it adapts (W + (alpha/r)·B·A), and the
@@ -32,7 +34,10 @@ OPSET = 17
 
 
 class OnnxSegmentor(nn.Module):
-    """The whole-image forward of a Segmentor for input sides that are multiples of the patch size."""
+    """The whole-image forward of a Segmentor for any input size, as `Segmentor.predict(mode="whole")`:
+    the normalised image is zero-padded at the bottom/right to a multiple of the patch size, and the
+    logits, upsampled to the padded size, are cropped back to the input (the sizes are computed inside the
+    graph, so it serves every size)."""
 
     def __init__(self, segmentor: nn.Module):
         super().__init__()
@@ -40,8 +45,13 @@ class OnnxSegmentor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         s = self.segmentor
-        logits = s.head.logits(s.head(s.backbone(s.normalise(images))))
-        return F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        p = s.backbone.patch_size
+        height, width = images.shape[-2], images.shape[-1]
+        pad_h, pad_w = (p - height % p) % p, (p - width % p) % p
+        padded = F.pad(s.normalise(images), [0, pad_w, 0, pad_h])
+        logits = s.head.logits(s.head(s.backbone(padded)))
+        logits = F.interpolate(logits.float(), size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[:, :, :height, :width]
 
 
 def merge_lora(model: nn.Module) -> int:
@@ -72,8 +82,10 @@ def check_exportable(model: nn.Module) -> None:
 
 
 def sample_sizes(patch: int) -> list[tuple[int, int, int]]:
-    """(batch, height, width) of the check inputs: the export size, a wider and a taller one."""
-    return [(1, 8 * patch, 8 * patch), (2, 6 * patch, 10 * patch), (1, 11 * patch, 7 * patch)]
+    """(batch, height, width) of the check inputs: the export size, a wider and a taller one, and sides
+    that are not multiples of the patch size (as most camera images are not)."""
+    return [(1, 8 * patch, 8 * patch), (2, 6 * patch, 10 * patch), (1, 11 * patch, 7 * patch),
+            (1, 8 * patch + 3, 6 * patch - 5), (2, 5 * patch - 1, 9 * patch + 1)]
 
 
 def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None) -> dict:
@@ -113,12 +125,61 @@ def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = No
                 expected = model.predict(x, mode="whole").numpy()
             got = session.run(None, {"images": x.numpy()})[0]
             diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-            checks.append((list(x.shape), diff))
+            agreement = float((got.argmax(1) == expected.argmax(1)).mean()) if np.isfinite(diff) else 0.0
+            checks.append((list(x.shape), diff, agreement))
             if not diff <= TOLERANCE:
                 raise FisherTuneError(f"ONNX check failed: onnxruntime and PyTorch differ by {diff:.3g} on "
                                       f"input {list(x.shape)} (tolerance {TOLERANCE}); nothing written")
 
-    checks: list[tuple[list[int], float]] = []
+    checks: list[tuple[list[int], float, float]] = []
     with torch.random.fork_rng(devices=[]):
-        write_atomic(path, write)
-    return {"max_abs_diff": max(d for _, d in checks), "checks": checks, "patch_size": patch}
+        write_atomic(path, lambda temp: (write(temp), add_metadata(temp, model_metadata(run_dir, model))))
+    return {"max_abs_diff": max(c[1] for c in checks), "min_agreement": min(c[2] for c in checks),
+            "checks": checks, "patch_size": patch}
+
+
+def model_metadata(run_dir: Path, model: nn.Module) -> dict[str, str]:
+    """What a consumer of the graph needs besides it: class names, palette, patch size, the normalisation
+    (applied inside the graph; given for reference) and the base weights' hash."""
+    import json
+
+    from fishertune.engine.build import run_classes
+    from fishertune.engine.config import load_config
+
+    config = load_config(run_dir / "config.yaml")
+    classes = run_classes(config)
+    backbone = model.backbone
+    return {"fishertune.classes": json.dumps(list(classes.names)),
+            "fishertune.palette": json.dumps([list(map(int, c)) for c in classes.palette]),
+            "fishertune.patch_size": str(backbone.patch_size),
+            "fishertune.input": "images [B, 3, H, W] float32 RGB in [0, 1], any H and W",
+            "fishertune.mean": json.dumps(list(backbone.mean)),
+            "fishertune.std": json.dumps(list(backbone.std)),
+            "fishertune.method": config.method.name,
+            "fishertune.base_weights": str(config.model.weights),
+            "fishertune.base_sha256": base_sha256(run_dir, config)}
+
+
+def base_sha256(run_dir: Path, config) -> str:
+    """The base backbone's weights hash, as `fishertune export` records it (read from an export folder;
+    for a run folder, from the base rebuilt as the export does)."""
+    import json
+
+    from fishertune.engine.build import build_base
+    from fishertune.engine.export import MANIFEST, backbone_sha256, is_export
+
+    if is_export(run_dir):
+        return str(json.loads((run_dir / MANIFEST).read_text())["base_sha256"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        return backbone_sha256(build_base(config).backbone)
+
+
+def add_metadata(path: str, metadata: dict[str, str]) -> None:
+    import onnx
+
+    graph = onnx.load(path)
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, path)
