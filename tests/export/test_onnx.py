@@ -75,3 +75,16 @@ def test_rein_with_linked_queries_says_why_it_cannot_export(scenes, base_file, t
     assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 2
     assert "link_queries cannot be exported to ONNX" in capsys.readouterr().err
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("family", ["dinov2_reg", "mae", "sam"])
+def test_a_backbone_that_cannot_be_one_graph_is_refused_in_one_line(family, scenes, tmp_path, capsys):
+    from fishertune.models.backbones import tiny_backbone_config
+
+    run = train_run(tmp_path, scenes, "full", None, {
+        "model": {"backbone": family, "backbone_config": tiny_backbone_config(family)}})
+    capsys.readouterr()
+    assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"a {family} backbone cannot be exported to ONNX" in err[0]
+    assert not (tmp_path / "model.onnx").exists()

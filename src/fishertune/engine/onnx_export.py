@@ -70,9 +70,24 @@ def merge_lora(model: nn.Module) -> int:
     return merged
 
 
+NOT_EXPORTABLE = {
+    "dinov2_reg": "its position embeddings are resampled with antialiased bicubic interpolation, which "
+                  "ONNX opset 17 does not have",
+    "mae": "its position embeddings are fixed to the image size it was built for, so the graph would "
+           "serve that size only",
+    "sam": "its windowed attention and position embeddings are fixed to the traced size, so the graph "
+           "would serve that size only"}
+"""Backbones whose forward cannot be one ONNX graph for every input size, and why."""
+
+
 def check_exportable(model: nn.Module) -> None:
-    """Refuse, with the reason, models whose forward cannot be one static ONNX graph."""
+    """Refuse, with the reason, models whose forward cannot be one ONNX graph for every input size."""
     from fishertune.tuners.rein import Reins
+
+    name = getattr(model.backbone, "name", "")
+    if name in NOT_EXPORTABLE:
+        raise FisherTuneError(f"a {name} backbone cannot be exported to ONNX: {NOT_EXPORTABLE[name]}; "
+                              f"use `fishertune predict` or `fishertune.load_pretrained` instead")
 
     head = model.head
     reins = getattr(model.backbone, "reins", None)
