@@ -264,3 +264,25 @@ def test_a_tampered_delta_in_an_export_is_one_line(exported, tmp_path, capsys, t
     assert main(["eval", str(copy), "--data", f"folder:{export.parent}", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("indices outside" in err[0] or "NaN or infinity" in err[0])
+
+
+@pytest.mark.parametrize("exported", ["fishertune"], indirect=True)
+def test_load_pretrained_takes_a_hub_id_from_the_local_cache(exported, tmp_path, monkeypatch):
+    """An export uploaded to the Hub as "me/tiny-export" and cached: loaded without network, from the Hub
+    cache's layout (models--me--tiny-export/snapshots/<revision>/, refs/main naming the revision)."""
+    import huggingface_hub
+
+    _, run, export = exported
+    cache = tmp_path / "hub"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--me--tiny-export"
+    shutil.copytree(export, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(fishertune.load_pretrained("me/tiny-export").predict(image),
+                                  fishertune.load_pretrained(run).predict(image))
+    with pytest.raises(FisherTuneError, match="neither a folder here nor in the local Hugging Face cache"):
+        fishertune.load_pretrained("me/not-cached")

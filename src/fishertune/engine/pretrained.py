@@ -79,7 +79,9 @@ def _rgb_array(image) -> np.ndarray:
 
 def load_pretrained(directory: str | Path, backbone: str | None = None,
                     device: str | torch.device | None = None) -> PretrainedSegmenter:
-    """Load an export folder (`fishertune export RUN --out DIR`) or a finished run folder.
+    """Load an export folder (`fishertune export RUN --out DIR`), a finished run folder, or a Hugging Face
+    Hub id ("owner/name") of an uploaded export: taken from the local Hub cache when it holds it (no
+    network needed), else downloaded (`huggingface_hub.snapshot_download`).
 
     For an export, the base backbone is rebuilt from its config (`backbone` gives another location for it:
     hub id, folder or file) and refused when its weights hash differs from the one the export was made
@@ -87,4 +89,24 @@ def load_pretrained(directory: str | Path, backbone: str | None = None,
     """
     from fishertune.engine.build import load_run
 
-    return PretrainedSegmenter(*load_run(directory, device, backbone))
+    return PretrainedSegmenter(*load_run(hub_folder(directory), device, backbone))
+
+
+def hub_folder(name: str | Path) -> str | Path:
+    """`name` itself when it is a local path; for a Hub id not found locally, the snapshot folder of the
+    local Hub cache ($HF_HUB_CACHE) that holds it, or downloaded into it."""
+    text = str(name)
+    if Path(text).expanduser().exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
+        return name
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(text, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        return snapshot_download(text)
+    except Exception as error:  # no network, no such repository, no access: all one line
+        raise FisherTuneError(f"{text} is neither a folder here nor in the local Hugging Face cache, and "
+                              f"downloading it failed ({type(error).__name__})") from None
