@@ -88,3 +88,29 @@ def test_a_backbone_that_cannot_be_one_graph_is_refused_in_one_line(family, scen
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"a {family} backbone cannot be exported to ONNX" in err[0]
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("problem", ["onnx_is_a_folder", "not_onnx_suffix", "onnxruntime_missing"])
+def test_export_out_and_onnx_checks_the_onnx_side_before_writing_anything(problem, scenes, base_file,
+                                                                            tmp_path, monkeypatch, capsys):
+    import builtins
+
+    run = train_run(tmp_path, scenes, "fishertune", base_file)
+    onnx_path = tmp_path / "model.onnx"
+    if problem == "onnx_is_a_folder":
+        onnx_path.mkdir()
+    elif problem == "not_onnx_suffix":
+        onnx_path = tmp_path / "model.bin"
+    else:
+        real_import = builtins.__import__
+
+        def no_onnxruntime(name, *args, **kwargs):
+            if name == "onnxruntime":
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "ex"), "--onnx", str(onnx_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "ex").exists()  # the rerun is not refused for an --out left behind

@@ -139,10 +139,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from fishertune.engine.export import export_run
-    from fishertune.engine.onnx_export import export_onnx
+    from fishertune.engine.onnx_export import check_onnx_output, export_onnx
 
     if not args.out and not args.onnx:
         raise FisherTuneError("export needs --out DIR (a shareable folder) and/or --onnx FILE")
+    if args.onnx:  # everything --onnx needs is checked before --out writes anything
+        check_onnx_output(args.onnx)
     if args.out:
         if args.backbone:
             raise FisherTuneError("--backbone applies to --onnx from an export folder")

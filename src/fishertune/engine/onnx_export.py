@@ -103,21 +103,31 @@ def sample_sizes(patch: int) -> list[tuple[int, int, int]]:
             (1, 8 * patch + 3, 6 * patch - 5), (2, 5 * patch - 1, 9 * patch + 1)]
 
 
-def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None) -> dict:
-    """Write `path` from a run or export folder; returns {"max_abs_diff", "checks": [(shape, diff)]}."""
+def check_onnx_output(path: str | Path) -> None:
+    """Refuse, before any work, an ONNX export that could not finish: onnx or onnxruntime missing, a file
+    name without .onnx, or a place where the file cannot be written."""
+    from fishertune.atomic import check_writable
+
     try:
         import onnx  # noqa: F401  (torch.onnx writes the graph with it)
-        import onnxruntime
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise FisherTuneError("ONNX export needs onnx and onnxruntime: "
                               "pip install 'fishertune[onnx]'") from None
+    if Path(path).suffix != ".onnx":
+        raise FisherTuneError(f"--onnx expects a .onnx file name, got {path}")
+    check_writable(path)
+
+
+def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None) -> dict:
+    """Write `path` from a run or export folder; returns {"max_abs_diff", "checks": [(shape, diff)]}."""
+    import onnxruntime
 
     from fishertune.atomic import write_atomic
     from fishertune.engine.build import load_run
 
+    check_onnx_output(path)
     run_dir, path = Path(run_dir), Path(path)
-    if path.suffix != ".onnx":
-        raise FisherTuneError(f"--onnx expects a .onnx file name, got {path}")
     _, model = load_run(run_dir, backbone=backbone)
     check_exportable(model)
     merge_lora(model)
