@@ -3,11 +3,12 @@
 A thin adapter from the segmentor to `fishertune.method.MaskSelector` (docs/method.md): `prepare`
 estimates, batch by batch, the clean curvature and the curvature under the DSU feature perturbation of
 `perturb_layers` (the empirical Fisher, or the variational posterior precision when `variational` is
-ivon or vogn), combines them into DR-FIM scores and selects δ(0); `after_step` grows the mask
-towards the budget every `update_every` steps (δ(t) = δ_max − (δ_max − δ_min)·e^(−t/T)), re-estimating if
-asked. The options are MaskSelectorConfig's, plus the mask baselines' `budget` (which sets ratio or count),
-with `perturb_layers` that may name backbone blocks by index (default: the first two blocks, the "early
-blocks" of §1.2) and candidates restricted to the backbone.
+ivon or vogn), combines them into DR-FIM scores and selects δ(0); `after_step` re-estimates and grows the
+mask towards the budget every R steps (δ(t) = δ_max − (δ_max − δ_min)·e^(−t/T)). The options are
+MaskSelectorConfig's, plus the mask baselines' `budget` (which sets ratio or count), with `perturb_layers`
+that may name backbone blocks by index (default: the first two blocks, the "early blocks" of §1.2) and
+candidates restricted to the backbone. The defaults are FisherTune as shipped (SHIPPED, and the schedule
+and budget below), chosen on source data by the criterion of docs/method.md §8.
 """
 
 from __future__ import annotations
