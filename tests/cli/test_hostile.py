@@ -782,3 +782,12 @@ def test_eval_on_labels_that_are_all_ignore_is_refused_not_nan(run_copy, synth_d
     assert main(args) == EXIT_BAD_INPUT
     assert "every label pixel is 255 (ignore); there is nothing to score" in one_error(capsys)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("seeds", "message"), [("1,1", "names seed 1 more than once"),
+                                                ("1,-2", "must be in [0, 2^32)")])
+def test_demo_seeds_are_checked_before_any_training(seeds, message, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--full", "--seeds", seeds, "--no-progress"]) == \
+        EXIT_BAD_INPUT
+    assert message in one_error(capsys)
+    assert not (tmp_path / "d").exists()

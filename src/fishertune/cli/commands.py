@@ -219,9 +219,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",")]
+        seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise InputError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:  # checked before any training: a seed twice would be one run counted twice
+        raise InputError(f"--seeds names seed {repeated[0]} more than once")
+    if any(not 0 <= s < 2**32 for s in seeds):
+        raise InputError(f"--seeds must be in [0, 2^32), got {text!r}")
+    return seeds
 
 
 def set_max_pixels(max_pixels: int | None) -> None:
