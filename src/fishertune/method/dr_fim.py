@@ -82,11 +82,11 @@ def normalize_term(values: torch.Tensor, normalize: Normalization, sizes: list[i
     if normalize == "none":
         return values
     if normalize in ("mean", "per_tensor"):
-        if normalize == "per_tensor" and (sizes is None or sum(sizes) != values.numel()):
+        lengths = sizes if normalize == "per_tensor" else [values.numel()]
+        if lengths is None or sum(lengths) != values.numel():
             raise FisherTuneError("per_tensor normalisation needs the lengths of the tensors")
         out = values if in_place else torch.empty_like(values)
-        for part, into in zip(*(t.split(sizes if normalize == "per_tensor" else values.numel())
-                                for t in (values, out))):
+        for part, into in zip(values.split(lengths), out.split(lengths)):
             mean = part.mean()
             if mean > 0:
                 torch.div(part, mean, out=into)
