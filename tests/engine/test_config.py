@@ -158,3 +158,10 @@ def test_duplicate_keys_and_alias_bombs_are_refused_in_one_line(tmp_path: Path, 
     with pytest.raises(FisherTuneError) as error:
         load_config(path)
     assert message in str(error.value) and "\n" not in str(error.value) and len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_numpy_cannot_take_is_refused_when_the_config_loads(seed):
+    with pytest.raises(FisherTuneError, match="train.seed"):
+        config_from_dict({"train": {"seed": seed}})
+    assert config_from_dict({"train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1

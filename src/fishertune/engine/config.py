@@ -30,7 +30,7 @@ import yaml
 
 from fishertune.engine.precision import amp_mode
 from fishertune.errors import FisherTuneError, InputError
-from fishertune.validation import at_least, from_dict
+from fishertune.validation import at_least, between, from_dict
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -127,7 +127,8 @@ class TrainConfig:
     """Save a resumable checkpoint every N steps (0 = only at the end)."""
     log_every: int = field(default=10, metadata=at_least(1))
     """Write a log record every N steps."""
-    seed: int = field(default=0, metadata=at_least(0))
+    seed: int = field(default=0, metadata=between(0, 2**32 - 1))
+    """Seed of every random choice of the run (numpy's seeds are 32-bit)."""
     amp: bool | Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision of training, on CPU and CUDA: off (float32), bf16 or fp16 autocast (fp16 with loss
     scaling). false = off, true = bf16."""
