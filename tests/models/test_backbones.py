@@ -108,3 +108,23 @@ def test_bad_names_and_missing_files_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FisherTuneError, match="could not load"):
         build_backbone("dinov2", weights="no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"hidden_size": "32"}, "hidden_size must be a whole number >= 1, got '32'"),
+    ({"hidden_size": 32.5}, "hidden_size must be a whole number >= 1, got 32.5"),
+    ({"hidden_size": -1}, "hidden_size must be a whole number >= 1, got -1"),
+    ({"num_attention_heads": 0}, "num_attention_heads must be a whole number >= 1, got 0"),
+    ({"num_attention_heads": 3}, "hidden_size 32 is not divisible by num_attention_heads 3"),
+    ({"patch_size": 0}, "patch_size must be a whole number >= 1, got 0"),
+    ({"patch_size": 64}, "patch_size 64 is larger than image_size 32"),
+    ({"image_size": 0}, "image_size must be a whole number >= 1, got 0"),
+    ({"mlp_ratio": float("nan")}, "mlp_ratio must be a number > 0")])
+def test_impossible_backbone_sizes_are_one_line_before_any_model_is_built(override, message):
+    from fishertune.errors import InputError
+    from fishertune.models.backbones import build_backbone, tiny_backbone_config
+
+    config = {**tiny_backbone_config("dinov2"), **override}
+    with pytest.raises(InputError) as error:
+        build_backbone("dinov2", config=config)
+    assert "model.backbone_config" in str(error.value) and message in str(error.value)

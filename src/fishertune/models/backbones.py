@@ -548,4 +548,32 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, config: 
                    out_indices: list[int] | None = None) -> Backbone:
     """Build a registered backbone: `weights` is a hub id, a save_pretrained folder, a .safetensors file or
     None (random init); `config` overrides fields of the family's config (tiny test models)."""
+    check_backbone_config(config or {})
     return BACKBONES.lookup(name).build(weights=weights, config=config, out_indices=out_indices)
+
+
+POSITIVE_INT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                       "patch_size", "image_size", "num_register_tokens", "num_channels")
+"""`model.backbone_config` fields that must be whole numbers >= 1 (num_register_tokens may be 0)."""
+
+
+def check_backbone_config(config: dict) -> None:
+    """One line naming the field, before any model is built, for sizes a transformer cannot have: a
+    non-integer or non-positive size, a width not divisible by the heads, a patch larger than the image."""
+    where = "model.backbone_config"
+    for key in POSITIVE_INT_FIELDS:
+        if key not in config:
+            continue
+        value, low = config[key], 0 if key == "num_register_tokens" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{where}.{key} must be a whole number >= {low}, got {value!r}")
+    ratio = config.get("mlp_ratio")
+    number = isinstance(ratio, int | float) and not isinstance(ratio, bool)
+    if ratio is not None and not (number and ratio > 0):  # NaN too
+        raise InputError(f"{where}.mlp_ratio must be a number > 0, got {ratio!r}")
+    width, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    if width is not None and heads is not None and width % heads:
+        raise InputError(f"{where}: hidden_size {width} is not divisible by num_attention_heads {heads}")
+    patch, image = config.get("patch_size"), config.get("image_size")
+    if patch is not None and image is not None and patch > image:
+        raise InputError(f"{where}: patch_size {patch} is larger than image_size {image}")
