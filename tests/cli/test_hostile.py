@@ -355,7 +355,7 @@ BAD_SETTINGS = {
     "batch_size_negative": ({"data": {"batch_size": -1}}, "data.batch_size must be >= 1, got -1"),
     "grad_accum_0": ({"train": {"grad_accum": 0}}, "train.grad_accum must be >= 1, got 0"),
     "workers_negative": ({"data": {"workers": -1}}, "data.workers must be >= 0, got -1"),
-    "seed_negative": ({"train": {"seed": -1}}, "train.seed must be >= 0, got -1"),
+    "seed_negative": ({"train": {"seed": -1}}, "train.seed must be in [0, 4294967295], got -1"),
     "steps_negative": ({"train": {"steps": -5}}, "train.steps must be >= 0, got -5"),
     "lr_nan": ({"train": {"lr": float("nan")}}, "train.lr must be a finite number"),
     "stride_over_crop": ({"eval": {"mode": "slide", "crop": 16, "stride": 20}}, "eval.stride 20 is larger"),
