@@ -77,7 +77,7 @@ def measure(trainer: Trainer, batches: list, options: dict) -> dict:
     config = dataclasses.replace(base, **options, ratio=BUDGET, count=None, ratio_min=None,
                                  growth_start=None)
     start = time.perf_counter()
-    selector = MaskSelector(trainer.model, config)
+    selector = MaskSelector(trainer.model, config, keep_terms=True)
     selector.estimate(batches, per_sample_loss)
     selector.select()
     count = selector.num_selected()

@@ -13,7 +13,7 @@ rounds (interleaved), all in this process; medians over the rounds. Printed:
 The variants are the demo plan's (fishertune: as shipped; drfim, fim and random:
 drfim-select, fim-select and random-select), plus full fine-tuning with activation checkpointing and
 with bf16 autocast (`train.amp: bf16`), the random mask at row granularity, fishertune-row and
-fishertune-running.
+fishertune-running, and FisherTune with the vmap backend (one sample per call, or the whole batch).
 
     python benchmarks/train_cost.py [--repeats 2] [--steps 4] [--update-every 4] [--threads 2]
 """
@@ -32,7 +32,8 @@ from training_probe import Probe, demo_config, demo_plan, variants
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
-            ("drfim", {}), ("fishertune", {}), ("fishertune, chunk_size 8", {"chunk_size": 8}),
+            ("drfim", {}), ("fishertune", {}), ("fishertune, vmap", {"backend": "vmap"}),
+            ("fishertune, vmap, chunk_size 8", {"backend": "vmap", "chunk_size": 8}),
             ("fishertune-row", {}), ("fishertune-running", {})]
 STEP_PHASES = ("forward", "backward", "optimiser", "running g2")
 

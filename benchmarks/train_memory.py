@@ -23,10 +23,9 @@ import torch
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}), ("lora", {}), ("random", {}),
             ("random, checkpointing", {"checkpointing": True}), ("fim", {}),
-            ("fim, chunk_size 2", {"chunk_size": 2}), ("drfim", {}),
-            ("drfim, chunk_size 2", {"chunk_size": 2}),
-            ("fishertune", {}), ("fishertune, chunk_size 2", {"chunk_size": 2}),
-            ("fishertune, chunk_size 1", {"chunk_size": 1}),
+            ("fim, vmap", {"backend": "vmap"}), ("drfim", {}), ("drfim, vmap", {"backend": "vmap"}),
+            ("fishertune", {}), ("fishertune, vmap", {"backend": "vmap"}),
+            ("fishertune, vmap, chunk_size 2", {"backend": "vmap", "chunk_size": 2}),
             ("fishertune, checkpointing", {"checkpointing": True}), ("fishertune-row", {})]
 
 

@@ -15,7 +15,7 @@ from fishertune import (
     select_topk,
     variational_fisher,
 )
-from fishertune.method.dr_fim import DomainTerm, draw_weight, relative_change
+from fishertune.method.dr_fim import DomainTerm, add_normalized, draw_weight, normalize_term, relative_change
 from fishertune.method.perturbation import Draws
 from fishertune.method.variational import VariationalSettings
 
@@ -110,6 +110,26 @@ def test_domain_term_accumulates_batches_with_their_own_weights():
     expected = (0.5 * relative_change(a, b) + 2.0 * relative_change(b, a * 2)) / 2
     torch.testing.assert_close(term.value(), expected)
     assert term.weights == [0.5, 2.0]
+
+
+@pytest.mark.parametrize("normalize", ["none", "mean", "per_tensor", "rank"])
+def test_domain_term_tensor_by_tensor_equals_the_whole_formula_bit_for_bit(normalize):
+    """The lean path (R_b one tensor at a time, the scores made in D's buffer) against the formula on
+    whole tensors: T_b(s·R_b)·w_b summed, / B, + T(A)."""
+    clean, moved = fishers()
+    a = torch.cat([clean[n].reshape(-1) for n in clean])
+    b = torch.cat([moved[n].reshape(-1) for n in clean])
+    sizes = [clean[n].numel() for n in clean]
+    term = DomainTerm(normalize, sizes=sizes)
+    term.add(a, b, 0.5, prior_floor=1e-6, scale=3.0)
+    term.add(b, a * 2, 2.0, prior_floor=1e-6, scale=3.0)
+    expected = sum(w * normalize_term(3.0 * relative_change(x, y, prior_floor=1e-6), normalize, sizes)
+                   for x, y, w in ((a, b, 0.5), (b, a * 2, 2.0))) / 2
+    assert torch.equal(term.value(), expected)
+    task = normalize_term(a, normalize, sizes)
+    assert torch.equal(add_normalized(term.take_value(), a, normalize, sizes), expected + task)
+    with pytest.raises(FisherTuneError, match="at least one"):
+        term.take_value()
 
 
 def test_vogn_zero_noise_is_plain_fisher(mlp):

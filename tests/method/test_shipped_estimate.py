@@ -7,12 +7,14 @@ import math
 import pytest
 import torch
 from scipy import stats
+from shipped_defaults import shipped_selector_config
 from tiny_models import MLP, classification_loss, make_batches
 from torch import nn
 
 from fishertune import MaskSelector, MaskSelectorConfig, empirical_fisher, variational_fisher
 from fishertune.method.dr_fim import normalize_term
 from fishertune.method.fisher import fisher_sums
+from fishertune.method.mask_selector import estimate_count
 from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.method.reliability import spearman, term_influence
 from fishertune.method.variational import VariationalCurvature, VariationalSettings
@@ -154,7 +156,7 @@ def test_the_schedule_given_as_fractions_scales_with_the_run():
     config = MaskSelectorConfig(ratio=0.5, selection="fim", growth_start=0.4, growth_fraction=0.5,
                                 update_fraction=0.25, include=["fc1.weight", "fc2.weight"])
     selector = MaskSelector(model, config)
-    assert selector.estimate_count(100) == 4
+    assert estimate_count(config, 100) == 4
     selector.total_steps = None
     selector.estimate(batches, classification_loss)
     selector.select(0)
@@ -176,3 +178,17 @@ def test_an_estimate_shows_its_progress_when_asked(capsys):
     selector.show_progress = True
     selector.estimate(token_batches(), classification_loss)
     assert "estimate 2 (dr_fim)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("selection", ["dr_fim", "delta_f"])
+def test_scores_made_in_the_domain_terms_buffer_equal_the_kept_terms_sum(selection):
+    """Without keep_terms the scores are made in place (no copy of the task term): the same bits."""
+    scores = []
+    for keep in (True, False):
+        config = shipped_selector_config(ratio=0.5, selection=selection, perturb_layers=["features"])
+        torch.manual_seed(0)
+        selector = MaskSelector(Features(), config, keep_terms=keep)
+        scores.append(selector.estimate(token_batches(), classification_loss))
+        assert bool(selector.terms) == keep
+    for name in scores[0]:
+        assert torch.equal(scores[0][name], scores[1][name]), name

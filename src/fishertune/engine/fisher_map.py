@@ -31,6 +31,7 @@ from fishertune.atomic import save_tensors, write_json, write_text
 from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.errors import FisherTuneError
+from fishertune.method.mask_selector import estimate_count, passes_per_estimate
 
 
 def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> list[Path]:
@@ -114,8 +115,8 @@ def estimation_cost(selector, config: Config) -> dict:
     """What the config's whole schedule spends on estimates, in forward-backward passes over one batch,
     against its training passes (steps x gradient accumulation)."""
     t = config.train
-    estimates = selector.estimate_count(t.steps)
-    per = selector.passes_per_estimate(t.prepare_batches)
+    estimates = estimate_count(selector.config, t.steps)
+    per = passes_per_estimate(selector.config, t.prepare_batches)
     training = t.steps * t.grad_accum
     return {"estimates": estimates, "passes_per_estimate": per, "estimate_passes": estimates * per,
             "training_passes": training, "ratio": estimates * per / training}

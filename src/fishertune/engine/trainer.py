@@ -293,6 +293,7 @@ class Trainer:
         selector = getattr(self.tuner, "selector", None)
         if selector is None:
             raise UsageError(f"Trainer.estimate() needs a mask tuner, not {self.config.method.name!r}")
+        selector.keep_terms = True
         selector.estimate(self.estimation_batches, per_sample_loss)
         selector.select(step=0)
         return selector

@@ -67,11 +67,18 @@ def unflatten(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, to
 def relative_change(clean: torch.Tensor, moved: torch.Tensor, eps_ratio: float = 1e-3,
                     prior_floor: float = 0.0) -> torch.Tensor:
     """R = |A − A′| / (min(A, A′) + δ + ε), ε = eps_ratio · mean(A), on flat tensors."""
+    return _ratio(clean, moved, _eps(clean, eps_ratio), prior_floor)  # two buffers of the inputs' size
+
+
+def _eps(clean: torch.Tensor, eps_ratio: float) -> torch.Tensor:
     if eps_ratio <= 0:
         raise FisherTuneError(f"eps_ratio must be > 0, got {eps_ratio}")
-    eps = (eps_ratio * clean.mean()).clamp_min(torch.finfo(torch.float32).tiny)
+    return (eps_ratio * clean.mean()).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def _ratio(clean: torch.Tensor, moved: torch.Tensor, eps: torch.Tensor, prior_floor: float) -> torch.Tensor:
     denominator = torch.minimum(clean, moved).add_(prior_floor).add_(eps)
-    return torch.sub(clean, moved).abs_().div_(denominator)  # two buffers of the inputs' size
+    return torch.sub(clean, moved).abs_().div_(denominator)
 
 
 def normalize_term(values: torch.Tensor, normalize: Normalization, sizes: list[int] | None = None,
@@ -98,7 +105,9 @@ def normalize_term(values: torch.Tensor, normalize: Normalization, sizes: list[i
 
 
 class DomainTerm:
-    """D = (1/B) Σ_b w_b · T(R_b), accumulated one batch at a time on flat tensors."""
+    """D = (1/B) Σ_b w_b · T(R_b), accumulated one batch at a time on flat tensors. Under "none" and
+    "per_tensor" each batch's R_b is made one tensor at a time (`sizes`), so the running sum is the only
+    buffer of the candidates' size; "mean" and "rank" need the whole R_b at once."""
 
     def __init__(self, normalize: Normalization = "mean", eps_ratio: float = 1e-3,
                  sizes: list[int] | None = None):
@@ -110,10 +119,19 @@ class DomainTerm:
 
     def add(self, clean: torch.Tensor, moved: torch.Tensor, weight: float, prior_floor: float = 0.0,
             scale: float = 1.0) -> None:
-        ratio = relative_change(clean, moved, self.eps_ratio, prior_floor)
-        term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize, self.sizes,
-                              in_place=True).mul_(weight)
-        self.total = term if self.total is None else self.total.add_(term)
+        if self.normalize in ("none", "per_tensor") and self.sizes is not None:
+            if self.total is None:
+                self.total = torch.zeros_like(clean)
+            eps = _eps(clean, self.eps_ratio)
+            for c, m, into in zip(*(t.split(self.sizes) for t in (clean, moved, self.total))):
+                ratio = _ratio(c, m, eps, prior_floor)
+                into.add_(normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize,
+                                         [ratio.numel()], in_place=True).mul_(weight))
+        else:
+            ratio = relative_change(clean, moved, self.eps_ratio, prior_floor)
+            term = normalize_term(ratio if scale == 1.0 else ratio.mul_(scale), self.normalize, self.sizes,
+                                  in_place=True).mul_(weight)
+            self.total = term if self.total is None else self.total.add_(term)
         self.batches += 1
         self.weights.append(weight)
 
@@ -121,6 +139,23 @@ class DomainTerm:
         if self.total is None:
             raise FisherTuneError("the domain term needs at least one perturbed batch")
         return self.total / self.batches
+
+    def take_value(self) -> torch.Tensor:
+        """`value()` made in the running sum's own buffer (no copy); the term accepts no more batches."""
+        if self.total is None:
+            raise FisherTuneError("the domain term needs at least one perturbed batch")
+        value, self.total = self.total.div_(self.batches), None
+        return value
+
+
+def add_normalized(into: torch.Tensor, values: torch.Tensor, normalize: Normalization,
+                   sizes: list[int]) -> torch.Tensor:
+    """into += T(values), one tensor at a time under "none" and "per_tensor" (no copy of `values`)."""
+    if normalize not in ("none", "per_tensor"):
+        return into.add_(normalize_term(values, normalize, sizes))
+    for part, target in zip(values.split(sizes), into.split(sizes)):
+        target.add_(normalize_term(part, normalize, [part.numel()]))
+    return into
 
 
 def dr_fim(fisher: dict[str, torch.Tensor], fisher_perturbed: dict[str, torch.Tensor],

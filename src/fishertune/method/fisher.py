@@ -4,6 +4,11 @@
 tuples; its tensors are split along dim 0 into samples, other entries (e.g. names) are passed unchanged.
 
 Backends of the exact (per-sample) mode:
+- "layerwise": one batched forward and backward per batch; every sample's gradient of linear, LayerNorm
+  and layer-scale parameters is read from the layer's input and output gradient (method/layerwise.py).
+  About the cost of one training step per batch, and no per-sample copy of the gradients is held. It
+  assumes what vmap checks: that a batch's samples do not interact (no batch statistics, no control flow
+  on the batch), true of the library's segmentors in eval mode, where `MaskSelector` uses it.
 - "vmap": `torch.func.vmap(grad(...))` over the samples of a batch, with `functional_call`, so every
   sample's gradient comes from one batched pass. Needs a model that is a pure function of one sample.
 - "loop": one forward and backward per sample (a batch of one). Works for every model, including
@@ -38,10 +43,11 @@ from fishertune.errors import UsageError
 from fishertune.method.batching import batch_size, map_tensors, per_sample_tensors, rebuild_one, sample
 from fishertune.method.dr_fim import flatten
 from fishertune.method.finite import first_non_finite, require_finite
+from fishertune.method.layerwise import LayerwiseUnsupported, add_layerwise_squares, layer_plan
 from fishertune.method.perturbation import FeaturePerturbation
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
-BACKENDS = ("auto", "vmap", "loop")
+BACKENDS = ("auto", "layerwise", "vmap", "loop")
 
 
 def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
@@ -62,7 +68,8 @@ def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     the total count. Under an initialised torch.distributed process group, sums and counts are
     all-reduced, so N processes give the Fisher of the union of their data.
     chunk_size: samples per vmap call, squared and summed before the next (bounds the memory of per-sample
-    gradients to chunk_size copies of the parameters); None = whole batch.
+    gradients to chunk_size copies of the parameters); None = whole batch. The layerwise backend holds no
+    such copies and always takes the whole batch.
     perturbation: an attached FeaturePerturbation whose random draws the vmap path makes ahead
     (`presample`) and maps over, so that it equals the loop path draw for draw; without it the draws of
     an attached perturbation make vmap fail over to the loop. When it weighs samples (the per-sample
@@ -88,14 +95,20 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     sums = out if out is not None else {name: torch.zeros(p.shape, dtype=torch.float32, device=p.device)
                                         for name, p in named.items()}
     count, first_bad = 0, None
-    use_vmap = per_sample and backend != "loop"
+    mode = "batch" if not per_sample else _per_sample_mode(model, named, backend)
     if perturbation is not None and perturbation.weigh_samples and not per_sample:
         raise UsageError("weighing samples by their perturbation draws needs the per-sample Fisher")
     for index, batch in enumerate(batches):
         size = batch_size(batch)
-        if not per_sample:
+        if mode == "batch":
             _accumulate_batch(model, batch, size, loss_fn, named, sums)
-        elif use_vmap:
+        if mode == "layerwise":
+            try:
+                _accumulate_layerwise(model, batch, size, loss_fn, named, sums, perturbation)
+            except LayerwiseUnsupported as error:  # raised in the forward pass, before any square is added
+                raise UsageError(f"the layerwise per-sample Fisher cannot serve this model: {error}; use the "
+                                 "vmap or loop backend") from None
+        if mode == "vmap":
             added: list[int] = []  # chunks whose squares reached the sums
             try:
                 _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, perturbation, added)
@@ -104,9 +117,8 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
                     raise
                 warnings.warn(f"per-sample Fisher: vmap failed ({type(error).__name__}: {str(error)[:200]}); "
                               "using the one-sample-at-a-time loop", stacklevel=2)
-                use_vmap = False
-                _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation)
-        else:
+                mode = "loop"
+        if mode == "loop":
             _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation)
         count += size
         if first_bad is None and first_non_finite(sums) is not None:
@@ -194,6 +206,31 @@ def _accumulate_batch(model, batch, size, loss_fn, named, sums) -> None:
         loss = _losses(model, batch, size, loss_fn).mean()
         grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
     _add_squares(named, grads, sums, weight=float(size))
+
+
+def _per_sample_mode(model: nn.Module, named: dict[str, nn.Parameter], backend: str) -> str:
+    if backend == "auto":
+        return "vmap"
+    if backend == "layerwise":
+        try:
+            layer_plan(model, list(named))
+        except LayerwiseUnsupported as error:
+            raise UsageError(f"the layerwise per-sample Fisher cannot serve this model: {error}; use the "
+                             "vmap or loop backend") from None
+    return backend
+
+
+def _accumulate_layerwise(model, batch, size, loss_fn, named, sums, perturbation=None) -> None:
+    """One batched pass; an attached perturbation draws as the loop would (presample) and perturbs the
+    batch as the loop perturbs each sample (with the recorded Σ)."""
+    draws = perturbation.presample(size) if perturbation is not None else None
+    weights = perturbation.sample_weights(draws) if draws is not None and perturbation.weigh_samples else None
+
+    def losses_of(leaf_batch: Any) -> torch.Tensor:
+        with perturbation.using(draws, one_at_a_time=True) if draws is not None else nullcontext():
+            return _losses(model, leaf_batch, size, loss_fn)
+
+    add_layerwise_squares(model, batch, size, losses_of, layer_plan(model, list(named)), sums, weights)
 
 
 def _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation=None) -> None:

@@ -35,14 +35,16 @@ from tqdm import tqdm
 
 from fishertune.errors import FisherTuneError
 from fishertune.method.delta import save_delta
-from fishertune.method.dr_fim import DomainTerm, draw_weight, normalize_term, unflatten
+from fishertune.method.dr_fim import DomainTerm, add_normalized, draw_weight, normalize_term, unflatten
 from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
 from fishertune.method.flat_index import flat_indices
+from fishertune.method.layerwise import LayerwiseUnsupported, layer_plan
 from fishertune.method.masked_adamw import MaskedAdamW
 from fishertune.method.options import (
     DomainWeighting,
     Granularity,
     Normalization,
+    PerSampleBackend,
     Reestimate,
     Scope,
     Selection,
@@ -176,6 +178,9 @@ class MaskSelectorConfig:
     alpha: float = field(default=1.0, metadata=_help("Perturbation strength α."))
     per_sample: bool = field(default=True, metadata=_help(
         "Exact per-sample Fisher (True) or squared mini-batch gradients (False, cheaper)."))
+    backend: PerSampleBackend = field(default="layerwise", metadata=_help(
+        "How the exact Fisher gets each sample's gradient: layerwise (one batched pass; where every "
+        "candidate is a linear, LayerNorm or layer-scale parameter, else as vmap), vmap or loop."))
     chunk_size: int | None = field(default=None, metadata=_help(
         "Samples per vmap call of the exact Fisher (memory bound); None = whole batch."))
     variational: Variational = field(default="off", metadata=_help(
@@ -208,6 +213,7 @@ class MaskSelectorConfig:
         for name, option_type in (("selection", Selection), ("domain_weight", DomainWeighting),
                                   ("variational", Variational), ("normalize", Normalization),
                                   ("granularity", Granularity), ("scope", Scope),
+                                  ("backend", PerSampleBackend),
                                   ("reestimate", Reestimate)):
             check_option(getattr(self, name), option_type, name, where="MaskSelectorConfig")
         for name, value, low, inclusive in (("update_every", self.update_every, 0, True),
@@ -251,7 +257,7 @@ class MaskSelectorConfig:
 class MaskSelector:
     """Orchestrates estimate → select → masked training → growth → sparse delta on any nn.Module."""
 
-    def __init__(self, model: nn.Module, config: MaskSelectorConfig | None = None):
+    def __init__(self, model: nn.Module, config: MaskSelectorConfig | None = None, keep_terms: bool = False):
         self.model = model
         self.config = config or MaskSelectorConfig()
         self.candidates = candidate_names([n for n, _ in model.named_parameters()],
@@ -263,7 +269,10 @@ class MaskSelector:
         self.masks: dict[str, torch.Tensor] = {}
         self.fisher: dict[str, torch.Tensor] = {}
         self.fisher_perturbed: dict[str, torch.Tensor] = {}
-        self.terms: dict[str, torch.Tensor] = {}  # flat T(A) and D over the candidates, after estimate()
+        # flat T(A) and D over the candidates after estimate(), with keep_terms (two more buffers of their
+        # size: without it the scores are made in D's buffer)
+        self.keep_terms = keep_terms
+        self.terms: dict[str, torch.Tensor] = {}
         self.draws: list[dict[str, float]] = []  # per estimation batch: signed draws and weight w_b
         self.history: list[dict[str, Any]] = []
         self.base_values: dict[str, torch.Tensor] = {}
@@ -297,8 +306,7 @@ class MaskSelector:
                            disable=not self.show_progress)
             if cfg.selection == "fim" and cfg.variational == "off":
                 self.fisher = self.scores = empirical_fisher(self.model, batches, loss_fn, self.candidates,
-                                                             per_sample=cfg.per_sample,
-                                                             chunk_size=cfg.chunk_size)
+                                                             **self._fisher_options())
             elif cfg.selection == "fim":
                 clean = self._curvature(loss_fn)
                 for batch in batches:
@@ -342,13 +350,16 @@ class MaskSelector:
                                    "abs_mu": draws.abs_mu, "abs_sigma": draws.abs_sigma, "weight": weight,
                                    "sample_weights": perturbation.sample_weight_log[logged:]})
         self.fisher, self.fisher_perturbed = clean.value(), moved.value()
-        self.terms = {"task": normalize_term(clean.flat, cfg.normalize, self._sizes()),
-                      "domain": domain.value()}
-        del domain  # its running sum
         like = {n: self.fisher[n] for n in names}
+        domain_term = domain.take_value()
+        if self.keep_terms:
+            task = normalize_term(clean.flat, cfg.normalize, self._sizes())
+            self.terms = {"task": task, "domain": domain_term}
         if cfg.selection == "delta_f":
-            return unflatten(self.terms["domain"], like)
-        return unflatten(self.terms["task"] + self.terms["domain"], like)
+            return unflatten(domain_term, like)
+        if self.keep_terms:
+            return unflatten(self.terms["task"] + domain_term, like)
+        return unflatten(add_normalized(domain_term, clean.flat, cfg.normalize, self._sizes()), like)
 
     def _sizes(self) -> list[int]:
         """The candidates' lengths in the flat terms (their order)."""
@@ -360,12 +371,23 @@ class MaskSelector:
         clean and perturbed ones draw the same weight samples, so |A − A'| holds no differences but the
         perturbation's."""
         cfg = self.config
-        options = dict(per_sample=cfg.per_sample, chunk_size=cfg.chunk_size)
+        options = self._fisher_options()
         if cfg.variational == "off":
             return RunningFisher(self.model, loss_fn, self.candidates, **options)
         settings = VariationalSettings(cfg.variational, cfg.var_gamma, cfg.var_tau, cfg.var_samples,
                                        seed_stream(cfg.seed, WEIGHT_SAMPLES, self._estimates), cfg.var_floor)
         return VariationalCurvature(self.model, loss_fn, self.candidates, settings, **options)
+
+    def _fisher_options(self) -> dict[str, Any]:
+        """`fisher_sums`' per-sample options; the layerwise backend only where every candidate allows it."""
+        cfg = self.config
+        backend = cfg.backend
+        if backend == "layerwise":
+            try:
+                layer_plan(self.model, self.candidates)
+            except LayerwiseUnsupported:
+                backend = "auto"
+        return dict(per_sample=cfg.per_sample, backend=backend, chunk_size=cfg.chunk_size)
 
     def release_estimates(self) -> None:
         """Drop the curvature and terms kept for inspection (memory ∝ the candidates); the scores stay."""
@@ -384,21 +406,7 @@ class MaskSelector:
             return final
         if step == 0 and cfg.growth_fraction is not None:  # δ(0) = δ_min needs no T (T > 0 here)
             return start
-        return growth_ratio(step, start, final, self.growth_time())
-
-    def growth_time(self) -> float:
-        """T in steps: growth_steps, or growth_fraction of the training steps."""
-        return growth_time(self.config, self.total_steps)
-
-    def update_interval(self) -> int:
-        """R in steps (0 = never): update_every, or update_fraction of the training steps (at least 1)."""
-        return update_interval(self.config, self.total_steps)
-
-    def passes_per_estimate(self, batches: int) -> int:
-        return passes_per_estimate(self.config, batches)
-
-    def estimate_count(self, total_steps: int) -> int:
-        return estimate_count(self.config, total_steps)
+        return growth_ratio(step, start, final, growth_time(cfg, self.total_steps))
 
     def select(self, step: int = 0) -> dict[str, torch.Tensor]:
         """Masks of size δ(step) containing the previous masks (growth), recorded in `history`."""
@@ -490,7 +498,7 @@ class MaskSelector:
         (record_gradients)."""
         if total_steps is not None:
             self.total_steps = total_steps
-        every = self.update_interval()
+        every = update_interval(self.config, self.total_steps)
         if self._running():
             self.record_gradients()
         if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):

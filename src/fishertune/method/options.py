@@ -22,6 +22,8 @@ Variational = Literal["off", "ivon", "vogn"]
 """The curvature behind DR-FIM: the plain empirical Fisher, or a variational estimate."""
 Curvature = Literal["ivon", "vogn"]
 """The variational curvature estimate (fishertune.method.variational)."""
+PerSampleBackend = Literal["layerwise", "vmap", "loop"]
+"""How the exact per-sample Fisher is computed (fishertune.method.fisher)."""
 Granularity = Literal["element", "row", "tensor"]
 """The unit of selection (fishertune.method.selection)."""
 Scope = Literal["global", "per_tensor"]

@@ -88,6 +88,7 @@ class FeaturePerturbation:
         self._entries = 0  # drawn numbers per ε kind since take_draws()
         self._draw_shapes: dict[str, tuple[tuple[int, ...], torch.device, torch.dtype]] = {}
         self._given: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._one_at_a_time = False
 
     # -- attaching ------------------------------------------------------------------------------------
     def __enter__(self) -> FeaturePerturbation:
@@ -136,9 +137,12 @@ class FeaturePerturbation:
         self.sample_weight_log += weights.tolist()
         return weights
 
-    def using(self, draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> _Using:
-        """Inside: the hooks take their ε from `draws` (one per sample) instead of the generator."""
-        return _Using(self, draws)
+    def using(self, draws: dict[str, tuple[torch.Tensor, torch.Tensor]],
+              one_at_a_time: bool = False) -> _Using:
+        """Inside: the hooks take their ε from `draws` (one per sample) instead of the generator.
+        one_at_a_time: a batch is perturbed as a one-sample-at-a-time loop would perturb its samples, with
+        the recorded Σ (not the batch's own spread)."""
+        return _Using(self, draws, one_at_a_time)
 
     # -- reporting ------------------------------------------------------------------------------------
     def take_draws(self) -> Draws:
@@ -183,7 +187,7 @@ class FeaturePerturbation:
             return x
         if not self.enabled or self.alpha == 0.0:
             return x
-        if x.shape[0] > 1:
+        if x.shape[0] > 1 and not self._one_at_a_time:
             spread_mu, spread_sigma = _batch_uncertainty(mu, sigma)
         elif name in self.recorded:
             spread_mu, spread_sigma = (s.to(x.device, x.dtype).view(mu.shape[1:])
@@ -233,12 +237,12 @@ class _Recording:
 
 
 class _Using:
-    def __init__(self, perturbation: FeaturePerturbation, draws: dict):
-        self.perturbation, self.draws = perturbation, draws
+    def __init__(self, perturbation: FeaturePerturbation, draws: dict, one_at_a_time: bool):
+        self.perturbation, self.draws, self.one_at_a_time = perturbation, draws, one_at_a_time
 
     def __enter__(self) -> FeaturePerturbation:
-        self.perturbation._given = self.draws
+        self.perturbation._given, self.perturbation._one_at_a_time = self.draws, self.one_at_a_time
         return self.perturbation
 
     def __exit__(self, *exc) -> None:
-        self.perturbation._given = None
+        self.perturbation._given, self.perturbation._one_at_a_time = None, False

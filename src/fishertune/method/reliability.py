@@ -66,7 +66,8 @@ def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
     terms = []
     for side in range(2):
         selector = MaskSelector(model, replace(config, selection="dr_fim",
-                                               seed=seed_stream(config.seed, SPLIT_HALVES, side)))
+                                               seed=seed_stream(config.seed, SPLIT_HALVES, side)),
+                                keep_terms=True)
         selector.estimate([p[side] for p in parts], loss_fn)
         terms.append(selector.terms)
     images = sum(batch_size(p[0]) for p in parts)
