@@ -74,21 +74,14 @@ def rebuild(config: Config, tuner_dir: Path) -> tuple[nn.Module, str]:
         torch.manual_seed(config.train.seed)
         model = build_base(config)
     base_hash = backbone_sha256(model.backbone)
-    load_tuner(str(tuner_dir), model)
+    load_tuner(str(tuner_dir), model, method=config.method.name)
     return model, base_hash
 
 
 def _load_head(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
+    from fishertune.engine.checkpoint import checked_tensors, model_state
 
-    from fishertune.engine.checkpoint import model_state
-
-    state = load_file(str(path))
-    expected = set(model_state(model.head))
-    if set(state) != expected:
-        odd = sorted(expected ^ set(state))[0]
-        raise FisherTuneError(f"{path} does not fit the config's head ({odd!r} is not in both)")
-    model.head.load_state_dict(state)
+    model.head.load_state_dict(checked_tensors(path, model_state(model.head), "decode head"), strict=False)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
@@ -150,12 +143,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
 
 def load_export(directory: str | Path, backbone: str | None = None) -> tuple[Config, nn.Module]:
     """(config, model in eval mode) from an export folder; `backbone` replaces the base's location
-    (`model.weights`); a base whose weights hash differs from the export's is refused."""
+    (`model.weights`); a base whose weights hash differs from the export's is refused. Every file is checked
+    before it is used (the manifest's hash and method, the method in config.yaml and tuner_config.json, the
+    tensors of the head and of the method's change), since a damaged one would otherwise load into a model
+    that evaluates without complaint and wrongly; each problem is one line naming the file."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     config = load_config(directory / "config.yaml")
+    if manifest["method"] != config.method.name:
+        raise FisherTuneError(f"{directory / MANIFEST} names the method {manifest['method']!r}, its "
+                              f"config.yaml {config.method.name!r}: the export is damaged")
+    if backbone is not None and not str(backbone).strip():
+        raise FisherTuneError("the backbone location given is empty; give a hub id, folder or file")
     if backbone is not None:
         config.model.weights = str(backbone)
+    elif config.model.weights is not None and not str(config.model.weights).strip():
+        raise FisherTuneError(f"{directory / 'config.yaml'}: model.weights is empty; it names the base "
+                              f"backbone (hub id, folder or file), or null for a random init")
     config.model.weights = _locate(config.model.weights, directory)
     weights = config.model.weights
     if weights is not None and looks_like_file(weights) and not Path(weights).expanduser().exists():
@@ -183,7 +187,20 @@ def read_manifest(directory: Path) -> dict:
     kind = [manifest.get("format"), manifest.get("version")] if isinstance(manifest, dict) else None
     if kind != [FORMAT, VERSION]:
         raise FisherTuneError(f"{path}: not a {FORMAT} version {VERSION} manifest")
+    digest = manifest.get("base_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")):
+        raise FisherTuneError(f"{path}: base_sha256 must be the base's weights hash, 64 hex digits, got "
+                              f"{_short(digest)}")
+    if not isinstance(manifest.get("method"), str):
+        raise FisherTuneError(f"{path}: method must be the name of the export's method, got "
+                              f"{_short(manifest.get('method'))}")
     return manifest
+
+
+def _short(value) -> str:
+    """A value of a damaged file as a message shows it: repr, cut to a line's worth."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _locate(weights: str | None, directory: Path) -> str | None:

@@ -34,8 +34,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from fishertune.atomic import save_tensors, write_json
@@ -198,18 +196,21 @@ class Tuner:
                    {"method": self.name, "config": dataclasses.asdict(self.config)})
 
     def load_pretrained(self, directory: str) -> None:
-        """Read what `save_pretrained` wrote (the config is read by `load_tuner`)."""
+        """Read what `save_pretrained` wrote (the config is read by `load_tuner`): exactly the tensors this
+        tuner saves, each of its shape and dtype, all finite. A missing file is refused, not skipped: the
+        model would otherwise run as the untouched base, a silently wrong result."""
+        from fishertune.engine.checkpoint import checked_tensors
+
         path = os.path.join(directory, WEIGHTS_FILE)
-        if os.path.exists(path):
-            try:
-                tensors = load_file(path)
-            except SafetensorError as error:
-                raise InputError(f"cannot read saved {self.name} weights {path}: {error}") from None
-            self.load_saved_tensors(tensors)
+        expected = self.saved_tensors()
+        if expected or os.path.exists(path):
+            self.load_saved_tensors(checked_tensors(path, expected, f"saved {self.name} weights"))
 
 
-def load_tuner(directory: str, model: nn.Module) -> Tuner:
-    """Rebuild a saved tuner onto a freshly built base `model`: same config, then its saved tensors."""
+def load_tuner(directory: str, model: nn.Module, method: str | None = None) -> Tuner:
+    """Rebuild a saved tuner onto a freshly built base `model`: same config, then its saved tensors.
+    `method`, when given, is the method the caller expects (its run's config): a saved tuner of another
+    one is refused, since the mask methods share one file format and would load without complaint."""
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(path):
         raise FisherTuneError(f"no saved tuner in {directory!r}: {CONFIG_FILE} is missing")
@@ -221,6 +222,9 @@ def load_tuner(directory: str, model: nn.Module) -> Tuner:
     if not (isinstance(saved, dict) and isinstance(saved.get("method"), str)
             and isinstance(saved.get("config"), dict)):
         raise InputError(f"saved tuner config {path} needs a 'method' name and a 'config' mapping")
+    if method is not None and saved["method"] != method:
+        raise InputError(f"saved tuner config {path} names the method {saved['method']!r}, but the run's "
+                         f"config names {method!r}")
     tuner = build_tuner(saved["method"], model, **saved["config"])
     tuner.load_pretrained(directory)
     return tuner
