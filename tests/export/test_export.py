@@ -118,13 +118,14 @@ def test_cli_predict_and_eval_take_the_export(exported, scenes, tmp_path):
 
 
 def test_predict_refuses_other_inputs(exported):
+    """More cases, and the odd images it takes as the CLI does, in test_api_images.py."""
     model = fishertune.load_pretrained(exported[2])
     with pytest.raises(FisherTuneError, match="numpy array"):
-        model.predict(np.zeros((8, 8), dtype=np.uint8))
+        model.predict(np.zeros((8, 8, 2), dtype=np.uint8))
     with pytest.raises(FisherTuneError, match="float tensor"):
         model.predict(torch.zeros(8, 8, 3, dtype=torch.uint8))
-    with pytest.raises(FisherTuneError, match="PIL image"):
-        model.predict("street.png")
+    with pytest.raises(FisherTuneError, match="cannot read image street.png"):
+        model.predict("street.png")  # a path is read as `fishertune predict` reads it: here, not found
 
 
 # -- the base ------------------------------------------------------------------------------------------------

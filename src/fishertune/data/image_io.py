@@ -6,11 +6,13 @@ Every read
   change it) is refused by name, and so is one PIL itself refuses as a decompression bomb;
 - applies the EXIF orientation (a photo taken upright is read upright, labels alike);
 - scales 16-bit images to 8 bits (value · 255 / 65535, rounded) rather than clipping them to white.
+`load_rgb` reads images in memory (PIL images, arrays) the same way, for the Python API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fishertune.atomic import write_atomic
-from fishertune.errors import InputError
+from fishertune.errors import InputError, UsageError
 
 MAX_PIXELS = 50_000_000
 """Default largest image (width x height) read; larger ones are refused before they are decoded."""
@@ -39,18 +41,21 @@ ORIENTATION_TAG = 0x0112
 """The EXIF tag of the orientation; values 5-8 are a quarter turn (width and height swap)."""
 
 
+def _check_size(image: Image.Image, name: str) -> None:
+    width, height = image.size
+    limit = _limit["max_pixels"]
+    if width * height > limit:
+        raise InputError(f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
+                         f"limit of {limit / 1e6:g} (data.max_pixels, or --max-pixels)")
+
+
 @contextlib.contextmanager
 def _open(path: str | Path, kind: str, orient: bool = True) -> Iterator[Image.Image]:
     """The image at `path` with its size checked from the header (pixels not yet decoded), EXIF-oriented
     unless orient=False; a problem is one InputError naming the file."""
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            limit = _limit["max_pixels"]
-            if width * height > limit:
-                raise InputError(f"{kind} {path} is {width}x{height} = {width * height / 1e6:.1f} "
-                                 f"megapixels, over the limit of {limit / 1e6:g} (data.max_pixels, or "
-                                 f"--max-pixels)")
+            _check_size(image, f"{kind} {path}")
             yield ImageOps.exif_transpose(image) if orient else image
     except Image.DecompressionBombError as error:
         raise InputError(f"{kind} {path} is too large to decode safely: {error}") from None
@@ -62,16 +67,53 @@ def read_image(path: str | Path) -> np.ndarray:
     """An RGB image file -> [H, W, 3] uint8 (grey and RGBA images are converted to RGB; 16-bit ones are
     scaled to 8 bits). Other modes that cannot be shown as RGB (float images) are refused."""
     with _open(path, "image") as image:
-        if image.mode in SIXTEEN_BIT_MODES:
-            values = np.asarray(image).astype(np.int64)
-            if values.min() < 0 or values.max() > 65535:
-                raise InputError(f"image {path} has {image.mode} values outside 0-65535; expected 8- or "
-                                 f"16-bit pixels")
-            grey = np.round(values * (255 / 65535)).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=2)
-        if image.mode == "F":
-            raise InputError(f"image {path} holds floating-point pixels (mode F); expected 8- or 16-bit")
-        return np.array(image.convert("RGB"))
+        return _rgb(image, f"image {path}")
+
+
+def _rgb(image: Image.Image, name: str) -> np.ndarray:
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise InputError(f"{name} has {image.mode} values outside 0-65535; expected 8- or 16-bit pixels")
+        grey = np.round(values * (255 / 65535)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise InputError(f"{name} holds floating-point pixels (mode F); expected 8- or 16-bit")
+    return np.array(image.convert("RGB"))
+
+
+def load_rgb(image: str | os.PathLike | Image.Image | np.ndarray, name: str = "the image") -> np.ndarray:
+    """[H, W, 3] uint8 of an image file, a PIL image, or a numpy array of pixels as a file holds them
+    ([H, W] or [H, W, 1] grey, uint8 or uint16; [H, W, 3] RGB or [H, W, 4] RGBA, uint8). The Python API reads
+    images here so that it sees the very pixels `fishertune predict` sees (the same size limit, EXIF
+    orientation and 16-bit scaling as `read_image`); `name` names an in-memory image in errors. An argument
+    that is no image (another type, shape or dtype, or an empty one) is a UsageError."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, np.ndarray):
+        image = _array_image(image)
+    if not isinstance(image, Image.Image):
+        raise UsageError(f"expected an image file path, a PIL image or a numpy array, not "
+                         f"{type(image).__name__}")
+    if 0 in image.size:
+        raise UsageError(f"{name} is empty ({image.width}x{image.height} pixels)")
+    _check_size(image, name)
+    try:
+        return _rgb(ImageOps.exif_transpose(image), name)
+    except (OSError, ValueError, SyntaxError) as error:  # a PIL image opened lazily decodes only here
+        raise InputError(f"cannot read {name}: {error}") from None
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    pixels = array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    grey = pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16)
+    colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4) and pixels.dtype == np.uint8
+    if not (grey or colour):
+        raise UsageError(f"expected a numpy array of pixels, [H, W] grey (uint8 or uint16) or [H, W, 3] RGB "
+                         f"or [H, W, 4] RGBA (uint8), got {array.dtype} {list(array.shape)}")
+    if 0 in pixels.shape:
+        raise UsageError(f"expected a numpy array of pixels, got an empty one {list(array.shape)}")
+    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 def read_label(path: str | Path) -> np.ndarray:
