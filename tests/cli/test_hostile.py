@@ -151,7 +151,8 @@ def test_os_errors_are_translated(monkeypatch, capsys):
 
     monkeypatch.setattr(commands, "run_synth", disk_full)
     assert main(["synth", "--out", "x"]) == EXIT_BAD_INPUT
-    assert one_error(capsys) == "error: cannot access /runs/x/model.safetensors: No space left on device"
+    assert one_error(capsys) == ("error: cannot write /runs/x/model.safetensors: No space left on device "
+                                 "(free some space, or write elsewhere)")
 
 
 def test_non_utf8_config_and_base_cycle(tmp_path, capsys):

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fishertune.atomic import check_writable
+from fishertune.atomic import check_new_folder, check_writable
+from fishertune.cli.main import result_complete
 from fishertune.errors import FisherTuneError, InputError
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def run_synth(args: argparse.Namespace) -> int:
     if domains == []:
         raise InputError(f"--domains {args.domains!r} names no domain")
     folders = generate(args.out, domains=domains, n=args.n, size=args.size, seed=args.seed)
+    result_complete()
     print(f"wrote {args.n} images per domain for {', '.join(folders)} to {args.out}")
     return 0
 
@@ -40,6 +42,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     check_writable(args.out, folder=True)
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    result_complete()
     if distributed.is_main():
         print(_summary(config.method.name, result))
         print(f"run written to {args.out}")
@@ -64,7 +67,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InputError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
     datasets = build_eval_datasets(specs, run_classes(config))
     settings = EvalSettings.from_config(config)
-    inference = dataclasses.replace(settings.inference, **_inference_overrides(args))
+    inference = dataclasses.replace(settings.inference, **_inference_overrides(args, config.data.max_pixels))
     results = evaluate_targets(model, datasets, dataclasses.replace(settings, inference=inference), device,
                                progress=not args.no_progress)
     if distributed.is_main():
@@ -74,6 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{'mean':>24s}  mIoU {results['mean_target_miou']:6.2f}")
         if args.json:
             write_json(args.json, {"run": str(args.run), "inference": inference.kwargs(), **results})
+    result_complete()
     distributed.teardown()
     return 0
 
@@ -126,13 +130,15 @@ def run_predict(args: argparse.Namespace) -> int:
         if not images:
             raise InputError(f"no images found for {args.data}")
     set_max_pixels(args.max_pixels)
-    check_inputs(images)  # before the model is loaded
+    check_inputs(images)  # every image decoded, before the model is loaded
     device = distributed.setup()
     config, model = load_run(args.run, device, backbone=args.backbone)
-    inference = dataclasses.replace(Inference.from_config(config), **_inference_overrides(args))
+    inference = dataclasses.replace(Inference.from_config(config),
+                                    **_inference_overrides(args, args.max_pixels or config.data.max_pixels))
     written = predict_images(model, images, args.out, inference, device, fmt=args.format,
                              overlay=args.overlay, base=base, classes=run_classes(config),
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, inputs_checked=True)
+    result_complete()
     print(f"wrote {len(written)} images to {args.out}")
     return 0
 
@@ -143,17 +149,22 @@ def run_export(args: argparse.Namespace) -> int:
 
     if not args.out and not args.onnx:
         raise FisherTuneError("export needs --out DIR (a shareable folder) and/or --onnx FILE")
-    if args.onnx:  # everything --onnx needs is checked before --out writes anything
-        check_onnx_output(args.onnx)
-    if args.out:
+    if args.out:  # both outputs are checked before either is written
         if args.backbone:
             raise FisherTuneError("--backbone applies to --onnx from an export folder")
+        check_new_folder(args.out)
+    if args.onnx:  # onnx and onnxruntime importable, a .onnx name, a writable place that is no link
+        check_onnx_output(args.onnx)
+    if args.out:
         summary = export_run(args.run, args.out)
+        if not args.onnx:
+            result_complete()
         size = sum(summary["files"].values())
         print(f"wrote {args.out}: {size / 1e6:.2f} MB ({100 * size / summary['model_bytes']:.2f}% of the "
               f"full model.safetensors, {summary['model_bytes'] / 1e6:.2f} MB)")
     if args.onnx:
         report = export_onnx(args.run, args.onnx, backbone=args.backbone)
+        result_complete()
         for shape, diff, agreement in report["checks"]:
             print(f"onnxruntime vs PyTorch, input {shape}: max abs logit difference {diff:.2e}, "
                   f"argmax agreement {100 * agreement:.3f}%")
@@ -168,8 +179,9 @@ def run_fisher(args: argparse.Namespace) -> int:
     from fishertune.engine.fisher_map import fisher_map
 
     config = load_config(args.config, args.overrides)
-    check_writable(args.out, folder=True)
+    check_new_folder(args.out)  # the files are written in a temporary folder renamed to --out
     written = fisher_map(config, args.out, progress=not args.no_progress)
+    result_complete()
     if distributed.is_main():
         print("wrote " + ", ".join(str(path) for path in written))
     distributed.teardown()
@@ -211,6 +223,7 @@ def run_data_check(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from fishertune.benchmark.demo import DemoOptions, run_demo
 
+    check_writable(args.out, folder=True)
     methods = [name.strip() for name in args.methods.split(",")] if args.methods else None
     run_demo(DemoOptions(args.out, args.full, methods, args.backbone, args.images, args.size,
                          _seeds(args.seeds) if args.seeds else None, args.overrides, not args.no_progress))
@@ -236,8 +249,12 @@ def set_max_pixels(max_pixels: int | None) -> None:
     set_max_pixels(max_pixels)
 
 
-def _inference_overrides(args: argparse.Namespace) -> dict:
-    """The inference settings given on the command line (--mode, --crop, --stride)."""
+def _inference_overrides(args: argparse.Namespace, max_pixels: int | None = None) -> dict:
+    """The inference settings given on the command line (--mode, --crop, --stride); a window over the image
+    size limit is refused."""
+    from fishertune.engine.config import check_crop
+
+    check_crop(args.crop, "--crop", max_pixels)
     return {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key) is not None}
 
 

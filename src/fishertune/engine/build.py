@@ -36,11 +36,13 @@ def check_weights_file(config: Config) -> None:
 def build_base(config: Config) -> nn.Module:
     """The segmentor of `model` (backbone + fresh head, `data.classes` outputs), before any tuner."""
     from fishertune.models import build_backbone
+    from fishertune.models.heads import check_head_options
     from fishertune.models.segmentor import assemble_segmentor
 
     classes = run_classes(config)
     check_weights_file(config)
     m = config.model  # validated when the config loaded: built as it is, not re-checked as a dict
+    check_head_options(m.head, m.head_options)  # before the (possibly large) backbone is built
     backbone = build_backbone(m.backbone, m.weights, m.backbone_config or None, m.out_indices)
     return assemble_segmentor(backbone, m.head, classes.num_classes, **m.head_options)
 

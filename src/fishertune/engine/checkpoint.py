@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fishertune.atomic import read_json, save_tensors, write_json
+from fishertune.atomic import naming_final_folder, read_json, save_tensors, write_json
 from fishertune.errors import InputError
 
 LATEST = "latest.json"
@@ -166,6 +166,9 @@ def save_checkpoint(directory: str | Path, step: int, model: nn.Module, state: d
         save_model(model, temp / "model.safetensors")
         save_tensors(temp / "state.safetensors", tensors)
         write_json(temp / "state.json", {"step": step, "state": structure})
+    except OSError as error:  # named as the checkpoint's file, not the temporary folder's
+        shutil.rmtree(temp, ignore_errors=True)
+        raise naming_final_folder(error, temp, final) from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

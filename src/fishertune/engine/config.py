@@ -75,7 +75,8 @@ class DataConfig:
     targets: list[str] = field(default_factory=list)
     """Unseen target-domain SPECs evaluated after training."""
     crop: int | None = field(default=None, metadata=at_least(1))
-    """Training crop size in pixels (square); None = full images (they must share one size)."""
+    """Training crop size in pixels (square); None = full images (they must share one size). At most the
+    image size limit: crop x crop <= data.max_pixels (50 megapixels by default, a 7071-pixel square)."""
     augment: dict = field(default_factory=dict)
     """Options of the training augmentation `fishertune.data.transforms.TrainTransform` used with a crop:
     scale_range, base_short_side, flip_prob, jitter."""
@@ -150,7 +151,7 @@ class EvalConfig:
     mode: Literal["whole", "slide"] = "whole"
     """Whole-image or sliding-window inference."""
     crop: int | None = field(default=None, metadata=at_least(1))
-    """Sliding-window size (default: data.crop)."""
+    """Sliding-window size (default: data.crop); crop x crop <= data.max_pixels, like data.crop."""
     stride: int | None = field(default=None, metadata=at_least(1))
     """Sliding-window stride (default: two thirds of the window)."""
     batch_size: int = field(default=1, metadata=at_least(1))
@@ -176,8 +177,25 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        for where, crop in (("data.crop", self.data.crop), ("eval.crop", self.eval.crop)):
+            check_crop(crop, where, self.data.max_pixels)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_crop(crop: int | None, where: str, max_pixels: int | None = None) -> None:
+    """Refuse a square crop (or window) with more pixels than the largest image the loaders read
+    (`max_pixels`, default `fishertune.data.image_io.MAX_PIXELS`): beyond it a crop is padding only, and
+    its batch cannot be allocated (data.crop: 100000 asks for 120 GB)."""
+    from fishertune.data.image_io import MAX_PIXELS
+
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if crop is not None and crop * crop > limit:
+        raise InputError(f"{where} {crop} is too large: a {crop}x{crop} crop has {crop * crop / 1e6:g} "
+                         f"megapixels, over the image size limit of {limit / 1e6:g} (data.max_pixels); use a "
+                         f"smaller crop")
 
 
 # -- loading --------------------------------------------------------------------------------------------

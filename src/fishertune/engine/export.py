@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 
 from fishertune import __version__
-from fishertune.atomic import save_tensors, write_json, write_text
+from fishertune.atomic import check_new_folder, naming_final_folder, save_tensors, write_json, write_text
 from fishertune.engine.config import Config, load_config, save_config
 from fishertune.errors import FisherTuneError
 from fishertune.models.backbones import BACKBONES
@@ -97,8 +97,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
         if not needed.is_file():
             raise FisherTuneError(f"{run_dir} is not a finished run folder "
                                   f"(no {needed.relative_to(run_dir)})")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FisherTuneError(f"{out_dir} already exists and is not empty; choose a new folder")
+    check_new_folder(out_dir)  # a link, ".", a non-empty folder: refused before any work
     config = load_config(run_dir / "config.yaml")
     base_file = Path(config.model.weights or "").expanduser()
     if config.model.weights and base_file.is_file() and config.model.weights_sha256 is None:
@@ -134,6 +133,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
         if out_dir.exists():
             out_dir.rmdir()  # checked empty above
         temp.rename(out_dir)
+    except OSError as error:  # a full disk names the export's file, not the temporary or the run's source
+        shutil.rmtree(temp, ignore_errors=True)
+        raise naming_final_folder(error, temp, out_dir) from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

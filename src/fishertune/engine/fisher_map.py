@@ -22,12 +22,15 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
 
-from fishertune.atomic import save_tensors, write_json, write_text
+from fishertune.atomic import naming_final_folder, save_tensors, write_json, write_text
 from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.errors import FisherTuneError
@@ -36,7 +39,6 @@ from fishertune.method.mask_selector import estimate_count, passes_per_estimate
 
 def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> list[Path]:
     """Write the files above into `out_dir` (which must not hold anything yet); return their paths."""
-    from fishertune import report
     from fishertune.engine.trainer import Trainer, per_sample_loss
 
     options = config.method.options if config.method.name == "fishertune" else {}
@@ -49,7 +51,6 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     trainer.folder.clean_up()  # the files come at the end: no lock, no folder until then
     trainer.warm_up_head()
     selector = trainer.estimate()
-    masks = selector.masks
     analysis = selection_analysis(selector, trainer.estimation_batches, per_sample_loss)
     analysis["cost"] = estimation_cost(selector, config)
     written = [out_dir / "scores.safetensors", out_dir / "heatmap.png", out_dir / "selection.png",
@@ -57,25 +58,46 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
     if not distributed.is_main():  # under torchrun every process estimated (all-reduced); rank 0 writes
         return written
 
+    lines = format_analysis(analysis)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # written in a folder only this call creates, then renamed: a failure (a full disk) leaves nothing
+    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.fisher-{os.getpid()}-", dir=out_dir.parent))
+    try:
+        write_outputs([temp / path.name for path in written], selector, analysis, lines)
+        if out_dir.exists():
+            out_dir.rmdir()  # checked empty above
+        temp.rename(out_dir)
+    except OSError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise naming_final_folder(error, temp, out_dir) from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    print("\n".join(lines))
+    return written
+
+
+def write_outputs(paths: list[Path], selector, analysis: dict, lines: list[str]) -> None:
+    """scores.safetensors, heatmap.png, selection.png, selection.csv, selection.md, analysis.json."""
+    from fishertune import report
+
+    masks = selector.masks
     tensors = {}
     for prefix, values in (("dr_fim", selector.scores), ("fisher", selector.fisher),
                            ("fisher_perturbed", selector.fisher_perturbed), ("mask", masks)):
         for name, tensor in values.items():
             tensors[f"{prefix}/{name}"] = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
-    save_tensors(written[0], tensors, metadata={"draws": json.dumps(selector.draws)})
-    report.fisher_heatmap(selector.scores, written[1])
-    report.selection_breakdown(masks, written[2])
+    save_tensors(paths[0], tensors, metadata={"draws": json.dumps(selector.draws)})
+    report.fisher_heatmap(selector.scores, paths[1])
+    report.selection_breakdown(masks, paths[2])
     rows = report.selection_rows(masks)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows({**row, "block": "outside" if row["block"] is None else row["block"]} for row in rows)
-    write_text(written[3], table.getvalue())
-    lines = format_analysis(analysis)
-    write_text(written[4], report.format_selection_table(masks) + "\n" + "\n".join(lines) + "\n")
-    write_json(written[5], analysis)
-    print("\n".join(lines))
-    return written
+    write_text(paths[3], table.getvalue())
+    write_text(paths[4], report.format_selection_table(masks) + "\n" + "\n".join(lines) + "\n")
+    write_json(paths[5], analysis)
 
 
 def selection_analysis(selector, batches: list, loss_fn) -> dict:

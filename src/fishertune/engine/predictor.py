@@ -89,22 +89,26 @@ def encode(prediction: np.ndarray, fmt: Format, classes: ClassSet = CITYSCAPES) 
 
 
 def check_inputs(images: list[Path]) -> None:
-    """Every input exists and is a readable image (its header), before any output is written."""
-    from fishertune.data.image_io import image_size
+    """Every input exists and decodes whole (a JPEG truncated after a valid header is found here, not
+    after the outputs of the inputs before it were written), before any output is written; a bad one is
+    one error naming it."""
+    from fishertune.data.image_io import read_image
 
     for image in images:
         if not Path(image).is_file():
             raise FisherTuneError(f"image not found: {image}")
-        image_size(image)  # raises a one-line error for an unreadable file
+    for image in images:
+        read_image(image)  # raises a one-line error for an unreadable or truncated file
 
 
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Path, inference: Inference,
                    device: torch.device, fmt: Format = "color", overlay: bool = False,
                    base: str | Path | None = None, classes: ClassSet = CITYSCAPES,
-                   progress: bool = False) -> list[Path]:
+                   progress: bool = False, inputs_checked: bool = False) -> list[Path]:
     """Segment every image and write its outputs (see the module docstring); returns the written files.
-    Colours follow ``classes`` (the run's `data.classes`)."""
+    Colours follow ``classes`` (the run's `data.classes`). Every input is decoded once before the first
+    output is written (`check_inputs`), unless the caller did that already (inputs_checked=True)."""
     from fishertune.data.image_io import read_image, write_png
 
     if fmt not in FORMATS:
@@ -115,8 +119,9 @@ def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Pa
     images = [Path(image) for image in images]
     if not images:
         raise FisherTuneError("no images to predict")
-    check_inputs(images)
     outputs = plan_outputs(images, Path(out_dir), None if base is None else Path(base), overlay)
+    if not inputs_checked:
+        check_inputs(images)
     written = []
     for output in tqdm(outputs, desc="predict", disable=not progress, leave=False):
         image = read_image(output.image)

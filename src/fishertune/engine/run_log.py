@@ -24,8 +24,11 @@ class RunLogger:
     def log(self, step: int, phase: str, **scalars: float) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(json.dumps({"step": step, "phase": phase, **scalars}) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(json.dumps({"step": step, "phase": phase, **scalars}) + "\n")
+        except OSError as error:  # a full disk names the log (a failed write() names no file)
+            raise OSError(error.errno, error.strerror or str(error), str(self.path)) from None
         if self.tensorboard is not None:
             for name, value in scalars.items():
                 if isinstance(value, (int, float)):

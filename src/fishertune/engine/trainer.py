@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from fishertune.atomic import write_json
+from fishertune.atomic import DISK_FULL, disk_full_message, write_json
 from fishertune.engine import distributed
 from fishertune.engine.build import build_eval_datasets, build_model, build_source_datasets, run_classes
 from fishertune.engine.checkpoint import (
@@ -368,6 +368,11 @@ class Trainer:
             raise RunInterrupted(self.stopped(reason), signum) from None
         except TrainingDiverged as error:
             raise TrainingDiverged(self.stopped(str(error))) from None
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                self.stopped("failed")
+                raise
+            raise InputError(self.stopped(disk_full_message(error, advice=False))) from None
         except BaseException:
             self.stopped("failed")
             raise

@@ -15,7 +15,7 @@ from torch import nn
 from fishertune.errors import FisherTuneError
 from fishertune.label_space import IGNORE_INDEX, NUM_CLASSES
 from fishertune.models.backbones import Backbone, build_backbone
-from fishertune.models.heads import DecodeHead, build_head
+from fishertune.models.heads import DecodeHead, build_head, check_head_options
 
 
 def pad_to(x: torch.Tensor, height: int, width: int, value: float = 0.0) -> torch.Tensor:
@@ -144,8 +144,9 @@ def build_segmentor(backbone: str | dict, head: str | dict, num_classes: int = N
     if unknown:
         raise FisherTuneError(f"unknown backbone option {unknown[0]!r}; available: config, name, "
                               "out_indices, weights")
-    return assemble_segmentor(build_backbone(spec.pop("name"), **spec), head_spec.pop("name"), num_classes,
-                              **head_spec)
+    head_name = head_spec.pop("name")
+    check_head_options(head_name, head_spec)  # before the backbone is built
+    return assemble_segmentor(build_backbone(spec.pop("name"), **spec), head_name, num_classes, **head_spec)
 
 
 def assemble_segmentor(backbone: Backbone, head: str, num_classes: int = NUM_CLASSES,

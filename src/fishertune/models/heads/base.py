@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -41,6 +43,11 @@ class DecodeHead(nn.Module):
         self.num_levels = num_levels
         self.num_classes = num_classes
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Refuse (InputError naming model.head_options.<key>) options that fit their types and ranges but
+        not each other; called before any model is built."""
+
     def logits(self, output: Any) -> torch.Tensor:
         return output
 
@@ -53,14 +60,54 @@ def tiny_head_config(name: str) -> dict[str, Any]:
     return dict(HEADS.lookup(name).tiny_config)
 
 
+SET_BY_THE_RUN = {"in_channels": "the backbone's width", "num_levels": "model.out_indices",
+                  "num_classes": "data.classes (19 Cityscapes classes by default)"}
+"""Arguments of every head that the run sets, never `model.head_options`: where each comes from."""
+
+
+def check_head_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse, in one line naming `model.head_options.<key>` and before any model is built, an option the
+    run sets itself (num_classes, in_channels, num_levels), an unknown one, a value of the wrong type (per
+    the head's signature), a size below 1, a negative weight, a dropout outside [0, 1), and what the head's
+    own `check_options` refuses (Mask2Former: hidden_dim divisible by num_heads)."""
+    from fishertune.validation import check_type
+
+    head_class = HEADS.lookup(name)
+    hints = typing.get_type_hints(head_class.__init__)
+    valid = [p for p in inspect.signature(head_class.__init__).parameters
+             if p != "self" and p not in SET_BY_THE_RUN]
+    for key, value in options.items():
+        where = f"model.head_options.{key}"
+        if key in SET_BY_THE_RUN:
+            raise InputError(f"{where} cannot be set: the run sets it from {SET_BY_THE_RUN[key]}")
+        if key not in valid:
+            raise InputError(f"unknown option {where} for head {name!r}"
+                             f"{suggest(key, valid, 'model.head_options')}")
+        hint = hints.get(key)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) \
+            and type(None) in typing.get_args(hint)
+        if value is None and optional:
+            continue
+        if optional:
+            (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is tuple:  # tuple[float, ...]: a YAML list
+            hint = list[typing.get_args(hint)[0]]
+        checked = check_type(list(value) if isinstance(value, tuple) else value, hint, where)
+        numbers = checked if isinstance(checked, list) else [checked]
+        for number in numbers:
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                continue
+            if isinstance(number, int) and hint is int and number < 1:
+                raise InputError(f"{where} must be a whole number >= 1, got {value!r}")
+            if number < 0 or (key == "dropout" and number >= 1):
+                expected = "in [0, 1)" if key == "dropout" else ">= 0"
+                raise InputError(f"{where} must be {expected}, got {value!r}")
+    head_class.check_options(options)
+
+
 def build_head(name: str, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES,
                **kw: Any) -> DecodeHead:
-    """Build a registered head ("linear", "multilevel", "mask2former"); `kw` are the head's own options."""
-    head_class = HEADS.lookup(name)
-    valid = [p for p in inspect.signature(head_class.__init__).parameters
-             if p not in ("self", "in_channels", "num_levels", "num_classes")]
-    for key in kw:
-        if key not in valid:
-            raise InputError(f"unknown option model.head_options.{key} for head {name!r}"
-                             f"{suggest(key, valid, 'model.head_options')}")
-    return head_class(in_channels, num_levels, num_classes, **kw)
+    """Build a registered head ("linear", "multilevel", "mask2former"); `kw` are the head's own options
+    (checked by `check_head_options`)."""
+    check_head_options(name, kw)
+    return HEADS.lookup(name)(in_channels, num_levels, num_classes, **kw)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fishertune.errors import InputError
 from fishertune.label_space import NUM_CLASSES
 from fishertune.models.heads.base import DecodeHead, register_head
 from fishertune.models.heads.pyramid import FeaturePyramid
@@ -72,6 +73,12 @@ class Mask2FormerHead(DecodeHead):
 
     name = "mask2former"
     tiny_config = {"hidden_dim": 16, "num_queries": 8, "num_layers": 3, "num_heads": 2, "ffn_dim": 32}
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        hidden, heads = options.get("hidden_dim", 256), options.get("num_heads", 8)
+        if hidden % heads:
+            raise InputError(f"model.head_options: hidden_dim {hidden} is not divisible by num_heads {heads}")
 
     def __init__(self, in_channels: int, num_levels: int, num_classes: int = NUM_CLASSES,
                  hidden_dim: int = 256, num_queries: int = 100, num_layers: int = 9, num_heads: int = 8,
