@@ -32,8 +32,9 @@ from training_probe import Probe, demo_config, demo_plan, variants
 
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
-            ("drfim", {}), ("fishertune", {}), ("fishertune, vmap", {"backend": "vmap"}),
-            ("fishertune, vmap, chunk_size 8", {"backend": "vmap", "chunk_size": 8}),
+            ("drfim", {}), ("fishertune", {}),
+            *[(f"fishertune, chunk_size {c}", {"chunk_size": c}) for c in (8, 4, 2, 1)],
+            ("fishertune, vmap", {"backend": "vmap"}),
             ("fishertune-row", {}), ("fishertune-running", {})]
 STEP_PHASES = ("forward", "backward", "optimiser", "running g2")
 

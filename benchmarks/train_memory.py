@@ -24,8 +24,8 @@ import torch
 VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}), ("lora", {}), ("random", {}),
             ("random, checkpointing", {"checkpointing": True}), ("fim", {}),
             ("fim, vmap", {"backend": "vmap"}), ("drfim", {}), ("drfim, vmap", {"backend": "vmap"}),
-            ("fishertune", {}), ("fishertune, vmap", {"backend": "vmap"}),
-            ("fishertune, vmap, chunk_size 2", {"backend": "vmap", "chunk_size": 2}),
+            ("fishertune", {}), *[(f"fishertune, chunk_size {c}", {"chunk_size": c}) for c in (8, 4, 2, 1)],
+            ("fishertune, vmap", {"backend": "vmap"}),
             ("fishertune, checkpointing", {"checkpointing": True}), ("fishertune-row", {})]
 
 

@@ -35,8 +35,8 @@ def test_layerwise_equals_one_sample_loop_on_mlp_and_vit(mlp, vit):
     assert all(p.requires_grad for p in vit.parameters())  # unfrozen again afterwards
 
 
-@pytest.mark.parametrize("weigh_samples", [False, True])
-def test_layerwise_under_perturbation_equals_the_loop_draw_for_draw(vit, weigh_samples):
+@pytest.mark.parametrize("weigh_samples,chunk_size", [(False, None), (True, None), (True, 2)])
+def test_layerwise_under_perturbation_equals_the_loop_draw_for_draw(vit, weigh_samples, chunk_size):
     batches = make_batches([3, 2], (3, 8, 8))
     results = {}
     for backend in ("layerwise", "loop"):
@@ -47,7 +47,7 @@ def test_layerwise_under_perturbation_equals_the_loop_draw_for_draw(vit, weigh_s
                 for b in batches:
                     classification_loss(vit, b)
             results[backend] = empirical_fisher(vit, batches, classification_loss, layer_params(vit),
-                                                backend=backend, perturbation=pert)
+                                                backend=backend, perturbation=pert, chunk_size=chunk_size)
             results[backend, "draws"] = pert.take_draws(), pert.sample_weight_log
     assert_close_to(results["layerwise"], results["loop"])
     assert results["layerwise", "draws"] == results["loop", "draws"]
@@ -55,10 +55,12 @@ def test_layerwise_under_perturbation_equals_the_loop_draw_for_draw(vit, weigh_s
     assert not torch.allclose(clean["blocks.1.fc1.weight"], results["layerwise"]["blocks.1.fc1.weight"])
 
 
-@pytest.mark.parametrize("backbone", ["dinov2", "clip"])
-def test_layerwise_on_transformers_backbones_with_layer_scale(backbone):
+@pytest.mark.parametrize("backbone,head", [("dinov2", "linear"), ("clip", "linear"),
+                                           ("dinov2", "mask2former")])
+def test_layerwise_on_the_library_backbones_and_heads(backbone, head):
+    """Layer scale (DINOv2), another family (CLIP), and a loss vmap cannot take (Mask2Former's matching)."""
     torch.manual_seed(0)
-    model = build_segmentor({"name": backbone, "config": tiny_backbone_config(backbone)}, "linear",
+    model = build_segmentor({"name": backbone, "config": tiny_backbone_config(backbone)}, head,
                             num_classes=5).eval()
     names = [n for n, _ in model.named_parameters() if n.startswith("backbone") and "embeddings" not in n]
     assert backbone != "dinov2" or any("layer_scale" in n for n in names)
@@ -71,9 +73,10 @@ def test_layerwise_on_transformers_backbones_with_layer_scale(backbone):
 
     fast = empirical_fisher(model, [batch], loss, names, backend="layerwise")
     slow = empirical_fisher(model, [batch], loss, names, backend="loop")
-    scale = max(s.abs().max() for s in slow.values())  # the key bias's true Fisher is 0 (softmax shift)
+    # the key bias's true Fisher is 0 (softmax shift); Mask2Former's losses (~100 per image) round at 1e-4
+    scale = max(s.abs().max() for s in slow.values())
     for name in names:
-        torch.testing.assert_close(fast[name], slow[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
 
 
 class Twice(nn.Module):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -40,7 +41,14 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fishertune.errors import UsageError
-from fishertune.method.batching import batch_size, map_tensors, per_sample_tensors, rebuild_one, sample
+from fishertune.method.batching import (
+    batch_size,
+    is_per_sample,
+    map_tensors,
+    per_sample_tensors,
+    rebuild_one,
+    sample,
+)
 from fishertune.method.dr_fim import flatten
 from fishertune.method.finite import first_non_finite, require_finite
 from fishertune.method.layerwise import LayerwiseUnsupported, add_layerwise_squares, layer_plan
@@ -67,9 +75,9 @@ def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
     gradient gets zeros. Batches may have different sizes: squares are summed over samples and divided by
     the total count. Under an initialised torch.distributed process group, sums and counts are
     all-reduced, so N processes give the Fisher of the union of their data.
-    chunk_size: samples per vmap call, squared and summed before the next (bounds the memory of per-sample
-    gradients to chunk_size copies of the parameters); None = whole batch. The layerwise backend holds no
-    such copies and always takes the whole batch.
+    chunk_size: samples per vmap call or layerwise pass, squared and summed before the next; None = whole
+    batch. It bounds vmap's per-sample gradients to chunk_size copies of the parameters, and the layerwise
+    backend's activations to those of chunk_size samples (it holds no per-sample copies).
     perturbation: an attached FeaturePerturbation whose random draws the vmap path makes ahead
     (`presample`) and maps over, so that it equals the loop path draw for draw; without it the draws of
     an attached perturbation make vmap fail over to the loop. When it weighs samples (the per-sample
@@ -104,7 +112,7 @@ def fisher_sums(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
             _accumulate_batch(model, batch, size, loss_fn, named, sums)
         if mode == "layerwise":
             try:
-                _accumulate_layerwise(model, batch, size, loss_fn, named, sums, perturbation)
+                _accumulate_layerwise(model, batch, size, loss_fn, named, sums, chunk_size, perturbation)
             except LayerwiseUnsupported as error:  # raised in the forward pass, before any square is added
                 raise UsageError(f"the layerwise per-sample Fisher cannot serve this model: {error}; use the "
                                  "vmap or loop backend") from None
@@ -220,17 +228,29 @@ def _per_sample_mode(model: nn.Module, named: dict[str, nn.Parameter], backend: 
     return backend
 
 
-def _accumulate_layerwise(model, batch, size, loss_fn, named, sums, perturbation=None) -> None:
-    """One batched pass; an attached perturbation draws as the loop would (presample) and perturbs the
-    batch as the loop perturbs each sample (with the recorded Σ)."""
+def _accumulate_layerwise(model, batch, size, loss_fn, named, sums, chunk_size, perturbation=None) -> None:
+    """Batched passes of chunk_size samples (None: the whole batch); an attached perturbation draws as the
+    loop would (presample) and perturbs each chunk as the loop perturbs each sample (the recorded Σ)."""
     draws = perturbation.presample(size) if perturbation is not None else None
     weights = perturbation.sample_weights(draws) if draws is not None and perturbation.weigh_samples else None
+    plan = layer_plan(model, list(named))
+    step = chunk_size or size
+    for start in range(0, size, step):
+        def cut(t: torch.Tensor, start: int = start) -> torch.Tensor:
+            return t[start:start + step]
 
-    def losses_of(leaf_batch: Any) -> torch.Tensor:
-        with perturbation.using(draws, one_at_a_time=True) if draws is not None else nullcontext():
-            return _losses(model, leaf_batch, size, loss_fn)
+        chunk = map_tensors(batch, lambda t: cut(t) if is_per_sample(t, size) else t)
+        n = min(step, size - start)
+        losses_of = partial(_losses_under, model, loss_fn, n, perturbation,
+                            map_tensors(draws, cut) if draws is not None else None)
+        chunk_weights = None if weights is None else cut(weights)
+        add_layerwise_squares(model, chunk, n, losses_of, plan, sums, chunk_weights)
 
-    add_layerwise_squares(model, batch, size, losses_of, layer_plan(model, list(named)), sums, weights)
+
+def _losses_under(model, loss_fn, size, perturbation, draws, batch) -> torch.Tensor:
+    """The batch's per-sample losses, perturbed by the presampled `draws` as the one-sample loop would."""
+    with perturbation.using(draws, one_at_a_time=True) if draws is not None else nullcontext():
+        return _losses(model, batch, size, loss_fn)
 
 
 def _accumulate_loop(model, batch, size, loss_fn, named, sums, perturbation=None) -> None:

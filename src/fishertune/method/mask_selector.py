@@ -182,7 +182,9 @@ class MaskSelectorConfig:
         "How the exact Fisher gets each sample's gradient: layerwise (one batched pass; where every "
         "candidate is a linear, LayerNorm or layer-scale parameter, else as vmap), vmap or loop."))
     chunk_size: int | None = field(default=None, metadata=_help(
-        "Samples per vmap call of the exact Fisher (memory bound); None = whole batch."))
+        "Samples per pass of the exact Fisher (a memory bound); None = the backend's own: the whole batch "
+        "for layerwise (activations as in a training step), one sample for vmap (one copy of the "
+        "candidates' gradients)."))
     variational: Variational = field(default="off", metadata=_help(
         "Stabilised estimate γ(Λ − τ⁻²) of the posterior precision Λ instead of F: ivon (IVON's "
         "reparameterised Hessian estimate, the paper's form), vogn (squared per-sample gradients at "
@@ -387,7 +389,8 @@ class MaskSelector:
                 layer_plan(self.model, self.candidates)
             except LayerwiseUnsupported:
                 backend = "auto"
-        return dict(per_sample=cfg.per_sample, backend=backend, chunk_size=cfg.chunk_size)
+        chunk_size = cfg.chunk_size or (None if backend == "layerwise" else 1)
+        return dict(per_sample=cfg.per_sample, backend=backend, chunk_size=chunk_size)
 
     def release_estimates(self) -> None:
         """Drop the curvature and terms kept for inspection (memory ∝ the candidates); the scores stay."""
