@@ -145,10 +145,15 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from fishertune.engine.export import export_run
+    from fishertune.engine.hub import check_repo_id, push_to_hub
     from fishertune.engine.onnx_export import check_onnx_output, export_onnx
 
     if not args.out and not args.onnx:
         raise FisherTuneError("export needs --out DIR (a shareable folder) and/or --onnx FILE")
+    if args.push_to_hub and not args.out:
+        raise FisherTuneError("--push-to-hub uploads the export folder: give --out DIR too")
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)
     if args.out:  # both outputs are checked before either is written
         if args.backbone:
             raise FisherTuneError("--backbone applies to --onnx from an export folder")
@@ -157,11 +162,16 @@ def run_export(args: argparse.Namespace) -> int:
         check_onnx_output(args.onnx)
     if args.out:
         summary = export_run(args.run, args.out)
-        if not args.onnx:
+        if not args.onnx and not args.push_to_hub:
             result_complete()
         size = sum(summary["files"].values())
         print(f"wrote {args.out}: {size / 1e6:.2f} MB ({100 * size / summary['model_bytes']:.2f}% of the "
               f"full model.safetensors, {summary['model_bytes'] / 1e6:.2f} MB)")
+        if args.push_to_hub:  # an upload stays interruptible: the folder is complete either way
+            url = push_to_hub(args.out, args.push_to_hub, args.private)
+            if not args.onnx:
+                result_complete()
+            print(f"pushed {args.out} to the Hub: {url}")
     if args.onnx:
         report = export_onnx(args.run, args.onnx, backbone=args.backbone)
         result_complete()

@@ -163,6 +163,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`, or an export")
     export.add_argument("--out", metavar="DIR", help="export folder to create")
     export.add_argument("--onnx", metavar="FILE", help="ONNX file to write")
+    export.add_argument("--push-to-hub", metavar="REPO",
+                        help="upload the --out folder to this Hugging Face Hub model repo (created if "
+                             "needed; huggingface_hub's login or HF_TOKEN)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     export.add_argument("--backbone", metavar="WEIGHTS",
                         help="where the base backbone is, when RUN is an export whose base file moved")
 
