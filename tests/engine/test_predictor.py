@@ -81,6 +81,28 @@ def test_clashing_outputs_are_refused_before_any_write(tmp_path):
         plan_outputs(clash[:1], tmp_path / "in")
 
 
+def test_an_interrupted_predict_leaves_no_output(inputs, tmp_path):
+    """Outputs are staged under hidden names and renamed at the end: an interruption after the first image
+    leaves none of them (and no staged file); a finished run leaves exactly its outputs."""
+    out = tmp_path / "out"
+
+    class Interrupted(Columns):
+        calls = 0
+
+        def predict(self, images, **options):
+            Interrupted.calls += 1
+            if Interrupted.calls == 2:
+                raise KeyboardInterrupt
+            return super().predict(images, **options)
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_images(Interrupted(), inputs, out, Inference(), CPU, overlay=True)
+    assert not [p for p in out.rglob("*") if p.is_file()]
+    written = predict_images(Columns(), inputs, out, Inference(), CPU, overlay=True)
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(written)
+    assert len(written) == 2 * len(inputs)
+
+
 def test_bad_formats_and_inputs_are_refused(inputs, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(FisherTuneError, match="unknown format 'jpeg'"):

@@ -5,12 +5,15 @@ Outputs mirror the inputs' folder tree under the output folder (relative to the 
 ``--data``, to the inputs' common folder for files), so every input gets its own output, named after
 it: ``leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png`` keeps the ``{city}_{seq}_{frame}``
 the Cityscapes server matches on, ``rgb_anon/fog/test/<seq>/<seq>_frame_<n>_rgb_anon.png`` the name ACDC's
-server expects. Every input is checked, and every output name planned, before anything is written.
+server expects. Every input is checked, and every output name planned, before anything is written; the
+outputs are written under hidden names and renamed at the end, so an interrupted or failing run leaves
+none of them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -122,16 +125,27 @@ def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Pa
     outputs = plan_outputs(images, Path(out_dir), None if base is None else Path(base), overlay)
     if not inputs_checked:
         check_inputs(images)
-    written = []
-    for output in tqdm(outputs, desc="predict", disable=not progress, leave=False):
-        image = read_image(output.image)
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
-        prediction = model.predict(tensor, **inference.kwargs()).argmax(1)[0].cpu().numpy()
-        output.mask.parent.mkdir(parents=True, exist_ok=True)
-        write_png(output.mask, encode(prediction, fmt, classes))
-        written.append(output.mask)
-        if output.overlay is not None:
-            blend = (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * classes.colorize(prediction)
-            write_png(output.overlay, blend.round().astype(np.uint8))
-            written.append(output.overlay)
-    return written
+    staged: list[tuple[Path, Path]] = []  # (hidden file written, its final name)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+    def stage(final: Path, array: np.ndarray) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged.append((final.with_name(f".{final.name}.{token}.png"), final))
+        write_png(staged[-1][0], array)
+
+    try:  # every output is staged under a hidden name and renamed at the end: all of them or none
+        for output in tqdm(outputs, desc="predict", disable=not progress, leave=False):
+            image = read_image(output.image)
+            tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+            prediction = model.predict(tensor, **inference.kwargs()).argmax(1)[0].cpu().numpy()
+            stage(output.mask, encode(prediction, fmt, classes))
+            if output.overlay is not None:
+                blend = (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * classes.colorize(prediction)
+                stage(output.overlay, blend.round().astype(np.uint8))
+    except BaseException:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
+        raise
+    for temp, final in staged:
+        os.replace(temp, final)
+    return [final for _, final in staged]
