@@ -390,3 +390,22 @@ def test_a_signal_while_the_program_shuts_down_keeps_exit_0(finished_run, tmp_pa
         "note: SIGTERM arrived after the command finished; its result is complete"]
     assert (out / "export.json").is_file() and "wrote" in result.stdout
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("damage", ["nan", "float64"])
+def test_a_damaged_model_of_a_finished_run_is_refused_in_one_line(damage, finished_run, synth_dir, tmp_path,
+                                                                   capsys):
+    """eval/predict/export load a finished run's model whole: a NaN or a changed dtype would otherwise be
+    evaluated (or cast) silently."""
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    state = load_file(str(run / "model.safetensors"))
+    name = next(n for n, t in state.items() if t.is_floating_point())
+    state[name] = state[name].double() if damage == "float64" else state[name].fill_(float("nan"))
+    save_file(state, str(run / "model.safetensors"))
+    assert main(["eval", str(run), "--data", f"folder:{synth_dir / 'eval' / 'fog'}", "--no-progress"]) == 2
+    line = one_line(capsys)
+    assert "model.safetensors" in line and name in line
+    assert ("NaN" in line) if damage == "nan" else ("float64" in line)

@@ -139,7 +139,7 @@ def load_run(run_dir: str | Path, device=None, backbone: str | None = None) -> t
     """(config, model in eval mode) of a finished run folder (config.yaml + model.safetensors) or of a
     folder written by `fishertune export`, whose base backbone `backbone` may relocate (see
     `fishertune.engine.export`)."""
-    from fishertune.engine.checkpoint import load_model
+    from fishertune.engine.checkpoint import checked_tensors, model_state
     from fishertune.engine.config import load_config
     from fishertune.engine.export import is_export, load_export
 
@@ -158,7 +158,8 @@ def load_run(run_dir: str | Path, device=None, backbone: str | None = None) -> t
                               f"(continue it with `fishertune train ... --out {run_dir} --resume`)")
     config = load_config(run_dir / "config.yaml")
     model, _ = build_model(config)
-    load_model(model, weights)
+    # names, shapes, dtypes and finite values: a finished run's model must be exactly what was trained
+    model.load_state_dict(checked_tensors(weights, model_state(model), "model weights"), strict=False)
     if device is not None:
         model.to(device)
     return config, model.eval()
