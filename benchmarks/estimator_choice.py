@@ -30,9 +30,9 @@ import torch
 from fishertune.atomic import write_json, write_text
 from fishertune.engine.config import load_config
 from fishertune.engine.trainer import Trainer, per_sample_loss
-from fishertune.method import MaskSelector
-from fishertune.method.reliability import split_half_reliability, term_influence
 from fishertune.report.breakdown import count_selection, module_shares
+from fishertune.sparse import MaskSelector
+from fishertune.sparse.reliability import split_half_reliability, term_influence
 
 ESTIMATES = {  # name: (options, gradient passes per batch and stream)
     "plain": ({"variational": "off"}, 1),

@@ -23,8 +23,8 @@ import torch
 from estimator_choice import BUDGET, build
 from fishertune.atomic import write_json, write_text
 from fishertune.engine.trainer import per_sample_loss
-from fishertune.method import MaskSelector
 from fishertune.report.breakdown import selection_overlap
+from fishertune.sparse import MaskSelector
 
 SETTINGS = {"vmap, 1 sample per call": {"backend": "vmap", "chunk_size": 1},
             **{f"layerwise, {c} per pass": {"backend": "layerwise", "chunk_size": c} for c in (8, 4, 2, 1)}}

@@ -25,7 +25,7 @@ import time
 import torch
 
 from fishertune.engine.trainer import per_sample_loss
-from fishertune.method import grow_masks
+from fishertune.sparse import grow_masks
 from training_probe import Probe
 
 

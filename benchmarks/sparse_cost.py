@@ -2,10 +2,10 @@
 
 Builds random scores with the shapes of the offline DINOv2-S backbone's candidates (embeddings excluded,
 as in the demo: about 21.3M entries in 216 tensors) and times, interleaved and repeated in one process:
-- selection: the earlier sort-based `select_topk` (kept in tests/method/selection_reference.py) against
+- selection: the earlier sort-based `select_topk` (kept in tests/sparse/selection_reference.py) against
   the threshold one, at the demo's first selection (2%) and a growth step (5% keeping the 2%), at element
   and row granularity; the masks are checked identical;
-- optimiser step: the earlier per-tensor MaskedAdamW (tests/method/masked_adamw_reference.py) against the
+- optimiser step: the earlier per-tensor MaskedAdamW (tests/sparse/masked_adamw_reference.py) against the
   flat-buffer one and torch.optim.AdamW (dense, foreach) over the same parameters, at 1% and 5%.
 Prints medians over --repeats and the ratios new/old (and / dense AdamW), and MaskedAdamW's state memory
 as a ratio to dense AdamW's. `--parts optimiser` skips the (slow) selection part.
@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "method")
 from masked_adamw_reference import ReferenceMaskedAdamW  # noqa: E402
 from selection_reference import reference_select_topk  # noqa: E402
 
-from fishertune.method import MaskedAdamW, select_topk  # noqa: E402
 from fishertune.models import build_segmentor  # noqa: E402
+from fishertune.sparse import MaskedAdamW, select_topk  # noqa: E402
 
 
 def median_seconds(runs: dict[str, callable], repeats: int, warm_up: bool = True) -> dict[str, float]:

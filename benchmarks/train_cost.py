@@ -128,7 +128,7 @@ REAL_PROTOCOL = {"steps": 40_000, "prepare_batches": 8}
 
 def mask_events(variant: str, steps: int) -> int:
     """Mask events (re-estimate and grow) of a run of `steps` steps at the variant's own schedule."""
-    from fishertune.method.mask_selector import estimate_count
+    from fishertune.sparse.mask_selector import estimate_count
     from fishertune.tuners.fishertune import FisherTuneTunerConfig
 
     spec = variants()[variant.split(",")[0]]

@@ -1,28 +1,29 @@
 """FisherTune: Fisher-guided robust fine-tuning of Vision Foundation Models for DGSS.
 
-The method core is importable from here (`from fishertune import MaskSelector, select_topk, ...`), and so is
-`load_pretrained` (a trained segmenter with `.predict(image)`, docs/export.md); they are loaded on first
-use, so that `import fishertune` (and `fishertune --help`) does not pay for torch.
+The sparse-mask core (`fishertune.sparse`) is importable from here (`from fishertune import MaskSelector,
+select_topk, ...`), and so is `load_pretrained` (a trained segmenter with `.predict(image)`,
+docs/export.md); they are loaded on first use, so that `import fishertune` (and `fishertune --help`)
+does not pay for torch.
 """
 
 from fishertune.errors import FisherTuneError
 
 __version__ = "0.1.0"
 
-_METHOD_API = ("FeaturePerturbation", "MaskSelector", "MaskSelectorConfig", "MaskedAdamW", "candidate_names",
+_SPARSE_API = ("FeaturePerturbation", "MaskSelector", "MaskSelectorConfig", "MaskedAdamW", "candidate_names",
                "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
                "save_delta", "select_topk", "VariationalSettings", "variational_fisher")
 
-__all__ = ["FisherTuneError", "__version__", "load_pretrained", *_METHOD_API]
+__all__ = ["FisherTuneError", "__version__", "load_pretrained", *_SPARSE_API]
 
 
 def __getattr__(name: str):
-    if name in _METHOD_API:
-        from fishertune import method
+    if name in _SPARSE_API:
+        from fishertune import sparse
 
-        return getattr(method, name)
+        return getattr(sparse, name)
     if name in ("FisherTuner", "FisherTuneConfig"):  # deprecated names of MaskSelector(Config), until 0.2
-        from fishertune.method.mask_selector import deprecated_name
+        from fishertune.sparse.mask_selector import deprecated_name
 
         return deprecated_name(name)
     if name == "load_pretrained":

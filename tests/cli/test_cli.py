@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from fishertune.cli.main import main
-from fishertune.method import dr_fim
+from fishertune.sparse import dr_fim
 from fishertune.tuners.fishertune import FisherTuneTunerConfig
 
 COMMANDS = [["synth"], ["train"], ["eval"], ["fisher"], ["predict"], ["data"], ["data", "check"]]

@@ -532,7 +532,7 @@ def per_sample_ce(model, batch):
 
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_nan_inputs_stop_the_fisher_naming_parameter_and_batch(per_sample):
-    from fishertune.method import empirical_fisher
+    from fishertune.sparse import empirical_fisher
 
     model, batches = nan_batches()
     with pytest.raises(InputError, match=r"Fisher sums of 'embed\.weight' contain NaN .*after batch 1"):
@@ -541,7 +541,7 @@ def test_nan_inputs_stop_the_fisher_naming_parameter_and_batch(per_sample):
 
 @pytest.mark.parametrize("selection", ["fim", "dr_fim"])
 def test_selection_never_runs_on_nan(selection):
-    from fishertune.method import MaskSelector, MaskSelectorConfig
+    from fishertune.sparse import MaskSelector, MaskSelectorConfig
 
     model, batches = nan_batches()
     tuner = MaskSelector(model, MaskSelectorConfig(ratio=0.5, selection=selection, perturb_layers=["embed"]))
@@ -551,7 +551,7 @@ def test_selection_never_runs_on_nan(selection):
 
 
 def test_selection_refuses_infinite_scores():
-    from fishertune.method import select_topk
+    from fishertune.sparse import select_topk
 
     with pytest.raises(InputError, match="scores of 'b' contain an infinite value"):
         select_topk({"a": torch.ones(3), "b": torch.tensor([1.0, float("inf")])}, count=2)
@@ -563,7 +563,7 @@ def test_a_crafted_delta_changes_nothing(tmp_path):
     from safetensors.torch import save_file
     from torch import nn
 
-    from fishertune.method.delta import load_delta, save_delta
+    from fishertune.sparse.delta import load_delta, save_delta
 
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
-from fishertune.method.mask_selector import estimate_count, passes_per_estimate
+from fishertune.sparse.mask_selector import estimate_count, passes_per_estimate
 from fishertune.tuners.fishertune import SHIPPED, FisherTuneTunerConfig
 
 PROTOCOLS = sorted(p.name for p in (PACKAGED_CONFIGS / "protocols").glob("*.yaml") if p.stem != "synthetic")

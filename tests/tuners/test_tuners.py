@@ -12,8 +12,8 @@ import torch
 from tuner_helpers import FAMILIES, make_batches, make_segmentor, segmentation_loss
 
 from fishertune.errors import FisherTuneError
-from fishertune.method import read_delta_config
 from fishertune.models import build_segmentor, tiny_backbone_config, tiny_head_config
+from fishertune.sparse import read_delta_config
 from fishertune.tuners import TUNERS, build_tuner, config_help, load_tuner
 from fishertune.tuners.budget import SIZE_KNOBS, count_trainable, match_budget
 from fishertune.tuners.mask_methods import DELTA_FILE, MaskTuner

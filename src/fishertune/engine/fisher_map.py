@@ -34,7 +34,7 @@ from fishertune.atomic import naming_final_folder, save_tensors, write_json, wri
 from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.errors import FisherTuneError
-from fishertune.method.mask_selector import estimate_count, passes_per_estimate
+from fishertune.sparse.mask_selector import estimate_count, passes_per_estimate
 
 
 def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> list[Path]:
@@ -103,10 +103,10 @@ def write_outputs(paths: list[Path], selector, analysis: dict, lines: list[str])
 def selection_analysis(selector, batches: list, loss_fn) -> dict:
     """Signal or noise: split-half reliability of both terms, overlap with FIM's and a random selection
     at the same budget, and where the budget went by module type."""
-    from fishertune.method import empirical_fisher, select_topk
-    from fishertune.method.batching import batch_size
-    from fishertune.method.reliability import split_half_reliability, term_influence
     from fishertune.report.breakdown import block_shares, module_shares, selection_overlap
+    from fishertune.sparse import empirical_fisher, select_topk
+    from fishertune.sparse.batching import batch_size
+    from fishertune.sparse.reliability import split_half_reliability, term_influence
 
     cfg, model = selector.config, selector.model
     was_training = model.training

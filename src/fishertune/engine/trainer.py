@@ -67,7 +67,7 @@ from fishertune.registry import did_you_mean
 from fishertune.run_result import RunResult, results_json
 
 if TYPE_CHECKING:
-    from fishertune.method import MaskSelector
+    from fishertune.sparse import MaskSelector
 
 PREPARE_EPOCH = 2**31
 """Augmentation epoch of the tuner's estimation batches, apart from every training epoch."""
@@ -352,7 +352,7 @@ class Trainer:
         """Training-time feature perturbation around the forward (a fresh seeded draw per micro-batch)."""
         if not self.perturb_modules:
             return nullcontext()
-        from fishertune.method import FeaturePerturbation
+        from fishertune.sparse import FeaturePerturbation
 
         t = self.config.train
         seed = int(np.random.SeedSequence([t.seed, step, micro, distributed.rank()]).generate_state(1)[0])

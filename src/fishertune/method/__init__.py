@@ -1,27 +1,21 @@
-"""The model-agnostic FisherTune core: works on any nn.Module with any per-sample loss."""
+"""Deprecated name of `fishertune.sparse` (renamed in 0.1.1; this alias goes in 0.2).
 
-from fishertune.method.delta import load_delta, read_delta_config, save_delta
-from fishertune.method.dr_fim import dr_fim
-from fishertune.method.fisher import empirical_fisher
-from fishertune.method.mask_selector import (
-    DEPRECATED_NAMES,
-    MaskSelector,
-    MaskSelectorConfig,
-    deprecated_name,
-)
-from fishertune.method.masked_adamw import MaskedAdamW
-from fishertune.method.perturbation import FeaturePerturbation
-from fishertune.method.schedule import grow_masks, growth_ratio
-from fishertune.method.selection import candidate_names, select_topk
-from fishertune.method.variational import VariationalSettings, variational_fisher
+"method" now means one thing, a registered tuner (the config's `method:` section); the model-agnostic
+sparse-mask core lives in `fishertune.sparse`. Importing `fishertune.method` or any of its submodules
+warns once and gives the `fishertune.sparse` module itself, so old code and pickled-free references keep
+working unchanged.
+"""
 
-__all__ = ["FeaturePerturbation", "MaskSelector", "MaskSelectorConfig", "MaskedAdamW", "candidate_names",
-           "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
-           "save_delta", "select_topk", "VariationalSettings", "variational_fisher"]
+import importlib
+import pkgutil
+import sys
+import warnings
 
+from fishertune import sparse
 
-def __getattr__(name: str):
-    """`FisherTuner` and `FisherTuneConfig`, deprecated names of MaskSelector(Config), warn when used."""
-    if name in DEPRECATED_NAMES:
-        return deprecated_name(name)
-    raise AttributeError(f"module 'fishertune.method' has no attribute {name!r}")
+warnings.warn("fishertune.method is deprecated: import fishertune.sparse instead (removed in 0.2)",
+              DeprecationWarning, stacklevel=2)
+
+for _info in pkgutil.iter_modules(sparse.__path__):
+    sys.modules[f"{__name__}.{_info.name}"] = importlib.import_module(f"fishertune.sparse.{_info.name}")
+sys.modules[__name__] = sparse

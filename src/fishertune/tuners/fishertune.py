@@ -1,6 +1,6 @@
 """FisherTune (CVPR 2025) under the tuner interface: DR-FIM selection, mask growth, sparse delta.
 
-A thin adapter from the segmentor to `fishertune.method.MaskSelector` (docs/method.md): `prepare`
+A thin adapter from the segmentor to `fishertune.sparse.MaskSelector` (docs/method.md): `prepare`
 estimates, batch by batch, the clean curvature and the curvature under the DSU feature perturbation of
 `perturb_layers` (the empirical Fisher, or the variational posterior precision when `variational` is
 ivon or vogn), combines them into DR-FIM scores and selects δ(0); `after_step` re-estimates and grows the
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from fishertune.errors import FisherTuneError
-from fishertune.method import MaskSelectorConfig
-from fishertune.method.options import DomainWeighting, Normalization, Variational
+from fishertune.sparse import MaskSelectorConfig
+from fishertune.sparse.options import DomainWeighting, Normalization, Variational
 from fishertune.tuners.base import register_tuner
 from fishertune.tuners.blocks import layer_module_names
 from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, check_budget

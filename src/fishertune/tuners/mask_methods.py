@@ -1,6 +1,6 @@
 """Sparse fine-tuning baselines: a fixed mask over the backbone's own weights, trained with MaskedAdamW.
 
-All of them run on `fishertune.method.MaskSelector` (estimate → select → masked AdamW → sparse delta) and
+All of them run on `fishertune.sparse.MaskSelector` (estimate → select → masked AdamW → sparse delta) and
 differ only in how entries are scored:
 - childtune: ChildTune-D (Xu et al., EMNLP 2021): Fisher over the task data from squared mini-batch
   gradients, F_i = (1/N) Σ_b B_b·ḡ_{b,i}² (its reference code accumulates grad² of each batch), top-p.
@@ -30,7 +30,7 @@ from torch import nn
 
 from fishertune.atomic import write_json
 from fishertune.errors import FisherTuneError
-from fishertune.method import (
+from fishertune.sparse import (
     MaskedAdamW,
     MaskSelector,
     MaskSelectorConfig,
@@ -38,7 +38,7 @@ from fishertune.method import (
     load_delta,
     read_delta_config,
 )
-from fishertune.method.delta import checked_delta
+from fishertune.sparse.delta import checked_delta
 from fishertune.tuners.base import Tuner, TunerConfig, register_tuner, require
 
 DELTA_FILE = "delta.safetensors"

@@ -22,7 +22,7 @@ from torch import nn
 
 from fishertune.atomic import save_tensors
 from fishertune.errors import InputError, UsageError
-from fishertune.method.flat_index import flat_indices
+from fishertune.sparse.flat_index import flat_indices
 
 FORMAT = "fishertune-delta"
 METADATA_KEY = "fishertune_delta"

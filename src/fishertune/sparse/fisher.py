@@ -5,7 +5,7 @@ tuples; its tensors are split along dim 0 into samples, other entries (e.g. name
 
 Backends of the exact (per-sample) mode:
 - "layerwise": one batched forward and backward per batch; every sample's gradient of linear, LayerNorm
-  and layer-scale parameters is read from the layer's input and output gradient (method/layerwise.py).
+  and layer-scale parameters is read from the layer's input and output gradient (sparse/layerwise.py).
   About 1.5 training passes per batch on the demo, and no per-sample copy of the gradients is held. It
   assumes what vmap checks: that a batch's samples do not interact (no batch statistics, no control flow
   on the batch), true of the library's segmentors in eval mode, where `MaskSelector` uses it.
@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fishertune.errors import UsageError
-from fishertune.method.batching import (
+from fishertune.sparse.batching import (
     batch_size,
     is_per_sample,
     map_tensors,
@@ -49,10 +49,10 @@ from fishertune.method.batching import (
     rebuild_one,
     sample,
 )
-from fishertune.method.dr_fim import flatten
-from fishertune.method.finite import first_non_finite, require_finite
-from fishertune.method.layerwise import LayerwiseUnsupported, add_layerwise_squares, layer_plan
-from fishertune.method.perturbation import FeaturePerturbation
+from fishertune.sparse.dr_fim import flatten
+from fishertune.sparse.finite import first_non_finite, require_finite
+from fishertune.sparse.layerwise import LayerwiseUnsupported, add_layerwise_squares, layer_plan
+from fishertune.sparse.perturbation import FeaturePerturbation
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 BACKENDS = ("auto", "layerwise", "vmap", "loop")

@@ -88,7 +88,7 @@ def test_threshold_at_the_lowest_float_counts_eligible_entries_only():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_kth_largest_by_radix_equals_sorting(seed):
-    from fishertune.method.selection import _kth_largest
+    from fishertune.sparse.selection import _kth_largest
 
     g = torch.Generator().manual_seed(seed)
     # signs, magnitudes from 1e-40 (subnormal) to 1e30, exact ties, ±0 and ±inf: every bucket kind

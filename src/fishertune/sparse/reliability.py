@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.batching import batch_size, map_tensors
-from fishertune.method.fisher import LossFn
+from fishertune.sparse.batching import batch_size, map_tensors
+from fishertune.sparse.fisher import LossFn
 
 
 def halves(batch: Any) -> tuple[Any, Any]:
@@ -60,7 +60,7 @@ def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
     selection uses the domain term) on `batches`; the model's weights are left as they were."""
     from dataclasses import replace
 
-    from fishertune.method.mask_selector import SPLIT_HALVES, MaskSelector, seed_stream
+    from fishertune.sparse.mask_selector import SPLIT_HALVES, MaskSelector, seed_stream
 
     parts = [halves(b) for b in batches]
     terms = []

@@ -13,7 +13,7 @@ from fishertune import (
     grow_masks,
     load_delta,
 )
-from fishertune.method.dr_fim import normalize_term
+from fishertune.sparse.dr_fim import normalize_term
 
 BACKBONE = ["blocks.*"]
 

@@ -12,12 +12,12 @@ from tiny_models import MLP, classification_loss, make_batches
 from torch import nn
 
 from fishertune import MaskSelector, MaskSelectorConfig, empirical_fisher, variational_fisher
-from fishertune.method.dr_fim import normalize_term
-from fishertune.method.fisher import fisher_sums
-from fishertune.method.mask_selector import estimate_count
-from fishertune.method.perturbation import FeaturePerturbation
-from fishertune.method.reliability import spearman, term_influence
-from fishertune.method.variational import VariationalCurvature, VariationalSettings
+from fishertune.sparse.dr_fim import normalize_term
+from fishertune.sparse.fisher import fisher_sums
+from fishertune.sparse.mask_selector import estimate_count
+from fishertune.sparse.perturbation import FeaturePerturbation
+from fishertune.sparse.reliability import spearman, term_influence
+from fishertune.sparse.variational import VariationalCurvature, VariationalSettings
 
 
 class Quadratic(nn.Module):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fishertune.method.batching import map_tensors
+from fishertune.sparse.batching import map_tensors
 
 
 class LayerwiseUnsupported(Exception):

@@ -50,11 +50,11 @@ import torch
 from torch import nn
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.batching import batch_size
-from fishertune.method.dr_fim import unflatten
-from fishertune.method.fisher import LossFn, _all_reduce_flat, _named_params, _requiring_grad, fisher_sums
-from fishertune.method.options import Curvature, check_option
-from fishertune.method.perturbation import FeaturePerturbation
+from fishertune.sparse.batching import batch_size
+from fishertune.sparse.dr_fim import unflatten
+from fishertune.sparse.fisher import LossFn, _all_reduce_flat, _named_params, _requiring_grad, fisher_sums
+from fishertune.sparse.options import Curvature, check_option
+from fishertune.sparse.perturbation import FeaturePerturbation
 
 DEFAULT_GAMMA = 1e-4   # data scale γ: a weight whose curvature is h has precision τ⁻² + h/γ
 DEFAULT_TAU = 1e-3     # prior std τ around the weights, also the first batch's noise

@@ -8,7 +8,7 @@ The paper's formula, accumulated batch by batch as its Algorithm 1 does (docs/me
     DR   = T(A) + D
 
 A_b and A′_b are the running clean and perturbed curvature after batch b: the empirical Fisher F, F′
-(δ = 0, s = 1), or the variationally stabilised A = γ(Λ − τ⁻²) (fishertune.method.variational), where
+(δ = 0, s = 1), or the variationally stabilised A = γ(Λ − τ⁻²) (fishertune.sparse.variational), where
 δ = γ/τ² is the prior precision in the same units and s = γ. With Λ = τ⁻² + A/γ this is exactly the
 paper's stabilised form γ|Λ − Λ′| / (min(Λ, Λ′) + ε_Λ), ε_Λ = ε/γ: the prior floors the ratio and γ sets
 its scale. ε is relative to the scale of A, so the ratio does not explode where A ≈ 0 (never below the
@@ -37,8 +37,8 @@ import math
 import torch
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.options import DomainWeighting, Normalization, check_option
-from fishertune.method.perturbation import Draws
+from fishertune.sparse.options import DomainWeighting, Normalization, check_option
+from fishertune.sparse.perturbation import Draws
 
 
 def draw_weight(draws: Draws, weighting: DomainWeighting = "paper") -> float:

@@ -8,8 +8,8 @@ import torch
 
 from fishertune import MaskSelectorConfig, select_topk
 from fishertune.errors import InputError, UsageError
-from fishertune.method import options
-from fishertune.method.dr_fim import normalize_term
+from fishertune.sparse import options
+from fishertune.sparse.dr_fim import normalize_term
 from fishertune.validation import from_dict
 
 

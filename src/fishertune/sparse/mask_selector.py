@@ -1,5 +1,5 @@
 """MaskSelector: estimate DR-FIM, select the top entries as masks, train them with MaskedAdamW, grow the
-masks, save a sparse delta. It is the method core on any nn.Module; the `fishertune` tuner (and the mask
+masks, save a sparse delta. It is the sparse core on any nn.Module; the `fishertune` tuner (and the mask
 baselines) run it on a segmentor's backbone.
 
     selector = MaskSelector(model, MaskSelectorConfig(ratio=0.05, perturb_layers=["blocks.0", "blocks.1"]))
@@ -34,13 +34,13 @@ from torch import nn
 from tqdm import tqdm
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.delta import save_delta
-from fishertune.method.dr_fim import DomainTerm, add_normalized, draw_weight, normalize_term, unflatten
-from fishertune.method.fisher import LossFn, RunningFisher, empirical_fisher
-from fishertune.method.flat_index import flat_indices
-from fishertune.method.layerwise import LayerwiseUnsupported, layer_plan
-from fishertune.method.masked_adamw import MaskedAdamW
-from fishertune.method.options import (
+from fishertune.sparse.delta import save_delta
+from fishertune.sparse.dr_fim import DomainTerm, add_normalized, draw_weight, normalize_term, unflatten
+from fishertune.sparse.fisher import LossFn, RunningFisher, empirical_fisher
+from fishertune.sparse.flat_index import flat_indices
+from fishertune.sparse.layerwise import LayerwiseUnsupported, layer_plan
+from fishertune.sparse.masked_adamw import MaskedAdamW
+from fishertune.sparse.options import (
     DomainWeighting,
     Granularity,
     Normalization,
@@ -51,11 +51,11 @@ from fishertune.method.options import (
     Variational,
     check_option,
 )
-from fishertune.method.perturbation import FeaturePerturbation
-from fishertune.method.schedule import grow_masks, growth_ratio
-from fishertune.method.selection import candidate_names
-from fishertune.method.sparse_linear import RowSparseLinears
-from fishertune.method.variational import (
+from fishertune.sparse.perturbation import FeaturePerturbation
+from fishertune.sparse.schedule import grow_masks, growth_ratio
+from fishertune.sparse.selection import candidate_names
+from fishertune.sparse.sparse_linear import RowSparseLinears
+from fishertune.sparse.variational import (
     DEFAULT_GAMMA,
     DEFAULT_SAMPLES,
     DEFAULT_TAU,
@@ -527,7 +527,7 @@ class MaskSelector:
         return out
 
     def save_delta(self, path) -> dict:
-        """Write the selected entries as a sparse delta (see fishertune.method.delta)."""
+        """Write the selected entries as a sparse delta (see fishertune.sparse.delta)."""
         return save_delta(self.model, self.base_state(), self.masks, path)
 
     def print_trainable_parameters(self) -> None:

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import torch
 
 from fishertune.errors import InputError, UsageError
-from fishertune.method.finite import require_finite
-from fishertune.method.options import Granularity, Scope, check_option
+from fishertune.sparse.finite import require_finite
+from fishertune.sparse.options import Granularity, Scope, check_option
 
 
 def candidate_names(names: Sequence[str], include: Sequence[str] | str | None = None,

@@ -5,7 +5,7 @@ import torch
 from tiny_models import classification_loss, make_batches
 
 from fishertune import MaskSelectorConfig
-from fishertune.method.reliability import halves, spearman, split_half_reliability
+from fishertune.sparse.reliability import halves, spearman, split_half_reliability
 
 
 def test_halves_split_every_batch():

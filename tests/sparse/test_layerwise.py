@@ -7,10 +7,10 @@ from torch import nn
 
 from fishertune import empirical_fisher
 from fishertune.errors import UsageError
-from fishertune.method.fisher import fisher_sums
-from fishertune.method.perturbation import FeaturePerturbation
 from fishertune.models.backbones import tiny_backbone_config
 from fishertune.models.segmentor import build_segmentor
+from fishertune.sparse.fisher import fisher_sums
+from fishertune.sparse.perturbation import FeaturePerturbation
 
 
 def layer_params(vit: nn.Module) -> list[str]:

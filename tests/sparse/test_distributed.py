@@ -5,7 +5,7 @@ import torch
 from tiny_models import MLP, classification_loss, make_batches
 
 from fishertune import empirical_fisher
-from fishertune.method.variational import VariationalSettings, variational_fisher
+from fishertune.sparse.variational import VariationalSettings, variational_fisher
 from two_processes import run_in_two_processes
 
 SIZES = [3, 1, 2, 4]

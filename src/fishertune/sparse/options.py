@@ -1,4 +1,4 @@
-"""The method core's option strings as Literal types, and the one check of a value against one of them.
+"""The sparse core's option strings as Literal types, and the one check of a value against one of them.
 
 The config dataclasses annotate their fields with these types, so a run config's values are checked by
 `fishertune.validation` (with a nearest-name hint) before the method is built; the functions of the core
@@ -14,18 +14,18 @@ from fishertune.errors import UsageError
 Selection = Literal["dr_fim", "fim", "delta_f", "random"]
 """Selection scores: DR-FIM (task + domain term), the clean Fisher, the domain term alone, random."""
 Normalization = Literal["none", "mean", "per_tensor", "rank"]
-"""How DR-FIM puts each term on one scale (fishertune.method.dr_fim)."""
+"""How DR-FIM puts each term on one scale (fishertune.sparse.dr_fim)."""
 DomainWeighting = Literal["paper", "sample", "abs_mean"]
 """The domain term's weight: w_b of each batch's signed channel draws, w_n of each sample's scalar draws
 (weighing its perturbed Fisher), or w_b of the draws' magnitudes (ablation)."""
 Variational = Literal["off", "ivon", "vogn"]
 """The curvature behind DR-FIM: the plain empirical Fisher, or a variational estimate."""
 Curvature = Literal["ivon", "vogn"]
-"""The variational curvature estimate (fishertune.method.variational)."""
+"""The variational curvature estimate (fishertune.sparse.variational)."""
 PerSampleBackend = Literal["layerwise", "vmap", "loop"]
-"""How the exact per-sample Fisher is computed (fishertune.method.fisher)."""
+"""How the exact per-sample Fisher is computed (fishertune.sparse.fisher)."""
 Granularity = Literal["element", "row", "tensor"]
-"""The unit of selection (fishertune.method.selection)."""
+"""The unit of selection (fishertune.sparse.selection)."""
 Scope = Literal["global", "per_tensor"]
 """Top-k over all candidates or within each tensor."""
 Reestimate = Literal["exact", "running", "off"]

@@ -1,5 +1,5 @@
 """The selection code before threshold selection (sort of all scores, per-tensor scatter loop), kept verbatim
-as the reference that `fishertune.method.selection` must match bit for bit."""
+as the reference that `fishertune.sparse.selection` must match bit for bit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import torch
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.selection import candidate_names
+from fishertune.sparse.selection import candidate_names
 
 
 def reference_select_topk(scores, ratio=None, count=None, granularity="element", scope="global",

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 import torch
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.flat_index import flat_indices, index_dtype
+from fishertune.sparse.flat_index import flat_indices, index_dtype
 
 STATE_KEYS = ("exp_avg", "exp_avg_sq", "entry_step")
 

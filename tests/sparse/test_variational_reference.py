@@ -5,8 +5,8 @@ import torch
 from tiny_models import classification_loss, make_batches
 from variational_reference import ReferenceCurvature
 
-from fishertune.method import FeaturePerturbation, variational
-from fishertune.method.variational import VariationalCurvature, VariationalSettings
+from fishertune.sparse import FeaturePerturbation, variational
+from fishertune.sparse.variational import VariationalCurvature, VariationalSettings
 
 
 def run(curvature_class, model, batches, settings, names, perturb):

@@ -1,6 +1,6 @@
 """The variational update before the memory-lean one (per-parameter h, σ and both gradients of a pair
 held at once, the difference formed out of place), kept verbatim as the reference that
-`fishertune.method.variational.VariationalCurvature` must match bit for bit."""
+`fishertune.sparse.variational.VariationalCurvature` must match bit for bit."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from contextlib import nullcontext
 
 import torch
 
-from fishertune.method.batching import batch_size
-from fishertune.method.fisher import _all_reduce, _named_params, _requiring_grad, fisher_sums
+from fishertune.sparse.batching import batch_size
+from fishertune.sparse.fisher import _all_reduce, _named_params, _requiring_grad, fisher_sums
 
 
 class ReferenceCurvature:

@@ -8,7 +8,7 @@ from safetensors import safe_open
 from tiny_models import MLP, classification_loss, make_batches
 
 from fishertune import FisherTuneError, MaskedAdamW, load_delta, read_delta_config, save_delta, select_topk
-from fishertune.method.flat_index import flat_indices, index_dtype
+from fishertune.sparse.flat_index import flat_indices, index_dtype
 
 OLD_DELTA = Path(__file__).parent / "fixtures" / "delta_int64.safetensors"
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fishertune.errors import FisherTuneError
-from fishertune.method.selection import select_topk
+from fishertune.sparse.selection import select_topk
 
 
 def growth_ratio(step: int, ratio_min: float, ratio_max: float, growth_steps: float) -> float:

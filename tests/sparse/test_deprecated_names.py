@@ -1,5 +1,7 @@
 """`FisherTuner` / `FisherTuneConfig`, the old names of MaskSelector / MaskSelectorConfig, until 0.2."""
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -7,19 +9,19 @@ import torch
 from tiny_models import TinyViT, classification_loss, make_batches
 
 import fishertune
-import fishertune.method
+import fishertune.sparse
 from fishertune import MaskSelector, MaskSelectorConfig
 
 
 def test_the_new_names_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fishertune.MaskSelector is fishertune.method.MaskSelector is MaskSelector
+        assert fishertune.MaskSelector is fishertune.sparse.MaskSelector is MaskSelector
         assert fishertune.MaskSelectorConfig is MaskSelectorConfig
-    assert "FisherTuner" not in fishertune.method.__all__ and "FisherTuner" not in fishertune.__all__
+    assert "FisherTuner" not in fishertune.sparse.__all__ and "FisherTuner" not in fishertune.__all__
 
 
-@pytest.mark.parametrize("module", [fishertune, fishertune.method])
+@pytest.mark.parametrize("module", [fishertune, fishertune.sparse])
 def test_the_old_names_warn_where_they_are_used(module):
     with pytest.warns(DeprecationWarning, match="use MaskSelectorConfig") as record:
         assert module.FisherTuneConfig is MaskSelectorConfig
@@ -62,3 +64,15 @@ def test_the_old_class_keeps_its_after_step_argument_order():
     assert counts[0] < counts[1] < counts[2]
     assert old.history == new.history
     assert all(torch.equal(old.masks[n], new.masks[n]) for n in new.masks)
+
+
+def test_the_old_package_name_is_the_sparse_core_and_warns():
+    """`fishertune.method` (renamed `fishertune.sparse`) keeps old imports working, with a warning."""
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    from fishertune.method.fisher import empirical_fisher\n"
+            "    import fishertune.method as old, fishertune.sparse as new, fishertune.sparse.fisher as f\n"
+            "assert old is new and empirical_fisher is f.empirical_fisher, 'not the same objects'\n"
+            "print([str(x.message) for x in w if x.category is DeprecationWarning])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "fishertune.method is deprecated: import fishertune.sparse instead" in out

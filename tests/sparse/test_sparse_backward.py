@@ -8,7 +8,7 @@ from tiny_models import TinyViT, classification_loss, make_batches
 from torch import nn
 
 from fishertune import MaskSelector, MaskSelectorConfig
-from fishertune.method.sparse_linear import RowSparseLinear, RowSparseLinearFunction, RowSparseLinears
+from fishertune.sparse.sparse_linear import RowSparseLinear, RowSparseLinearFunction, RowSparseLinears
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7)])

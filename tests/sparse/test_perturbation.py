@@ -6,7 +6,7 @@ from tiny_models import brute_force_fisher, classification_loss, make_batches
 from torch import nn
 
 from fishertune import FeaturePerturbation, FisherTuneError, empirical_fisher
-from fishertune.method.perturbation import Draws
+from fishertune.sparse.perturbation import Draws
 
 
 class TupleOut(nn.Module):

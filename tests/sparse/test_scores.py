@@ -15,9 +15,9 @@ from fishertune import (
     select_topk,
     variational_fisher,
 )
-from fishertune.method.dr_fim import DomainTerm, add_normalized, draw_weight, normalize_term, relative_change
-from fishertune.method.perturbation import Draws
-from fishertune.method.variational import VariationalSettings
+from fishertune.sparse.dr_fim import DomainTerm, add_normalized, draw_weight, normalize_term, relative_change
+from fishertune.sparse.perturbation import Draws
+from fishertune.sparse.variational import VariationalSettings
 
 
 def fishers(seed=0):

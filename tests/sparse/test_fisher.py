@@ -6,7 +6,7 @@ from torch import nn
 
 from fishertune import empirical_fisher
 from fishertune.errors import UsageError
-from fishertune.method.fisher import RunningFisher
+from fishertune.sparse.fisher import RunningFisher
 
 
 def assert_same(a, b, rtol=1e-4, atol=1e-9):
@@ -148,7 +148,7 @@ def test_transformers_dinov2_vmap_and_fallback():
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 5])
 def test_chunked_vmap_equals_loop_with_and_without_perturbation(vit, chunk_size):
-    from fishertune.method.perturbation import FeaturePerturbation
+    from fishertune.sparse.perturbation import FeaturePerturbation
 
     batches = make_batches([3, 2], (3, 8, 8))
     names = [n for n, _ in vit.named_parameters()]
@@ -171,7 +171,7 @@ def test_chunked_vmap_equals_loop_with_and_without_perturbation(vit, chunk_size)
 
 def test_chunked_vmap_holds_one_chunk_of_per_sample_gradients(mlp, monkeypatch):
     """The per-sample gradients handed back by each vmap call have chunk_size rows, never the batch."""
-    import fishertune.method.fisher as fisher_module
+    import fishertune.sparse.fisher as fisher_module
 
     rows = []
     real_vmap = fisher_module.vmap
