@@ -1,4 +1,5 @@
-"""Print the README table of export sizes: `fishertune export` folder / full model.safetensors, per method.
+"""Print the table of export sizes (docs/performance.md, docs/export.md): `fishertune export` folder /
+full model.safetensors, per method.
 
 "change only" is the method's own file(s) under tuner/ (FisherTune's sparse delta, the adapters' weights)
 without the head, config and model card.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check, not part of CI: the CUDA paths (bf16/fp16 autocast, activation checkpointing, DDP over NCCL
 # when two or more GPUs are present) and the cost tables on a ViT-L/14-shaped model with random weights at
-# 512 px. Prints the same ratio tables as the CPU benchmarks, for the README's GPU column
-# (docs/performance.md). Run from a clone after scripts/setup.sh, with a CUDA build of torch:
+# 512 px. Prints the same ratio tables as the CPU benchmarks, for a GPU column of
+# docs/performance.md. Run from a clone after scripts/setup.sh, with a CUDA build of torch:
 #   bash scripts/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,8 +7,7 @@ does not pay for torch.
 """
 
 from fishertune.errors import FisherTuneError
-
-__version__ = "0.1.0"
+from fishertune.version import __version__
 
 _SPARSE_API = ("FeaturePerturbation", "MaskSelector", "MaskSelectorConfig", "MaskedAdamW", "candidate_names",
                "dr_fim", "empirical_fisher", "grow_masks", "growth_ratio", "load_delta", "read_delta_config",
@@ -18,6 +17,7 @@ __all__ = ["FisherTuneError", "__version__", "load_pretrained", *_SPARSE_API]
 
 
 def __getattr__(name: str):
+    # lazy on purpose: `import fishertune` (and `fishertune --help`) must not import torch
     if name in _SPARSE_API:
         from fishertune import sparse
 

@@ -5,7 +5,9 @@
 - each value must fit the field's type hint (bool, int, float, str, Literal, list[...], dict, X | None);
   an int is accepted for a float, and a numeric string too (YAML 1.1 reads `5e-2` as a string);
 - numbers must be finite, and within the field's `metadata["min"]` / `metadata["max"]` (inclusive);
-- nested dataclasses are built recursively.
+- nested dataclasses are built recursively;
+- a key the class has renamed (its `RENAMED` mapping, old name → new) is read under its new name with a
+  FutureWarning, so saved configs and run folders written before a rename still load.
 Every error is one InputError line naming the full key (`where.key`), the value and what is expected.
 """
 
@@ -15,6 +17,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -38,6 +41,7 @@ def from_dict(cls: type, raw: Any, where: str = "") -> Any:
         raise InputError(f"{where or 'config'} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    raw = renamed_keys(cls, raw, where)
     values = {}
     for key, value in raw.items():
         name = f"{where}.{key}" if where else str(key)
@@ -49,6 +53,27 @@ def from_dict(cls: type, raw: Any, where: str = "") -> Any:
         else:
             values[key] = check_range(check_type(value, hint, name), fields[key].metadata, name)
     return cls(**values)
+
+
+def renamed_keys(cls: type, raw: dict, where: str = "") -> dict:
+    """`raw` with the keys `cls.RENAMED` maps (old → new) under their new names, each with a FutureWarning;
+    giving both names is an error."""
+    renamed = getattr(cls, "RENAMED", {})
+    if not renamed.keys() & raw.keys():
+        return raw
+    prefix = f"{where}." if where else ""
+    out = {}
+    for key, value in raw.items():
+        new = renamed.get(key)
+        if new is None:
+            out[key] = value
+            continue
+        if new in raw or new in out:
+            raise InputError(f"{prefix}{key} is the old name of {prefix}{new}: give only {prefix}{new}")
+        warnings.warn(f"{prefix}{key} is now called {prefix}{new} (the old name is read until 0.2)",
+                      FutureWarning, stacklevel=3)
+        out[new] = value
+    return out
 
 
 def suggest(key: str, valid: Iterable[str], where: str = "") -> str:

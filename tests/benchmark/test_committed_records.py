@@ -61,3 +61,24 @@ def test_a_record_of_another_config_is_not_reused(copied):
     config = demo.load_config(path, runner.overrides)
     assert read_record(out, "full", "sweep-lr=0.0001", config.to_dict()) is None
     assert read_record(out, "full", "sweep-lr=0.0001", demo.load_config(path).to_dict()) is not None
+
+
+ABLATION = COMMITTED.parent / "ablation_2026-12-06"
+
+
+@pytest.mark.parametrize("score, reused", [("random", True), ("fim", False)])
+def test_a_record_written_before_an_option_was_renamed_is_still_reused(tmp_path, score, reused):
+    """The fair ablation's random-select records were written with `selection: random`, the old name of
+    `score` (MaskSelectorConfig.RENAMED); the plan now says `score: random`, and its record still matches."""
+    saved_path = ABLATION / "records" / "random-select" / "seed1.json"
+    saved = json.loads(saved_path.read_text())
+    assert saved["config"]["method"]["options"] == {"selection": "random"}
+    plan = yaml.safe_load(demo.PLAN.read_text())
+    assert plan["variants"]["random-select"]["options"] == {"score": "random"}
+    out = tmp_path / "ablation"
+    (out / "records" / "random-select").mkdir(parents=True)
+    for suffix in (".json", ".npz"):
+        shutil.copy(saved_path.with_suffix(suffix), out / "records" / "random-select" / f"seed1{suffix}")
+    config = json.loads(json.dumps(saved["config"]).replace("$DIR", str(out.resolve())))
+    config["method"]["options"] = {"score": score}
+    assert (read_record(out, "random-select", "seed1", config) is not None) == reused

@@ -284,9 +284,9 @@ def test_the_plan_and_the_quick_learning_rates_agree():
     # FisherTune is the tuner as shipped; each ablation row changes the named options only and sweeps
     # its own learning rate
     assert "options" not in variants["fishertune"]
-    ablation = {"random-select": {"selection": "random"},
-                "fim-select": {"selection": "fim", "variational": "off"},
-                "deltaf-select": {"selection": "delta_f"}, "drfim-select": {"variational": "off"},
+    ablation = {"random-select": {"score": "random"},
+                "fim-select": {"score": "fim", "variational": "off"},
+                "deltaf-select": {"score": "delta_f"}, "drfim-select": {"variational": "off"},
                 "drfim-none": {"normalize": "none"}, "drfim-mean": {"normalize": "mean"},
                 "drfim-rank": {"normalize": "rank"}, "drfim-pertensor": {"normalize": "per_tensor"},
                 "drfim-sample": {"domain_weight": "sample"}}

@@ -1,4 +1,5 @@
-"""Tiny run configs for the CLI tests (a uniquely named module: every test folder has a conftest)."""
+"""Tiny run configs and output checks for the CLI tests (a uniquely named module: every test folder has a
+conftest; the shared fixtures are in conftest.py)."""
 
 from pathlib import Path
 
@@ -27,3 +28,18 @@ def tiny_config(synth_dir: Path, **sections) -> dict:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def one_line(capsys, prefix: str = "error: ") -> str:
+    """The single stderr line of the command, starting with `prefix` (a refused command's `error: ...`):
+    no traceback, nothing else on stderr."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), lines
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

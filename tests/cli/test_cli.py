@@ -18,7 +18,7 @@ from fishertune.cli.main import main
 from fishertune.sparse import dr_fim
 from fishertune.tuners.fishertune import FisherTuneTunerConfig
 
-COMMANDS = [["synth"], ["train"], ["eval"], ["fisher"], ["predict"], ["data"], ["data", "check"]]
+COMMANDS = [["synth"], ["train"], ["eval"], ["fisher"], ["predict"], ["data"], ["data", "check"], ["list"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -27,6 +27,38 @@ def test_every_command_has_help(command, capsys):
         main([*command, "--help"])
     assert exit_.value.code == 0
     assert "usage: fishertune" in capsys.readouterr().out
+
+
+SHARED_FLAGS = {"--mode": {"eval", "predict"}, "--crop": {"eval", "predict"}, "--stride": {"eval", "predict"},
+                "--no-progress": {"train", "eval", "fisher", "predict", "demo"},
+                "--set": {"train", "fisher", "demo"}, "--max-pixels": {"predict", "data check"}}
+
+
+def test_shared_flags_are_one_definition():
+    """A flag several commands take (cli/main.py's add_*_arg helpers) is the same in each: name, dest, type,
+    default, choices; its help too, but for --set, whose help says what it does in that command."""
+    import argparse
+
+    from fishertune.cli.main import build_parser
+
+    def subparsers(parser, prefix=""):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield f"{prefix}{name}", sub
+                    yield from subparsers(sub, f"{prefix}{name} ")
+
+    found = {flag: {} for flag in SHARED_FLAGS}
+    for command, sub in subparsers(build_parser([])):
+        for action in sub._actions:
+            for flag in set(action.option_strings) & set(SHARED_FLAGS):
+                found[flag][command] = {key: getattr(action, key) for key in (
+                    "option_strings", "dest", "type", "default", "choices", "nargs", "const", "metavar",
+                    "required", "help") if key != "help" or flag != "--set"} | {"class": type(action)}
+    for flag, commands in SHARED_FLAGS.items():
+        assert set(found[flag]) == commands, flag
+        first, *others = found[flag].values()
+        assert all(other == first for other in others), (flag, found[flag])
 
 
 def test_cli_import_is_light():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from cli_helpers import tiny_config, write_config
+from cli_helpers import one_line, snapshot, tiny_config, write_config
 from PIL import Image
 
 from fishertune.cli.main import main
@@ -25,32 +25,6 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fishertune.cli", *args]
-
-
-def one_error(capsys) -> str:
-    """The single stderr line of a refused command (no traceback, no other output on stderr)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished_run(synth_dir, tmp_path_factory) -> Path:
-    """A finished run (checkpoint at the last step) that each test copies before damaging it."""
-    folder = tmp_path_factory.mktemp("finished")
-    config = tiny_config(synth_dir, train={"warmup_steps": 1, "steps": 2, "checkpoint_every": 0,
-                                           "eval_every": 0})
-    run = folder / "run"
-    assert main(["train", str(write_config(folder / "c.yaml", config)), "--out", str(run),
-                 "--no-progress"]) == 0
-    return run
 
 
 @pytest.fixture
@@ -97,7 +71,7 @@ def test_corrupt_run_files_are_one_line(case, run_copy, capsys):
     else:
         args = ["train", str(run_copy / "config.yaml"), "--out", str(run_copy), "--resume", "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
-    line = one_error(capsys)
+    line = one_line(capsys)
     assert message in line and name.split("/")[-1] in line, line
     assert snapshot(run_copy) == before
     assert not (run_copy.parent / "exported").exists()
@@ -151,19 +125,19 @@ def test_os_errors_are_translated(monkeypatch, capsys):
 
     monkeypatch.setattr(commands, "run_synth", disk_full)
     assert main(["synth", "--out", "x"]) == EXIT_BAD_INPUT
-    assert one_error(capsys) == ("error: cannot write /runs/x/model.safetensors: No space left on device "
-                                 "(free some space, or write elsewhere)")
+    assert one_line(capsys) == ("error: cannot write /runs/x/model.safetensors: No space left on device "
+                                "(free some space, or write elsewhere)")
 
 
 def test_non_utf8_config_and_base_cycle(tmp_path, capsys):
     config = tmp_path / "latin1.yaml"
     config.write_bytes("train: {steps: 3}  # caf\xe9\n".encode("latin-1"))
     assert main(["train", str(config), "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
-    assert "is not UTF-8" in one_error(capsys)
+    assert "is not UTF-8" in one_line(capsys)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "loop.yaml").write_text("base: ../a/loop.yaml\ntrain: {steps: 3}\n")
     assert main(["train", str(tmp_path / "a" / "loop.yaml"), "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
-    assert "includes itself through its bases" in one_error(capsys)
+    assert "includes itself through its bases" in one_line(capsys)
     assert not (tmp_path / "r").exists()
 
 
@@ -200,7 +174,7 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(run_copy, capsys):
     before = snapshot(run_copy)
     args = ["train", str(run_copy / "config.yaml"), "--out", str(run_copy), "--resume", "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
-    assert f"pid {os.getpid()}" in one_error(capsys)
+    assert f"pid {os.getpid()}" in one_line(capsys)
     assert snapshot(run_copy) == before
     owner.unlock()
     # a lock file left by a dead process (kill -9 leaves it, but no process holds its flock) is stale
@@ -224,7 +198,7 @@ def test_a_failed_run_removes_only_its_own_files(synth_dir, tmp_path, monkeypatc
     run = tmp_path / "run"
     assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
                  "--no-progress"]) == EXIT_BAD_INPUT
-    line = one_error(capsys)
+    line = one_line(capsys)
     assert "before the first checkpoint" in line and "without --resume" in line
     assert snapshot(run) == {"notes.txt": b"someone else's file"}
 
@@ -282,7 +256,7 @@ def test_ctrl_c_exits_130_and_says_what_to_do(synth_dir, tmp_path, monkeypatch, 
     config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir, train={"checkpoint_every": 0}))
     run = tmp_path / "run"
     assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 128 + signal.SIGINT
-    line = one_error(capsys)
+    line = one_line(capsys)
     assert "interrupted before the first checkpoint" in line and "without --resume" in line, line
     assert not run.exists()
 
@@ -295,7 +269,7 @@ def test_after_a_nan_stop_resume_with_a_lower_lr_finishes(synth_dir, tmp_path, c
     path = write_config(tmp_path / "c.yaml", config)
     run = tmp_path / "run"
     assert main(["train", str(path), "--out", str(run), "--no-progress"]) == EXIT_BAD_INPUT
-    line = one_error(capsys)
+    line = one_line(capsys)
     assert "loss became nan at step 3" in line and "lower train.lr" in line and "step_0000002" in line, line
     assert main(["train", str(path), "--out", str(run), "--resume", "--set", "train.lr=1e-3",
                  "--no-progress"]) == 0
@@ -315,7 +289,7 @@ def test_resume_accepts_safe_overrides_and_refuses_the_rest(synth_dir, tmp_path,
     before = snapshot(run)
     refused = ["train", str(path), "--out", str(run), "--resume", "--set", "train.seed=4"]
     assert main(refused) == EXIT_BAD_INPUT
-    line = one_error(capsys)
+    line = one_line(capsys)
     assert "train.seed" in line and "may only change" in line and "train.lr" in line
     assert snapshot(run) == before
     longer = ["--set", "train.steps=6", "--set", "train.lr=2e-3", "--set", "train.head_lr=2e-2",
@@ -382,7 +356,7 @@ def test_bad_settings_are_refused_before_training(case, synth_dir, tmp_path, cap
     run = tmp_path / "run"
     assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
                  "--no-progress"]) == EXIT_BAD_INPUT
-    assert message in one_error(capsys)
+    assert message in one_line(capsys)
     assert not run.exists()
 
 
@@ -415,7 +389,7 @@ def test_unwritable_outputs_are_refused_before_any_work(kind, run_copy, synth_di
                 "--out", str(blocker / "pred")]
         message = f"cannot create {blocker / 'pred'}: {blocker} is a file"
     assert main(args) == EXIT_BAD_INPUT
-    assert message in one_error(capsys)
+    assert message in one_line(capsys)
     assert blocker.read_text() == "a file" and snapshot(run_copy) == before
 
 
@@ -440,7 +414,7 @@ def test_a_read_only_output_place_is_refused_before_any_work(synth_dir, tmp_path
     config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir))
     assert main(["train", str(config), "--out", str(read_only / "run"), "--no-progress"]) == EXIT_BAD_INPUT
     assert f"cannot write {read_only / 'run'}: {read_only} is not writable (Read-only file system)" in \
-        one_error(capsys)
+        one_line(capsys)
     assert list(read_only.iterdir()) == []
 
 
@@ -478,13 +452,13 @@ def test_image_size_limit_in_data_check_train_and_predict(run_copy, synth_dir, t
     assert "images/00000.png is 32x32" in out and "labels/00007.png is 32x32" in out
     image = next((synth_dir / "source" / "images").iterdir())
     assert main(["predict", str(run_copy), str(image), "--out", str(tmp_path / "pred"), *limit]) == 2
-    assert f"image {image} is 32x32" in one_error(capsys)
+    assert f"image {image} is 32x32" in one_line(capsys)
     assert not (tmp_path / "pred").exists()
     config = tiny_config(synth_dir, data={"max_pixels": 1000})
     run = tmp_path / "run2"
     assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
                  "--no-progress"]) == 2
-    assert "over the limit of 0.001" in one_error(capsys) and not run.exists()
+    assert "over the limit of 0.001" in one_line(capsys) and not run.exists()
 
 
 def test_decompression_bomb_is_one_line(run_copy, synth_dir, tmp_path, monkeypatch, capsys):
@@ -497,10 +471,10 @@ def test_decompression_bomb_is_one_line(run_copy, synth_dir, tmp_path, monkeypat
     # predict and train refuse it by name too (status 2: bad input), before writing anything
     image = folder / "images" / "00003.png"
     assert main(["predict", str(run_copy), str(image), "--out", str(tmp_path / "pred")]) == EXIT_BAD_INPUT
-    assert f"image {image} is too large to decode safely" in one_error(capsys)
+    assert f"image {image} is too large to decode safely" in one_line(capsys)
     config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir))
     assert main(["train", str(config), "--out", str(tmp_path / "new"), "--no-progress"]) == EXIT_BAD_INPUT
-    assert "is too large to decode safely" in one_error(capsys)
+    assert "is too large to decode safely" in one_line(capsys)
     assert not (tmp_path / "pred").exists() and not (tmp_path / "new").exists()
 
 
@@ -544,7 +518,7 @@ def test_selection_never_runs_on_nan(selection):
     from fishertune.sparse import MaskSelector, MaskSelectorConfig
 
     model, batches = nan_batches()
-    tuner = MaskSelector(model, MaskSelectorConfig(ratio=0.5, selection=selection, perturb_layers=["embed"]))
+    tuner = MaskSelector(model, MaskSelectorConfig(ratio=0.5, score=selection, perturb_layers=["embed"]))
     with pytest.raises(InputError, match="contain NaN"):
         tuner.estimate(batches, per_sample_ce)
     assert not tuner.masks
@@ -605,7 +579,7 @@ def test_pickled_weights_are_refused(synth_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
                  "--no-progress"]) == 2
-    assert "holds no .safetensors weights" in one_error(capsys) and not run.exists()
+    assert "holds no .safetensors weights" in one_line(capsys) and not run.exists()
 
 
 def test_allowed_pickled_weights_load_tensors_only(synth_dir, tmp_path, monkeypatch, capsys):
@@ -638,7 +612,7 @@ def test_allowed_pickled_weights_load_tensors_only(synth_dir, tmp_path, monkeypa
     run = tmp_path / "run"
     assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
                  "--no-progress"]) == EXIT_BAD_INPUT
-    line = one_error(capsys)
+    line = one_line(capsys)
     assert "holds more than tensors, which torch.load(weights_only=True) refuses" in line
     assert str(evil) in line
     assert not marker.exists() and not run.exists()
@@ -652,7 +626,7 @@ def test_synth_refuses_a_non_empty_folder(tmp_path, capsys):
     (out / "mine.txt").write_text("keep")
     args = ["synth", "--out", str(out), "--n", "1", "--size", "16", "--domains", "source"]
     assert main(args) == 2
-    assert "is not empty; pass --overwrite" in one_error(capsys)
+    assert "is not empty; pass --overwrite" in one_line(capsys)
     assert snapshot(out) == {"mine.txt": b"keep"}
     assert main([*args, "--overwrite"]) == 0
     assert (out / "source" / "images" / "00000.png").is_file() and (out / "mine.txt").read_text() == "keep"
@@ -684,7 +658,7 @@ def test_a_damaged_demo_record_is_refused_before_anything_is_written(tmp_path, c
         record.write_text(text)
         before = snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()}
         assert main(["demo", "--out", str(out), *DEMO]) == EXIT_BAD_INPUT, case
-        line = one_error(capsys)
+        line = one_line(capsys)
         assert f"demo record {record} " in line and message in line, (case, line)
         assert snapshot(out / "records") | {"results.json": (out / "results.json").read_bytes()} == before
         assert not (out / "runs").exists(), case  # refused before training
@@ -697,7 +671,7 @@ def test_foggy_zurich_list_cannot_leave_its_root(tmp_path, capsys):
     (root / "lists_file_names").mkdir(parents=True)
     (root / "lists_file_names" / "RGB_testv2_filenames.txt").write_text("../../etc/passwd\n")
     assert main(["data", "check", f"foggy_zurich:{root}"]) == 2
-    assert "which is outside" in one_error(capsys)
+    assert "which is outside" in one_line(capsys)
 
 
 # -- nothing of the user's is overwritten or deleted (issue 25) ----------------------------------------------
@@ -711,7 +685,7 @@ def test_eval_json_never_replaces_an_input(target, run_copy, synth_dir, tmp_path
     before, run_before = victim.read_bytes(), snapshot(run_copy)
     args = ["eval", str(run_copy), "--data", f"folder:{data}", "--json", str(victim), "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
-    assert "is not an earlier `fishertune eval` result" in one_error(capsys)
+    assert "is not an earlier `fishertune eval` result" in one_line(capsys)
     assert victim.read_bytes() == before and snapshot(run_copy) == run_before
 
 
@@ -732,7 +706,7 @@ def test_predict_never_writes_through_a_symlink_onto_an_input_or_beside_inputs(r
     (photos / "a.png").write_bytes(b"the user's own photo")
     args = ["predict", str(run_copy), str(image), "--out", str(photos), "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
-    assert "a file among the inputs' own files" in one_error(capsys)
+    assert "a file among the inputs' own files" in one_line(capsys)
     assert (photos / "a.png").read_bytes() == b"the user's own photo"
     png = photos / "b.png"  # an input reached through a symlink named as its output would be
     shutil.copyfile(next((synth_dir / "source" / "images").iterdir()), png)
@@ -741,7 +715,7 @@ def test_predict_never_writes_through_a_symlink_onto_an_input_or_beside_inputs(r
     (out / "b.png").symlink_to(png)
     before = png.read_bytes()
     assert main(["predict", str(run_copy), str(png), "--out", str(out), "--no-progress"]) == EXIT_BAD_INPUT
-    assert "would overwrite the input" in one_error(capsys)
+    assert "would overwrite the input" in one_line(capsys)
     assert png.read_bytes() == before
 
 
@@ -781,7 +755,7 @@ def test_eval_on_labels_that_are_all_ignore_is_refused_not_nan(run_copy, synth_d
     out = tmp_path / "eval.json"
     args = ["eval", str(run_copy), "--data", f"folder:{data}", "--json", str(out), "--no-progress"]
     assert main(args) == EXIT_BAD_INPUT
-    assert "every label pixel is 255 (ignore); there is nothing to score" in one_error(capsys)
+    assert "every label pixel is 255 (ignore); there is nothing to score" in one_line(capsys)
     assert not out.exists()
 
 
@@ -790,5 +764,5 @@ def test_eval_on_labels_that_are_all_ignore_is_refused_not_nan(run_copy, synth_d
 def test_demo_seeds_are_checked_before_any_training(seeds, message, tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--full", "--seeds", seeds, "--no-progress"]) == \
         EXIT_BAD_INPUT
-    assert message in one_error(capsys)
+    assert message in one_line(capsys)
     assert not (tmp_path / "d").exists()

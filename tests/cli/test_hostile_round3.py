@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import tiny_config, write_config
+from cli_helpers import one_line, snapshot, tiny_config, write_config
 from PIL import Image
 
 from fishertune.cli.main import main
@@ -21,30 +21,6 @@ from fishertune.errors import EXIT_BAD_INPUT
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 DISK_FULL = "No space left on device"
-
-
-def one_line(capsys, prefix: str = "error: ") -> str:
-    """The single stderr line of the command (no traceback, nothing else on stderr)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(prefix), lines
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished_run(synth_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("finished3")
-    config = tiny_config(synth_dir, train={"warmup_steps": 1, "steps": 1, "checkpoint_every": 0,
-                                           "eval_every": 0})
-    run = folder / "run"
-    assert main(["train", str(write_config(folder / "c.yaml", config)), "--out", str(run),
-                 "--no-progress"]) == 0
-    return run
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_two_process_gloo_ddp_matches_single_process(synth_dir, tmp_path):
     # FisherTune selecting by the Fisher (all-reduced over the processes): both runs select the same entries.
     # The mask grows every step, so tensors start training mid-run: DDP (which all-reduces only tensors with
     # a selection) must follow, or the processes' weights drift apart.
-    options = {"budget": 0.3, "ratio_min": 0.01, "growth_steps": 2, "update_every": 1, "selection": "fim",
+    options = {"budget": 0.3, "ratio_min": 0.01, "growth_steps": 2, "update_every": 1, "score": "fim",
                "granularity": "tensor", "exclude": ["*embeddings*"]}
     config = tiny_config(synth_dir, model=head, method={"name": "fishertune", "options": options},
                          train={"warmup_steps": 1, "steps": 3, "checkpoint_every": 0, "eval_every": 0})

@@ -128,3 +128,39 @@ def test_impossible_backbone_sizes_are_one_line_before_any_model_is_built(overri
     with pytest.raises(InputError) as error:
         build_backbone("dinov2", config=config)
     assert "model.backbone_config" in str(error.value) and message in str(error.value)
+
+
+# -- the registry, one module per family --------------------------------------------------------------------
+def test_list_backbones_lists_the_registry_sorted_and_by_pattern():
+    from fishertune.models import BACKBONES, list_backbones
+
+    names = list_backbones()
+    assert names == sorted(BACKBONES)
+    assert {"clip", "dinov2", "dinov2_reg", "dinov2_s_offline", "eva02", "mae", "sam"} <= set(names)
+    assert list_backbones("dinov2*") == ["dinov2", "dinov2_reg", "dinov2_s_offline"]
+    assert list_backbones("*_reg") == ["dinov2_reg"]
+    assert list_backbones("[cm]*") == ["clip", "mae"]
+    assert list_backbones("DINOV2") == []  # case-sensitive, as registry names are
+    assert list_backbones("nothing*") == []
+
+
+def test_each_family_lives_in_its_own_module_and_the_package_keeps_every_name():
+    import fishertune.models.backbones as package
+    from fishertune.models.backbones import base
+
+    modules = {name: BACKBONE.__module__ for name, BACKBONE in base.BACKBONES.items()}
+    assert modules["dinov2"] == modules["dinov2_reg"] == "fishertune.models.backbones.dinov2"
+    for family in ("clip", "mae", "sam", "eva02"):
+        assert modules[family] == f"fishertune.models.backbones.{family}"
+    assert modules["dinov2_s_offline"] == "fishertune.models.offline_dinov2"
+    before = {"ALLOW_TORCH_WEIGHTS", "BACKBONES", "CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+              "POSITIVE_INT_FIELDS", "Backbone", "ClipBackbone", "Dinov2Backbone", "Dinov2RegistersBackbone",
+              "Eva02Backbone", "HFBackbone", "MaeBackbone", "SamBackbone", "build_backbone",
+              "check_backbone_config", "check_config_keys", "check_state_matches", "default_out_indices",
+              "load_hf_model", "load_timm_state", "register_backbone", "resample_grid",
+              "tiny_backbone_config"}
+    assert before <= set(package.__all__)  # the public names of the single module before the split
+    for name in package.__all__:
+        value = getattr(package, name)
+        if name in vars(base):
+            assert value is vars(base)[name]

@@ -38,7 +38,7 @@ def grown(selector_class, call_after_step):
     model = TinyViT()
     batches = make_batches([2, 2], (3, 8, 8))
     selector = selector_class(model, MaskSelectorConfig(ratio=0.2, ratio_min=0.05, growth_steps=2,
-                                                        update_every=1, include=["blocks.*"], selection="fim",
+                                                        update_every=1, include=["blocks.*"], score="fim",
                                                         per_sample=False))
     selector.estimate(batches, classification_loss)
     selector.select(0)

@@ -48,7 +48,7 @@ def sensitive_share(selection, seed, **options):
     """Share of the top quarter of head.weight (6 of 24 entries) that sits on the sensitive channels."""
     torch.manual_seed(seed)
     model = ChannelMeans()
-    config = shipped_selector_config(count=6, include=["head.weight"], selection=selection,
+    config = shipped_selector_config(count=6, include=["head.weight"], score=selection,
                                      perturb_layers=["features"], seed=seed, **options)
     tuner = MaskSelector(model, config)
     tuner.estimate(make_batches(seed), loss)

@@ -67,7 +67,7 @@ def planted_recall(seed: int, selection: str) -> float:
     """The share of the planted set (V's column 5) that the selection (5% of the Q/K/V weights and biases,
     41 entries) takes."""
     config = shipped_selector_config(ratio=0.05, include=["q.*", "k.*", "v.*"], perturb_layers=["features"],
-                                     selection=selection, seed=seed)
+                                     score=selection, seed=seed)
     torch.manual_seed(seed)
     model = OneBlock()
     selector = MaskSelector(model, config)

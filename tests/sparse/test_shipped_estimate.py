@@ -153,7 +153,7 @@ def test_the_schedule_given_as_fractions_scales_with_the_run():
     torch.manual_seed(0)
     model = MLP()
     batches = make_batches([4], (6,))
-    config = MaskSelectorConfig(ratio=0.5, selection="fim", growth_start=0.4, growth_fraction=0.5,
+    config = MaskSelectorConfig(ratio=0.5, score="fim", growth_start=0.4, growth_fraction=0.5,
                                 update_fraction=0.25, include=["fc1.weight", "fc2.weight"])
     selector = MaskSelector(model, config)
     assert estimate_count(config, 100) == 4
@@ -185,7 +185,7 @@ def test_scores_made_in_the_domain_terms_buffer_equal_the_kept_terms_sum(selecti
     """Without keep_terms the scores are made in place (no copy of the task term): the same bits."""
     scores = []
     for keep in (True, False):
-        config = shipped_selector_config(ratio=0.5, selection=selection, perturb_layers=["features"])
+        config = shipped_selector_config(ratio=0.5, score=selection, perturb_layers=["features"])
         torch.manual_seed(0)
         selector = MaskSelector(Features(), config, keep_terms=keep)
         scores.append(selector.estimate(token_batches(), classification_loss))

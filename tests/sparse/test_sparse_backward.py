@@ -67,7 +67,7 @@ def run(config, batches, steps=4, dense_reference=False):
 
 def test_row_granularity_training_equals_dense_backward():
     batches = make_batches([3, 3], (3, 8, 8))
-    config = MaskSelectorConfig(ratio=0.1, include=["blocks.*"], granularity="row", selection="fim",
+    config = MaskSelectorConfig(ratio=0.1, include=["blocks.*"], granularity="row", score="fim",
                                 ratio_min=0.05, growth_steps=2, update_every=2, per_sample=False)
     sparse, tuner = run(config, batches)
     dense, dense_tuner = run(config, batches, dense_reference=True)
@@ -79,7 +79,7 @@ def test_row_granularity_training_equals_dense_backward():
 
 def test_frozen_unselected_tensors_train_bit_identically_and_skip_lower_blocks():
     batches = make_batches([3, 3], (3, 8, 8))
-    config = MaskSelectorConfig(ratio=0.2, include=["blocks.1.*"], selection="fim", per_sample=False)
+    config = MaskSelectorConfig(ratio=0.2, include=["blocks.1.*"], score="fim", per_sample=False)
     frozen, tuner = run(config, batches)
     dense, _ = run(config, batches, dense_reference=True)
     for (n, p), q in zip(frozen.named_parameters(), dense.parameters()):

@@ -68,7 +68,7 @@ def test_end_to_end_selection_training_and_delta(vit, tmp_path, capsys):
 def test_growth_reestimation_and_resume(vit):
     batches = make_batches([2, 2], (3, 8, 8))
     config = MaskSelectorConfig(ratio=0.2, ratio_min=0.02, growth_steps=4, update_every=2, include=BACKBONE,
-                                selection="fim", per_sample=False)  # cheap Fisher keeps re-estimation fast
+                                score="fim", per_sample=False)  # cheap Fisher keeps re-estimation fast
     tuner = MaskSelector(vit, config)
     tuner.estimate(batches, classification_loss)
     first = {n: m.clone() for n, m in tuner.select(0).items()}
@@ -96,7 +96,7 @@ def test_selection_modes_share_the_budget(vit):
     batches = make_batches([3], (3, 8, 8))
     selected = {}
     for mode in ("fim", "random", "dr_fim", "delta_f"):
-        config = MaskSelectorConfig(count=500, include=BACKBONE, selection=mode, perturb_layers=["blocks.0"],
+        config = MaskSelectorConfig(count=500, include=BACKBONE, score=mode, perturb_layers=["blocks.0"],
                                     alpha=0.0)
         tuner = MaskSelector(vit, config)
         scores = tuner.estimate(batches, classification_loss)
@@ -117,7 +117,7 @@ def test_zero_perturbation_gives_the_task_term(vit, variational):
     batches = make_batches([3, 2], (3, 8, 8))
     scores = {}
     for selection in ("dr_fim", "delta_f"):
-        config = MaskSelectorConfig(count=50, include=BACKBONE, selection=selection, alpha=0.0,
+        config = MaskSelectorConfig(count=50, include=BACKBONE, score=selection, alpha=0.0,
                                     perturb_layers=["blocks.0"], variational=variational, var_tau=1e-2,
                                     var_gamma=1e-2)
         tuner = MaskSelector(vit, config)
@@ -133,7 +133,7 @@ def test_random_scores_and_draws_follow_the_seed(vit):
     masks, draws = {}, {}
     for seed in (0, 0, 1):
         for selection in ("random", "dr_fim"):
-            tuner = MaskSelector(vit, MaskSelectorConfig(count=40, include=BACKBONE, selection=selection,
+            tuner = MaskSelector(vit, MaskSelectorConfig(count=40, include=BACKBONE, score=selection,
                                                          perturb_layers=["blocks.0"], seed=seed))
             tuner.estimate(batches, classification_loss)
             masks.setdefault(selection, []).append(tuner.select())
@@ -147,7 +147,7 @@ def test_variational_option_and_eval_mode_during_estimation(vit):
     modes = []
     vit.blocks[0].register_forward_pre_hook(lambda m, a: modes.append(m.training))
     batches = make_batches([2], (3, 8, 8))
-    config = MaskSelectorConfig(ratio=0.1, include=BACKBONE, selection="fim", variational="vogn",
+    config = MaskSelectorConfig(ratio=0.1, include=BACKBONE, score="fim", variational="vogn",
                                 var_gamma=0.0)
     vit.train()
     scores = MaskSelector(vit, config).estimate(batches, classification_loss)
@@ -159,7 +159,7 @@ def test_variational_option_and_eval_mode_during_estimation(vit):
 
 def test_config_errors_and_help(vit):
     for kwargs, message in [(dict(ratio=0.1, count=3), "exactly one"),
-                            (dict(selection="fish"), "unknown selection"),
+                            (dict(score="fish"), "unknown score"),
                             (dict(normalize="max"), "unknown normalize"), (dict(ratio=2.0), "ratio must be"),
                             (dict(variational=True), "unknown variational"),
                             (dict(domain_weight="abs"), "unknown domain_weight"),
@@ -215,7 +215,7 @@ def test_running_reestimate_is_the_mean_squared_gradient_it_saw(vit):
 
 def test_running_reestimate_skips_nonfinite_steps_and_resumes(vit):
     config = MaskSelectorConfig(ratio=0.2, update_every=5, reestimate="running", include=BACKBONE,
-                                selection="fim")
+                                score="fim")
     tuner = MaskSelector(vit, config)
     params = dict(vit.named_parameters())
     for value in (1.0, float("inf"), 3.0):
@@ -230,6 +230,6 @@ def test_running_reestimate_skips_nonfinite_steps_and_resumes(vit):
     assert MaskSelectorConfig(reestimate=True).reestimate == "exact"
     assert MaskSelectorConfig(reestimate=False).reestimate == "off"
     with pytest.raises(FisherTuneError, match="running"):
-        MaskSelectorConfig(reestimate="running", selection="random")
+        MaskSelectorConfig(reestimate="running", score="random")
     with pytest.raises(FisherTuneError, match="reestimate"):
         MaskSelectorConfig(reestimate="sometimes")

@@ -1,11 +1,16 @@
 """FisherTune's shipped defaults live in its tuner: the method yaml sets only what a protocol changes, the
 demo runs the tuner as shipped, and the estimates stay a small part of a real protocol's training."""
 
+import dataclasses
+import warnings
+
 import pytest
 import yaml
 
+from fishertune.engine.build import method_options
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
 from fishertune.sparse.mask_selector import estimate_count, passes_per_estimate
+from fishertune.tuners.base import make_config
 from fishertune.tuners.fishertune import SHIPPED, FisherTuneTunerConfig
 
 PROTOCOLS = sorted(p.name for p in (PACKAGED_CONFIGS / "protocols").glob("*.yaml") if p.stem != "synthetic")
@@ -20,6 +25,32 @@ def test_the_tuner_owns_the_shipped_defaults():
     assert "options" not in method_yaml["method"]  # only learning rates and the perturbation
     plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())
     assert "options" not in plan["variants"]["fishertune"]  # the benchmark runs FisherTune as shipped
+
+
+def test_budget_is_the_one_size_and_the_old_names_still_load():
+    shipped = FisherTuneTunerConfig()
+    assert (shipped.budget, shipped.ratio, shipped.count) == (0.05, 0.05, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a saved config (every field) loads without a warning
+        saved = make_config(FisherTuneTunerConfig, dataclasses.asdict(FisherTuneTunerConfig(budget=300)),
+                            "fishertune")
+    assert (saved.budget, saved.ratio, saved.count) == (300, None, 300)
+    with pytest.warns(FutureWarning, match="give the size as `budget`"):
+        old = make_config(FisherTuneTunerConfig, {"ratio": 0.1}, "fishertune")
+    assert (old.budget, old.ratio, old.count) == (0.1, 0.1, None)
+    with pytest.warns(FutureWarning, match="method.options.selection is now called method.options.score"):
+        assert make_config(FisherTuneTunerConfig, {"selection": "fim"}, "fishertune").score == "fim"
+
+
+@pytest.mark.parametrize("overrides, layers", [
+    (["train.perturb.layers=[3]"], [3]),
+    (["train.perturb.layers=[3]", "method.options.perturb_layers=[1]"], [1])])
+def test_the_domain_term_perturbs_the_layers_training_perturbs(tmp_path, overrides, layers):
+    """One name for the DSU perturbation's layers: train.perturb.layers, unless the method sets its own."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"base": ["protocols/gtav_to_cityscapes_bdd_mapillary.yaml",
+                                             "backbones/dinov2_l.yaml", "methods/fishertune.yaml"]}))
+    assert method_options(load_config(path, overrides))["perturb_layers"] == layers
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -37,9 +37,25 @@ import yaml
 
 from fishertune.atomic import write_json, write_text
 from fishertune.benchmark.records import Record, read_record, write_record
+from fishertune.benchmark.synthetic import DOMAINS, generate
+from fishertune.data.datasets import DatasetSpec, build_dataset
+from fishertune.engine import trainer  # called as trainer.train: a test may replace it there
+from fishertune.engine.assemble import build_base
+from fishertune.engine.checkpoint import latest_checkpoint
 from fishertune.engine.config import PACKAGED_CONFIGS, load_config
 from fishertune.errors import FisherTuneError
+from fishertune.report.breakdown import selection_overlap
+from fishertune.report.markdown import print_summary_table, write_report
+from fishertune.report.plots import (
+    fisher_heatmap,
+    miou_bars,
+    prediction_grid,
+    selection_breakdown,
+    selection_growth,
+)
+from fishertune.report.stats import bootstrap_intervals
 from fishertune.run_result import RunResult, results_json
+from fishertune.tuners.budget import count_trainable, match_budget
 
 PLAN = PACKAGED_CONFIGS / "demo" / "plan.yaml"
 HPARAMS = PACKAGED_CONFIGS / "demo" / "hparams.yaml"
@@ -118,8 +134,6 @@ def run_demo(options: DemoOptions) -> None:
     results = results_json(methods, setup=setup, **sections)
     write_json(out / "results.json", results)
     figures = draw_figures(out, results, {v: runs[0][1] for v, runs in records.items()}, runner.examples)
-    from fishertune.report import print_summary_table, write_report
-
     notes = NOTES + _mode_notes(mode, seeds, hparams) + list(settings.get("notes", []))
     write_report(out, results, figures, notes, title="FisherTune demo: "
                  + ("multi-seed comparison" if mode == "full" else "quick comparison"))
@@ -177,8 +191,6 @@ def _variants(names: list[str], known: dict) -> list[str]:
 def ensure_data(folder: Path, plan: dict, mode: str, images: int | None, size: int | None,
                 progress: bool) -> dict[str, Path]:
     """The synthetic domains under `folder`, generated once and reused while the arguments match."""
-    from fishertune.benchmark.synthetic import DOMAINS, generate
-
     counts = dict(plan["data"][mode])
     if images is not None:
         counts = {k: images for k in counts}
@@ -204,8 +216,6 @@ class _Runner:
 
     def __init__(self, out: Path, plan: dict, data: dict[str, Path], backbone: str, overrides: list[str],
                  progress: bool):
-        from fishertune.data.datasets import DatasetSpec, build_dataset
-
         self.out, self.plan, self.data, self.backbone = out, plan, data, backbone
         self.overrides, self.progress = overrides, progress
         self.targets = [f"folder:{p.resolve()}" for d, p in data.items() if d not in (SOURCE, SOURCE_VAL)]
@@ -225,9 +235,6 @@ class _Runner:
         if "match_budget" not in spec:
             return options
         if variant not in self.matched:
-            from fishertune.engine.build import build_base
-            from fishertune.tuners.budget import count_trainable, match_budget
-
             reference = self.plan["variants"][spec["match_budget"]]
             budget = {k: v for k, v in (reference.get("options") or {}).items() if k in BUDGET_KEYS}
             model = build_base(load_config(self.backbone, self.overrides))
@@ -263,9 +270,6 @@ class _Runner:
             targets: bool = True, folder: str = "runs", key: str | None = None) -> Record:
         """The record of one run: reused when DIR/records has one of this config, else written from the
         finished run folder, or after training (or resuming) it."""
-        from fishertune.engine.checkpoint import latest_checkpoint
-        from fishertune.engine.trainer import train
-
         config = load_config(self.config_file(name, variant, hparams, seed, perturb, targets), self.overrides)
         self.last_config = config
         key = key or f"seed{seed}"
@@ -284,7 +288,7 @@ class _Runner:
             print(f"[demo] {name}: lr {config.train.lr:g}, head lr {config.train.head_lr:g}, "
                   f"perturbation {'on' if config.train.perturb.enabled else 'off'}"
                   + (" (resuming)" if resume else ""))
-            train(config, run_dir, resume=resume, progress=self.progress)
+            trainer.train(config, run_dir, resume=resume, progress=self.progress)
         return write_record(self.out, variant, key, config.to_dict(), run_dir,
                             self.example_images if targets else None)
 
@@ -305,8 +309,6 @@ def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dic
                     ) -> tuple[dict[str, RunResult], dict]:
     """results.json's methods, and its sections of bootstrap intervals and mask selections, from the
     records alone."""
-    from fishertune.report.stats import bootstrap_intervals
-
     methods = {v: RunResult.of_seeds([replace(r.result, seed=seed) for seed, r in runs])
                for v, runs in records.items()}
     intervals = {}
@@ -327,8 +329,6 @@ def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dic
 def _selections(records: dict[str, list[tuple[int, Record]]]) -> dict:
     """The mask variants' final selections: their share per module type and per block (mean over
     seeds) and their pairwise Jaccard overlap (mean over the seeds both ran)."""
-    from fishertune.report.breakdown import selection_overlap
-
     masked = {v: runs for v, runs in records.items() if runs[0][1].selection}
     if not masked:
         return {}
@@ -389,22 +389,20 @@ def draw_figures(out: Path, results: dict, records: dict[str, Record],
                  examples: dict[str, list[dict]]) -> dict[str, Path]:
     """The report's figures, from the results and each variant's first record: mIoU bars, FisherTune's
     selection (if it ran) and example predictions."""
-    from fishertune import report
-
     figures_dir = out / "figures"
-    figures = {"mIoU per domain and method": report.miou_bars(results, figures_dir / "miou.png")}
+    figures = {"mIoU per domain and method": miou_bars(results, figures_dir / "miou.png")}
     fisher = next((r for v, r in records.items() if v.startswith("fishertune") and r.selection), None)
     if fisher is not None:
-        figures["DR-FIM per block and module type"] = report.fisher_heatmap(
+        figures["DR-FIM per block and module type"] = fisher_heatmap(
             fisher.scores(), figures_dir / "dr_fim_heatmap.png")
         figures["What FisherTune selected, against a random selection of the same size"] = \
-            report.selection_breakdown(fisher.masks(), figures_dir / "selection.png")
+            selection_breakdown(fisher.masks(), figures_dir / "selection.png")
         if fisher.selection["history"]:
-            figures["Selection growth over the tuning steps"] = report.selection_growth(
+            figures["Selection growth over the tuning steps"] = selection_growth(
                 fisher.selection["history"], figures_dir / "growth.png")
     grid = {d: [(s["image"].permute(1, 2, 0).numpy(), s["label"].numpy(),
                  {v: r.predictions[d][i] for v, r in records.items() if d in r.predictions})
                 for i, s in enumerate(items)] for d, items in examples.items()}
-    figures["Example predictions on the target domains"] = report.prediction_grid(
+    figures["Example predictions on the target domains"] = prediction_grid(
         grid, figures_dir / "predictions.png", methods=list(records))
     return figures

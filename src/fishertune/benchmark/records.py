@@ -33,8 +33,13 @@ import numpy as np
 import torch
 
 from fishertune.atomic import read_json, write_atomic, write_json
+from fishertune.engine.build import load_run
+from fishertune.engine.evaluator import PER_IMAGE_FILE, load_per_image
 from fishertune.errors import FisherTuneError, InputError
+from fishertune.report.breakdown import count_selection, module_shares, selection_rows
 from fishertune.run_result import RunResult, read_run_result
+from fishertune.tuners import TUNERS
+from fishertune.tuners.mask_methods import SELECTION_FILE, load_selection
 
 RECORDS = "records"
 DIR_TOKEN = "$DIR"
@@ -50,6 +55,17 @@ def portable_config(config: dict, out: Path) -> dict:
     root = str(out.resolve())
     text = json.dumps(config)
     return json.loads(text.replace(json.dumps(root)[1:-1], DIR_TOKEN))
+
+
+def current_option_names(config: dict) -> dict:
+    """The config with its method options under their current names (the tuner config's `RENAMED`), so
+    that a record written before an option was renamed still matches the plan that uses the new name."""
+    method = config.get("method") or {}
+    if method.get("name") not in TUNERS:
+        return config
+    renamed = getattr(TUNERS[method["name"]].config_class, "RENAMED", {})
+    options = {renamed.get(key, key): value for key, value in (method.get("options") or {}).items()}
+    return {**config, "method": {**method, "options": options}}
 
 
 @dataclass
@@ -86,8 +102,6 @@ def write_record(out: Path, variant: str, key: str, config: dict, run_dir: Path,
     """The record of the finished run in `run_dir`. With `examples` ({domain: images [k, 3, H, W]}) it
     also keeps the per-image counts of every target domain, the predictions on those images and, for a
     mask method, its final selection."""
-    from fishertune.engine.evaluator import PER_IMAGE_FILE, load_per_image
-
     result = read_run_result(run_dir)
     record = Record(result, {}, {})
     if examples is not None:
@@ -122,7 +136,7 @@ def read_record(out: Path, variant: str, key: str, config: dict) -> Record | Non
     if not path.is_file():
         return None
     saved = _checked_record(path)
-    if saved["config"] != portable_config(config, out):
+    if current_option_names(saved["config"]) != portable_config(config, out):
         return None
     arrays_path = path.with_name(saved["arrays"]["file"])
     data = arrays_path.read_bytes() if arrays_path.is_file() else b""
@@ -176,17 +190,12 @@ def _record_problem(saved) -> str | None:
 
 @torch.no_grad()
 def _predict(run_dir: Path, examples: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    from fishertune.engine.build import load_run
-
     _, model = load_run(run_dir)
     return {d: model.predict(images).argmax(1).to(torch.uint8).numpy() for d, images in examples.items()}
 
 
 def _selection(tuner_dir: Path) -> tuple[dict | None, np.ndarray | None]:
     """A mask method's final selection from its saved tuner folder (None, None for other methods)."""
-    from fishertune.report.breakdown import count_selection, module_shares, selection_rows
-    from fishertune.tuners.mask_methods import SELECTION_FILE, load_selection
-
     if not (tuner_dir / SELECTION_FILE).is_file():
         return None, None
     selection = load_selection(str(tuner_dir))

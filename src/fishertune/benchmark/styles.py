@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+import skimage.data
 from scipy import ndimage
 
 from fishertune.benchmark.scenes import (
@@ -112,8 +113,6 @@ def source_style(layout: SceneLayout, rng: np.random.Generator) -> np.ndarray:
 @cache
 def _texture(name: str) -> np.ndarray:
     """A bundled scikit-image sample photo as a grey texture with mean 1 (no download needed)."""
-    import skimage.data
-
     image = getattr(skimage.data, name)().astype(np.float32)
     if image.ndim == 3:
         image = image[..., :3].mean(axis=2)

@@ -240,6 +240,63 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+LIST_HEADINGS = {
+    "tuners": "methods (tuners; the config's method.name)",
+    "backbones": "backbones (model.backbone)",
+    "heads": "heads (model.head)",
+    "datasets": "datasets (the <dataset> of a SPEC <dataset>:ROOT[:split[:option]])",
+}
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from fishertune.cli.main import LIST_KINDS
+    from fishertune.registry import unknown_name
+
+    kind = "tuners" if args.kind == "methods" else args.kind
+    if kind is not None and kind not in LIST_KINDS:
+        raise unknown_name("kind", args.kind, [*LIST_KINDS, "methods"])
+    blocks = []
+    for name in [kind] if kind else LIST_KINDS:
+        registry = registered(name)
+        width = max(map(len, registry), default=0)
+        lines = [f"  {entry:<{width}}  {_describe(registry[entry])}".rstrip() for entry in sorted(registry)]
+        blocks.append("\n".join([f"{LIST_HEADINGS[name]}:", *lines]))
+    print("\n\n".join(blocks))
+    return 0
+
+
+def registered(kind: str):
+    """The registry of one `fishertune list` KIND, filled: the packages whose import registers the entries
+    are imported first (torch is imported here, not for `fishertune --help`)."""
+    if kind == "tuners":
+        import fishertune.tuners  # noqa: F401  (imports every tuner module, which registers it)
+        from fishertune.tuners.base import TUNERS
+
+        return TUNERS
+    if kind == "backbones":
+        import fishertune.models  # noqa: F401  (registers the backbones, dinov2_s_offline included)
+        from fishertune.models.backbones import BACKBONES
+
+        return BACKBONES
+    if kind == "heads":
+        import fishertune.models.heads  # noqa: F401  (imports every head module, which registers it)
+        from fishertune.models.heads.base import HEADS
+
+        return HEADS
+    from fishertune.data.layouts import DATASETS
+
+    return DATASETS
+
+
+def _describe(entry) -> str:
+    """An entry's one-line description when it carries one (a dataset's `description`, a tuner's `paper`)."""
+    for attribute in ("description", "paper"):
+        text = getattr(entry, attribute, None)
+        if isinstance(text, str) and text.strip():
+            return " ".join(text.split())
+    return ""
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",")]

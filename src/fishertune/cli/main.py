@@ -43,6 +43,7 @@ EXAMPLES = """examples:
   fishertune export runs/fishertune --out exports/fishertune --onnx exports/fishertune.onnx
   fishertune fisher configs/my_run.yaml --out runs/fisher_map
   fishertune data check folder:data/synth/source
+  fishertune list tuners
 """
 
 
@@ -54,6 +55,9 @@ def _synth_domains() -> str:
 
 BACKBONE_HELP = ("where an export's base backbone weights are now (a file, folder or Hub id), when they "
                  "moved since the export")
+SET_HELP = "override a config value, e.g. --set train.lr=2e-5 (repeatable)"
+LIST_KINDS = ("tuners", "backbones", "heads", "datasets")
+"""What `fishertune list` lists (`methods` is accepted for `tuners`: a method is a registered tuner)."""
 
 
 def positive_int(text: str) -> int:
@@ -65,6 +69,42 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+# -- flags that several commands share: each is defined here once --------------------------------------------
+
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """--mode, --crop, --stride: the sliding-window inference settings, overriding the run's `eval` section
+    (None when not given; commands.py's `_inference_overrides` reads them)."""
+    parser.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
+    parser.add_argument("--crop", type=positive_int, help="sliding-window size")
+    parser.add_argument("--stride", type=positive_int, help="sliding-window stride")
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """--no-progress (args.no_progress)."""
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_set_arg(parser: argparse.ArgumentParser, help: str = SET_HELP) -> None:
+    """--set KEY=VALUE, repeatable (args.overrides, a list); `help` for a command where it means more."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=help)
+
+
+def add_max_pixels_arg(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels N (args.max_pixels; None: the default limit)."""
+    parser.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
+
+
+def add_run_arg(parser: argparse.ArgumentParser) -> None:
+    """The RUN positional of the commands that load a trained model (args.run)."""
+    parser.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
+
+
+def add_backbone_weights_arg(parser: argparse.ArgumentParser) -> None:
+    """--backbone WEIGHTS of the commands that load a run or an export (args.backbone)."""
+    parser.add_argument("--backbone", metavar="WEIGHTS", help=BACKBONE_HELP)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -97,26 +137,23 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                        help="YAML file (or a shipped config, e.g. methods/fishertune.yaml); several are "
                             "merged in order, e.g. protocols/gtav_to_cityscapes_bdd_mapillary.yaml "
                             "backbones/dinov2_l.yaml methods/fishertune.yaml")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.lr=2e-5 (repeatable)")
+    add_set_arg(train)
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
     train.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_arg(train)
 
     evaluate = commands.add_parser(
         "eval", help="mIoU of a trained run on datasets",
         description="Evaluate RUN's final model on each SPEC (folder:PATH or <dataset>:ROOT[:split]) and "
                     "print mIoU per dataset and their mean.")
-    evaluate.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
+    add_run_arg(evaluate)
     evaluate.add_argument("--data", action="append", default=[], metavar="SPEC",
                           help="dataset to evaluate (repeatable; default: the run's data.targets)")
     evaluate.add_argument("--json", metavar="OUT", help="write target_miou, mean_target_miou and "
                                                         "per-class IoU here")
-    evaluate.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
-    evaluate.add_argument("--crop", type=positive_int, help="sliding-window size")
-    evaluate.add_argument("--stride", type=positive_int, help="sliding-window stride")
-    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    evaluate.add_argument("--backbone", metavar="WEIGHTS", help=BACKBONE_HELP)
+    add_inference_args(evaluate)
+    add_progress_arg(evaluate)
+    add_backbone_weights_arg(evaluate)
 
     fisher = commands.add_parser(
         "fisher", help="DR-FIM scores, heatmap and selection table of a config's model",
@@ -124,10 +161,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "batches, and write DIR/scores.safetensors, DIR/heatmap.png (blocks x module types), "
                     "DIR/selection.png and DIR/selection.csv / .md (selected entries per block and type).")
     fisher.add_argument("config", metavar="CONFIG", help="YAML file (method options set the estimate)")
-    fisher.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (repeatable)")
+    add_set_arg(fisher, help="override a config value (repeatable)")
     fisher.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    fisher.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_arg(fisher)
 
     predict = commands.add_parser(
         "predict", help="masks for images or a dataset (colours, or benchmark submission files)",
@@ -136,7 +172,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "--data), named after the input: Cityscapes colours (color), train ids (trainid, e.g. "
                     "for ACDC's server) or Cityscapes label ids (labelid, for the Cityscapes server). "
                     "Every input is checked before anything is written.")
-    predict.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
+    add_run_arg(predict)
     predict.add_argument("images", nargs="*", metavar="IMAGES", help="image files")
     predict.add_argument("--data", metavar="SPEC", help="predict every image of a dataset, e.g. "
                                                          "acdc:ROOT:test or cityscapes:ROOT:test")
@@ -145,12 +181,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                          help="what each PNG holds (default color)")
     predict.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (image and "
                                                                   "colours blended half and half)")
-    predict.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
-    predict.add_argument("--crop", type=positive_int, help="sliding-window size")
-    predict.add_argument("--stride", type=positive_int, help="sliding-window stride")
-    predict.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
-    predict.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    predict.add_argument("--backbone", metavar="WEIGHTS", help=BACKBONE_HELP)
+    add_inference_args(predict)
+    add_max_pixels_arg(predict)
+    add_progress_arg(predict)
+    add_backbone_weights_arg(predict)
 
     export = commands.add_parser(
         "export", help="a run as a small shareable folder and/or an ONNX graph",
@@ -183,7 +217,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     check.add_argument("--histogram", action="store_true", help="also print the train-id pixel histogram")
     check.add_argument("--config", metavar="CONFIG", help="check labels against CONFIG's data.classes (a "
                                                          "run's config.yaml works) instead of the 19 classes")
-    check.add_argument("--max-pixels", type=int, metavar="N", help=MAX_PIXELS_HELP)
+    add_max_pixels_arg(check)
 
     demo = commands.add_parser(
         "demo", help="the embedded DGSS benchmark: train, evaluate, report",
@@ -202,9 +236,17 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo.add_argument("--size", type=positive_int, metavar="S",
                       help="image side in pixels (default: the plan's)")
     demo.add_argument("--seeds", metavar="A,B", help="comma-separated seeds (default: the mode's)")
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override applied to every run, e.g. --set train.steps=50")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_set_arg(demo, help="config override applied to every run, e.g. --set train.steps=50")
+    add_progress_arg(demo)
+
+    listing = commands.add_parser(
+        "list", help="registered names: tuners (methods), backbones, heads, datasets",
+        description="Print the names registered for each KIND, one per line under a heading (with a "
+                    "one-line description where the entry has one): tuners, the names the config's "
+                    "method.name accepts (`methods` is accepted for `tuners`); backbones (model.backbone); "
+                    "heads (model.head); datasets (the <dataset> of a SPEC <dataset>:ROOT[:split[:option]]).")
+    listing.add_argument("kind", nargs="?", metavar="KIND",
+                         help=f"{', '.join(LIST_KINDS[:-1])} or {LIST_KINDS[-1]} (default: all four)")
     return parser
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import png
 from tqdm import tqdm
 
 from fishertune.data.image_io import read_label
@@ -168,7 +169,7 @@ def _gtav_split_stems(root: Path, split: str) -> set[str]:
         entries = [line.strip() for line in text_file.read_text().splitlines() if line.strip()]
         return {Path(entry).stem if not entry.isdigit() else f"{int(entry):05d}" for entry in entries}
     if mat_file.is_file():
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # heavy dependency (0.4 s), for the one layout that has a .mat split
 
         ids = loadmat(mat_file).get(f"{split}Ids")
         if ids is None:
@@ -185,8 +186,6 @@ def read_synthia_label(path: Path) -> np.ndarray:
     and whose second the instance id. Pillow reduces 16-bit colour PNGs to 8 bits (the class ids would all
     read 0), so it is decoded with pypng. DAFormer's converter reads the same channel: OpenCV returns BGR,
     and its ``[:, :, -1]`` is R."""
-    import png
-
     try:
         width, height, rows, info = png.Reader(filename=str(path)).read()
         array = np.vstack([np.asarray(row, dtype=np.int64) for row in rows])

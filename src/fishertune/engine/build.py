@@ -1,83 +1,40 @@
-"""Turn a validated Config into the objects of a run: segmentor, tuner, datasets."""
+"""Turn a validated Config into the objects of a run: segmentor, tuner, datasets; and load a finished run.
+
+The model itself is built by `fishertune.engine.assemble` (re-exported here: `build_model`, `build_base`,
+`method_options`, `run_classes`, `check_weights_file`), which the export folder's loader uses too.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 from pathlib import Path
 
 from torch import nn
 
 from fishertune.data.classes import CITYSCAPES, ClassSet
-from fishertune.engine.config import Config
+from fishertune.data.datasets import build_dataset, concatenate, hold_out
+from fishertune.data.image_io import set_max_pixels
+from fishertune.data.specs import HoldOut
+from fishertune.data.transforms import TrainTransform
+from fishertune.engine.assemble import (
+    build_base,
+    build_model,
+    check_weights_file,
+    method_options,
+    run_classes,
+)
+from fishertune.engine.checkpoint import checked_tensors, model_state
+from fishertune.engine.config import Config, load_config
+from fishertune.engine.export import is_export, load_export
 from fishertune.errors import FisherTuneError
+from fishertune.registry import nearest
 
-
-def run_classes(config: Config) -> ClassSet:
-    """The run's class set: `data.classes`, Cityscapes-19 by default."""
-    return ClassSet.from_config(config.data.classes)
-
-
-def check_weights_file(config: Config) -> None:
-    """Refuse a weights file whose sha256 differs from `model.weights_sha256` (when the config pins it)."""
-    from fishertune.models.offline_dinov2 import sha256_of
-
-    m = config.model
-    if m.weights_sha256 is None:
-        return
-    path = Path(m.weights or "").expanduser()
-    if not path.is_file():
-        raise FisherTuneError(f"model.weights_sha256 is set but model.weights {m.weights!r} is not a file")
-    digest = sha256_of(path)
-    if digest != m.weights_sha256:
-        raise FisherTuneError(f"backbone weights {path} have sha256 {digest[:12]}..., expected "
-                              f"{m.weights_sha256[:12]}... (model.weights_sha256): a different base model")
-
-
-def build_base(config: Config) -> nn.Module:
-    """The segmentor of `model` (backbone + fresh head, `data.classes` outputs), before any tuner."""
-    from fishertune.models import build_backbone
-    from fishertune.models.heads import check_head_options
-    from fishertune.models.segmentor import assemble_segmentor
-
-    classes = run_classes(config)
-    check_weights_file(config)
-    m = config.model  # validated when the config loaded: built as it is, not re-checked as a dict
-    check_head_options(m.head, m.head_options)  # before the (possibly large) backbone is built
-    backbone = build_backbone(m.backbone, m.weights, m.backbone_config or None, m.out_indices)
-    return assemble_segmentor(backbone, m.head, classes.num_classes, **m.head_options)
-
-
-def method_options(config: Config) -> dict:
-    """The tuner's options, checked before the (possibly large) model is built; a method with a `seed`
-    option gets the run's seed unless the config sets one (masks, draws and inits follow train.seed)."""
-    from fishertune.tuners import TUNERS
-    from fishertune.tuners.base import make_config
-
-    options = dict(config.method.options)
-    if config.method.name in TUNERS:
-        config_class = TUNERS[config.method.name].config_class
-        if "seed" in {f.name for f in dataclasses.fields(config_class)}:
-            options.setdefault("seed", config.train.seed)
-        make_config(config_class, options, config.method.name)
-    return options
-
-
-def build_model(config: Config) -> tuple[nn.Module, object]:
-    """(segmentor, tuner): the base segmentor from `model`, wrapped by the tuner of `method`."""
-    from fishertune.tuners import build_tuner
-
-    options = method_options(config)
-    model = build_base(config)
-    tuner = build_tuner(config.method.name, model, **options)
-    return model, tuner
+__all__ = ["build_base", "build_eval_datasets", "build_model", "build_source_datasets", "check_options",
+           "check_weights_file", "load_run", "method_options", "run_classes"]
 
 
 def check_options(options: dict, function, where: str, skip: tuple[str, ...] = ()) -> None:
     """Every key of `options` must be a keyword of `function` (a class: its __init__)."""
-    import inspect
-
-    from fishertune.registry import nearest
-
     valid = [name for name in inspect.signature(function).parameters if name not in skip]
     for key in options:
         if key not in valid:
@@ -91,18 +48,12 @@ def build_source_datasets(config: Config) -> tuple[object, dict[str, object]]:
     per `data.sampling`) with the seeded training augmentation (random crop, flip), and `data.val`: a spec,
     or `holdout:N`, a slice of the sources kept out of training (`fishertune.data.datasets.hold_out`),
     named `source_val` and evaluated without the augmentation. Either may be refused before training."""
-    from fishertune.data.datasets import build_dataset, concatenate, hold_out
-    from fishertune.data.image_io import set_max_pixels
-    from fishertune.data.specs import HoldOut
-
     set_max_pixels(config.data.max_pixels)  # for every image the run reads from here on
     data = config.data
     if not data.train:
         raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")
     transform = None
     if data.crop:
-        from fishertune.data.transforms import TrainTransform
-
         check_options(data.augment, TrainTransform, "data.augment", skip=("crop_size",))
         transform = TrainTransform(data.crop, **data.augment)
     classes = run_classes(config)
@@ -123,8 +74,6 @@ def build_source_datasets(config: Config) -> tuple[object, dict[str, object]]:
 
 def build_eval_datasets(specs: list[str], classes: ClassSet = CITYSCAPES) -> dict[str, object]:
     """{display name: dataset} for evaluation specs; two specs with one name get numbered."""
-    from fishertune.data.datasets import build_dataset
-
     datasets: dict[str, object] = {}
     for spec in specs:
         dataset = build_dataset(spec, classes=classes)
@@ -139,10 +88,6 @@ def load_run(run_dir: str | Path, device=None, backbone: str | None = None) -> t
     """(config, model in eval mode) of a finished run folder (config.yaml + model.safetensors) or of a
     folder written by `fishertune export`, whose base backbone `backbone` may relocate (see
     `fishertune.engine.export`)."""
-    from fishertune.engine.checkpoint import checked_tensors, model_state
-    from fishertune.engine.config import load_config
-    from fishertune.engine.export import is_export, load_export
-
     run_dir = Path(run_dir)
     if is_export(run_dir):
         config, model = load_export(run_dir, backbone)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from fishertune.atomic import naming_final_folder, read_json, save_tensors, write_json
@@ -96,9 +98,6 @@ def load_model(model: nn.Module, path: str | Path) -> None:
 
 def read_tensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors file; a missing, truncated or corrupt file is one InputError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except (OSError, ValueError, SafetensorError) as error:

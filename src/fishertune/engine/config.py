@@ -28,6 +28,9 @@ from typing import Literal
 
 import yaml
 
+from fishertune.atomic import write_text
+from fishertune.data.image_io import MAX_PIXELS
+from fishertune.data.specs import canonical, canonical_val
 from fishertune.engine.precision import amp_mode
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.validation import at_least, between, from_dict
@@ -189,8 +192,6 @@ def check_crop(crop: int | None, where: str, max_pixels: int | None = None) -> N
     """Refuse a square crop (or window) with more pixels than the largest image the loaders read
     (`max_pixels`, default `fishertune.data.image_io.MAX_PIXELS`): beyond it a crop is padding only, and
     its batch cannot be allocated (data.crop: 100000 asks for 120 GB)."""
-    from fishertune.data.image_io import MAX_PIXELS
-
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     if crop is not None and crop * crop > limit:
         raise InputError(f"{where} {crop} is too large: a {crop}x{crop} crop has {crop * crop / 1e6:g} "
@@ -225,8 +226,6 @@ def canonical_specs(data: DataConfig) -> None:
     """Check every dataset spec of `data` (without touching the disk) and write out its default split and
     option, so a saved config records e.g. which Mapillary label table its numbers use. `data.val` may
     instead be `holdout:N` (a slice of the training sources, see `fishertune.data.specs.HoldOut`)."""
-    from fishertune.data.specs import canonical, canonical_val
-
     def fix(spec: str, where: str, form=canonical) -> str:
         try:
             return form(spec)
@@ -309,8 +308,6 @@ def _check_size(value) -> None:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    from fishertune.atomic import write_text
-
     write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from fishertune.atomic import save_tensors
+from fishertune.data.classes import CITYSCAPES
+from fishertune.data.labels import CLASS_SUBSETS
 from fishertune.engine import distributed
 from fishertune.engine.metrics import ConfusionMatrix, per_image_counts
 from fishertune.engine.precision import autocast
@@ -79,9 +83,6 @@ def evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, device:
     on (`fishertune.data.labels.CLASS_SUBSETS`); classes absent from both prediction and label are skipped,
     as in the 19-class mIoU. Classes are the dataset's (`dataset.classes`, Cityscapes-19 by default), which
     the model must predict; a custom class set has no subsets."""
-    from fishertune.data.classes import CITYSCAPES
-    from fishertune.data.labels import CLASS_SUBSETS
-
     classes = getattr(dataset, "classes", CITYSCAPES)
     predicted = getattr(model, "num_classes", classes.num_classes)
     if predicted != classes.num_classes:
@@ -148,16 +149,12 @@ def evaluate_targets(model: nn.Module, datasets: dict[str, Dataset], settings: E
 
 def save_per_image(path, per_image: dict[str, dict[str, torch.Tensor]]) -> None:
     """`evaluate_targets(..., per_image=True)["per_image"]` as one safetensors file (PER_IMAGE_FILE)."""
-    from fishertune.atomic import save_tensors
-
     save_tensors(path, {f"{name}/{kind}": tensor for name, counts in per_image.items()
                         for kind, tensor in counts.items()})
 
 
 def load_per_image(path) -> dict[str, dict[str, torch.Tensor]]:
     """{domain: {"intersection", "union"}} from a PER_IMAGE_FILE."""
-    from safetensors.torch import load_file
-
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in load_file(path).items():
         name, _, kind = key.rpartition("/")

@@ -26,14 +26,19 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import load_file
 from torch import nn
 
-from fishertune import __version__
 from fishertune.atomic import check_new_folder, naming_final_folder, save_tensors, write_json, write_text
+from fishertune.engine.assemble import build_base, method_options, run_classes
+from fishertune.engine.checkpoint import checked_tensors, model_state
 from fishertune.engine.config import Config, load_config, save_config
 from fishertune.errors import FisherTuneError
 from fishertune.models.backbones import BACKBONES
+from fishertune.models.offline_dinov2 import sha256_of
 from fishertune.run_result import read_run_result
+from fishertune.tuners import load_tuner
+from fishertune.version import __version__
 
 FORMAT = "fishertune-export"
 VERSION = 1
@@ -50,8 +55,6 @@ def is_export(directory: str | Path) -> bool:
 
 def backbone_sha256(backbone: nn.Module) -> str:
     """sha256 over the backbone's tensors in name order: name, dtype, shape and raw bytes of each."""
-    from fishertune.engine.checkpoint import model_state
-
     digest = hashlib.sha256()
     for name, tensor in sorted(model_state(backbone).items()):
         data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
@@ -66,9 +69,6 @@ def rebuild(config: Config, tuner_dir: Path) -> tuple[nn.Module, str]:
     A randomly initialised base is drawn as the trainer draws it: from torch.manual_seed(train.seed), here
     inside a forked RNG so the caller's random state is left alone.
     """
-    from fishertune.engine.build import build_base, method_options
-    from fishertune.tuners import load_tuner
-
     method_options(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
@@ -79,18 +79,11 @@ def rebuild(config: Config, tuner_dir: Path) -> tuple[nn.Module, str]:
 
 
 def _load_head(model: nn.Module, path: Path) -> None:
-    from fishertune.engine.checkpoint import checked_tensors, model_state
-
     model.head.load_state_dict(checked_tensors(path, model_state(model.head), "decode head"), strict=False)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the export folder of a finished run; returns {"files": {name: bytes}, "model_bytes": n}."""
-    from safetensors.torch import load_file
-
-    from fishertune.engine.checkpoint import model_state
-    from fishertune.models.offline_dinov2 import sha256_of
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights = run_dir / "model.safetensors"
     for needed in (run_dir / "config.yaml", weights, run_dir / TUNER_DIR / TUNER_FILES[0]):
@@ -252,8 +245,6 @@ def hub_metadata(config: Config, results: dict | None, default: tuple[str, str] 
 
 def model_card(config: Config, manifest: dict, name: str) -> str:
     """README.md of an export: what it is, what it was trained on, how well it did, how to load it."""
-    from fishertune.engine.build import run_classes
-
     m, results = config.model, manifest["results"]
     default = BACKBONES.lookup(m.backbone).default_weights
     if m.weights is None and default is not None and not m.backbone_config:

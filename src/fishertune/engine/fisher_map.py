@@ -33,14 +33,19 @@ import torch
 from fishertune.atomic import naming_final_folder, save_tensors, write_json, write_text
 from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
+from fishertune.engine.trainer import Trainer, per_sample_loss
 from fishertune.errors import FisherTuneError
+from fishertune.report.breakdown import block_shares, module_shares, selection_overlap, selection_rows
+from fishertune.report.markdown import format_selection_table
+from fishertune.report.plots import fisher_heatmap, selection_breakdown
+from fishertune.sparse import empirical_fisher, select_topk
+from fishertune.sparse.batching import batch_size
 from fishertune.sparse.mask_selector import estimate_count, passes_per_estimate
+from fishertune.sparse.reliability import split_half_reliability, term_influence
 
 
 def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> list[Path]:
     """Write the files above into `out_dir` (which must not hold anything yet); return their paths."""
-    from fishertune.engine.trainer import Trainer, per_sample_loss
-
     options = config.method.options if config.method.name == "fishertune" else {}
     config = dataclasses.replace(config, method=MethodConfig("fishertune", dict(options)),
                                  data=dataclasses.replace(config.data, val=None, targets=[]))
@@ -79,8 +84,6 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
 
 def write_outputs(paths: list[Path], selector, analysis: dict, lines: list[str]) -> None:
     """scores.safetensors, heatmap.png, selection.png, selection.csv, selection.md, analysis.json."""
-    from fishertune import report
-
     masks = selector.masks
     tensors = {}
     for prefix, values in (("dr_fim", selector.scores), ("fisher", selector.fisher),
@@ -88,26 +91,21 @@ def write_outputs(paths: list[Path], selector, analysis: dict, lines: list[str])
         for name, tensor in values.items():
             tensors[f"{prefix}/{name}"] = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
     save_tensors(paths[0], tensors, metadata={"draws": json.dumps(selector.draws)})
-    report.fisher_heatmap(selector.scores, paths[1])
-    report.selection_breakdown(masks, paths[2])
-    rows = report.selection_rows(masks)
+    fisher_heatmap(selector.scores, paths[1])
+    selection_breakdown(masks, paths[2])
+    rows = selection_rows(masks)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows({**row, "block": "outside" if row["block"] is None else row["block"]} for row in rows)
     write_text(paths[3], table.getvalue())
-    write_text(paths[4], report.format_selection_table(masks) + "\n" + "\n".join(lines) + "\n")
+    write_text(paths[4], format_selection_table(masks) + "\n" + "\n".join(lines) + "\n")
     write_json(paths[5], analysis)
 
 
 def selection_analysis(selector, batches: list, loss_fn) -> dict:
     """Signal or noise: split-half reliability of both terms, overlap with FIM's and a random selection
     at the same budget, and where the budget went by module type."""
-    from fishertune.report.breakdown import block_shares, module_shares, selection_overlap
-    from fishertune.sparse import empirical_fisher, select_topk
-    from fishertune.sparse.batching import batch_size
-    from fishertune.sparse.reliability import split_half_reliability, term_influence
-
     cfg, model = selector.config, selector.model
     was_training = model.training
     model.eval()

@@ -13,6 +13,7 @@ from fishertune.errors import InputError
 
 def check_repo_id(repo_id: str) -> None:
     """A Hub model id ("owner/name" or "name"), checked before any work: one InputError line otherwise."""
+    # network client (huggingface_hub): imported only when something goes to the Hub
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -26,7 +27,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     """Create the model repo if it does not exist and upload `folder` to it in one commit; returns the
     commit's URL. Any failure of the Hub (network, offline mode, authentication, permission) is one
     InputError line that says the folder itself is complete."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # network client: imported only when something goes to the Hub
 
     api = HfApi()
     try:

@@ -18,15 +18,23 @@ export whose difference exceeds `TOLERANCE` is refused and not kept.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from fishertune.atomic import check_writable, write_atomic
+from fishertune.engine.assemble import build_base, run_classes
+from fishertune.engine.build import load_run
+from fishertune.engine.config import load_config
+from fishertune.engine.export import MANIFEST, backbone_sha256, is_export
 from fishertune.errors import FisherTuneError
+from fishertune.tuners.rein import Reins
 
 TOLERANCE = 1e-3
 """Largest absolute logit difference between onnxruntime and PyTorch accepted (float32)."""
@@ -57,8 +65,6 @@ class OnnxSegmentor(nn.Module):
 def merge_lora(model: nn.Module) -> int:
     """Fold every peft LoRA layer into its base linear layer and put the base layer back in its place;
     returns how many were merged."""
-    from peft.tuners.lora import LoraLayer
-
     merged = 0
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
@@ -82,8 +88,6 @@ NOT_EXPORTABLE = {
 
 def check_exportable(model: nn.Module) -> None:
     """Refuse, with the reason, models whose forward cannot be one ONNX graph for every input size."""
-    from fishertune.tuners.rein import Reins
-
     name = getattr(model.backbone, "name", "")
     if name in NOT_EXPORTABLE:
         raise FisherTuneError(f"a {name} backbone cannot be exported to ONNX: {NOT_EXPORTABLE[name]}; "
@@ -106,9 +110,7 @@ def sample_sizes(patch: int) -> list[tuple[int, int, int]]:
 def check_onnx_output(path: str | Path) -> None:
     """Refuse, before any work, an ONNX export that could not finish: onnx or onnxruntime missing, a file
     name without .onnx, or a place where the file cannot be written."""
-    from fishertune.atomic import check_writable
-
-    try:
+    try:  # optional dependencies: onnx and onnxruntime, the extra `fishertune[onnx]`
         import onnx  # noqa: F401  (torch.onnx writes the graph with it)
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -121,10 +123,7 @@ def check_onnx_output(path: str | Path) -> None:
 
 def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None) -> dict:
     """Write `path` from a run or export folder; returns {"max_abs_diff", "checks": [(shape, diff)]}."""
-    import onnxruntime
-
-    from fishertune.atomic import write_atomic
-    from fishertune.engine.build import load_run
+    import onnxruntime  # optional dependency: the extra `fishertune[onnx]`
 
     check_onnx_output(path)
     run_dir, path = Path(run_dir), Path(path)
@@ -166,11 +165,6 @@ def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = No
 def model_metadata(run_dir: Path, model: nn.Module) -> dict[str, str]:
     """What a consumer of the graph needs besides it: class names, palette, patch size, the normalisation
     (applied inside the graph; given for reference) and the base weights' hash."""
-    import json
-
-    from fishertune.engine.build import run_classes
-    from fishertune.engine.config import load_config
-
     config = load_config(run_dir / "config.yaml")
     classes = run_classes(config)
     backbone = model.backbone
@@ -188,11 +182,6 @@ def model_metadata(run_dir: Path, model: nn.Module) -> dict[str, str]:
 def base_sha256(run_dir: Path, config) -> str:
     """The base backbone's weights hash, as `fishertune export` records it (read from an export folder;
     for a run folder, from the base rebuilt as the export does)."""
-    import json
-
-    from fishertune.engine.build import build_base
-    from fishertune.engine.export import MANIFEST, backbone_sha256, is_export
-
     if is_export(run_dir):
         return str(json.loads((run_dir / MANIFEST).read_text())["base_sha256"])
     with torch.random.fork_rng(devices=[]):
@@ -201,7 +190,7 @@ def base_sha256(run_dir: Path, config) -> str:
 
 
 def add_metadata(path: str, metadata: dict[str, str]) -> None:
-    import onnx
+    import onnx  # optional dependency: the extra `fishertune[onnx]`
 
     graph = onnx.load(path)
     for key, value in metadata.items():

@@ -24,6 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from fishertune.data.classes import CITYSCAPES, ClassSet
+from fishertune.data.image_io import read_image, write_png
+from fishertune.data.labels import TRAINID_TO_ID
 from fishertune.engine.evaluator import Inference
 from fishertune.errors import FisherTuneError
 
@@ -80,8 +82,6 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
 def encode(prediction: np.ndarray, fmt: Format, classes: ClassSet = CITYSCAPES) -> np.ndarray:
     """[H, W] train ids -> the array written for ``fmt``: RGB colours (the class set's palette), train ids,
     or Cityscapes label ids (``fishertune.data.labels.TRAINID_TO_ID``, from cityscapesscripts)."""
-    from fishertune.data.labels import TRAINID_TO_ID
-
     if fmt == "color":
         return classes.colorize(prediction)
     if fmt == "trainid":
@@ -95,8 +95,6 @@ def check_inputs(images: list[Path]) -> None:
     """Every input exists and decodes whole (a JPEG truncated after a valid header is found here, not
     after the outputs of the inputs before it were written), before any output is written; a bad one is
     one error naming it."""
-    from fishertune.data.image_io import read_image
-
     for image in images:
         if not Path(image).is_file():
             raise FisherTuneError(f"image not found: {image}")
@@ -112,8 +110,6 @@ def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Pa
     """Segment every image and write its outputs (see the module docstring); returns the written files.
     Colours follow ``classes`` (the run's `data.classes`). Every input is decoded once before the first
     output is written (`check_inputs`), unless the caller did that already (inputs_checked=True)."""
-    from fishertune.data.image_io import read_image, write_png
-
     if fmt not in FORMATS:
         raise FisherTuneError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt == "labelid" and not classes.is_cityscapes:

@@ -24,6 +24,9 @@ import torch
 from torch import nn
 
 from fishertune.data.classes import ClassSet
+from fishertune.data.image_io import load_rgb
+from fishertune.engine.assemble import run_classes
+from fishertune.engine.build import load_run
 from fishertune.engine.config import Config
 from fishertune.engine.evaluator import Inference
 from fishertune.errors import FisherTuneError, InputError, UsageError
@@ -33,8 +36,6 @@ class PretrainedSegmenter:
     """A trained segmenter with its class set and inference settings."""
 
     def __init__(self, config: Config, segmentor: nn.Module):
-        from fishertune.engine.build import run_classes
-
         self.config = config
         self.segmentor = segmentor.eval()
         self.classes: ClassSet = run_classes(config)
@@ -55,8 +56,6 @@ class PretrainedSegmenter:
     @torch.no_grad()
     def predict(self, image) -> np.ndarray | torch.Tensor:
         """Class ids at the input size (see the module docstring for the accepted inputs)."""
-        from fishertune.data.image_io import load_rgb
-
         if isinstance(image, torch.Tensor):
             batch = _float_pixels(image, "a float tensor [3, H, W] or [B, 3, H, W]")
             ids = self.logits(batch).argmax(1).to(image.device)
@@ -123,8 +122,6 @@ def load_pretrained(directory: str | Path, backbone: str | None = None,
     hub id, folder or file) and refused when its weights hash differs from the one the export was made
     from; then the method's change and the head are applied.
     """
-    from fishertune.engine.build import load_run
-
     device = None if device is None else checked_device(device)  # before the work of loading
     return PretrainedSegmenter(*load_run(hub_folder(directory), device, backbone))
 
@@ -135,6 +132,7 @@ def hub_folder(name: str | Path) -> str | Path:
     text = str(name)
     if Path(text).expanduser().exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
         return name
+    # network client (huggingface_hub), imported only when a Hub id is to be resolved
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 

@@ -14,9 +14,9 @@ class RunLogger:
         self.path = Path(run_dir) / "log.jsonl"
         self.tensorboard = None
         if enabled:
-            try:
+            try:  # optional dependency: tensorboard, the extra `fishertune[tensorboard]`
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
+            except ImportError:
                 pass
             else:
                 self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))

@@ -61,10 +61,12 @@ from fishertune.engine.evaluator import (
 )
 from fishertune.engine.precision import autocast, grad_scaler
 from fishertune.engine.run_folder import RunFolder, open_run
-from fishertune.engine.run_log import RunLogger
+from fishertune.engine.run_log import RunLogger, read_log
 from fishertune.errors import FisherTuneError, InputError, RunInterrupted, UsageError
 from fishertune.registry import did_you_mean
 from fishertune.run_result import RunResult, results_json
+from fishertune.sparse import FeaturePerturbation
+from fishertune.tuners.blocks import layer_module_names
 
 if TYPE_CHECKING:
     from fishertune.sparse import MaskSelector
@@ -176,8 +178,6 @@ def estimation_batches(dataset: Dataset, config: Config) -> list[dict]:
 
 def perturbation_modules(model: nn.Module, layers: list[int | str]) -> list[str]:
     """Module names for `train.perturb.layers`: an int is a backbone block index, a string a module name."""
-    from fishertune.tuners.blocks import layer_module_names
-
     out = layer_module_names(model, layers, "train.perturb.layers")
     names = [name for name, _ in model.named_modules()]
     for name in out:
@@ -352,8 +352,6 @@ class Trainer:
         """Training-time feature perturbation around the forward (a fresh seeded draw per micro-batch)."""
         if not self.perturb_modules:
             return nullcontext()
-        from fishertune.sparse import FeaturePerturbation
-
         t = self.config.train
         seed = int(np.random.SeedSequence([t.seed, step, micro, distributed.rank()]).generate_state(1)[0])
         return FeaturePerturbation(self.model, self.perturb_modules, alpha=t.perturb.alpha, seed=seed)
@@ -462,14 +460,16 @@ class Trainer:
     def write_report(self) -> None:
         """The run folder's report.md and curves.png (loss and source_val mIoU per step), from its
         results.json and log.jsonl."""
-        from fishertune import report
-        from fishertune.engine.run_log import read_log
+        # heavy dependencies: the report package loads matplotlib and scipy.stats (about 2 s), needed only
+        # here, at the end of a run; importing the trainer (fisher_map, tests, the library) does not pay it
+        from fishertune.report.markdown import write_report
+        from fishertune.report.plots import training_curves
 
         name = self.config.method.name
-        curves = report.training_curves(read_log(self.run_dir), self.run_dir / "curves.png",
+        curves = training_curves(read_log(self.run_dir), self.run_dir / "curves.png",
                                         title=f"{name}: training curves")
         results = json.loads((self.run_dir / "results.json").read_text())
-        report.write_report(self.run_dir, results, {"Training curves": curves}, title=f"Run: {name}",
+        write_report(self.run_dir, results, {"Training curves": curves}, title=f"Run: {name}",
                             ours=name if name.startswith("fishertune") else None)
 
     def apply_resume_overrides(self, saved: dict) -> None:

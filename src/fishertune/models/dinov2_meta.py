@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from fishertune.errors import FisherTuneError
+from fishertune.models.backbones.base import check_state_matches
 
 HEAD_DIM = 64
 SUFFIXES = (".pth", ".pt")
@@ -165,8 +166,6 @@ def infer_config(state: dict[str, torch.Tensor]) -> dict:
 def load_meta_dinov2(path: str | Path, config_class: type, model_class: type,
                      overrides: dict | None) -> nn.Module:
     """A transformers DINOv2 model (with or without registers) holding the weights of Meta's file."""
-    from fishertune.models.backbones import check_state_matches
-
     state = read_state(path)
     fields = {**infer_config(state), **(overrides or {})}
     has_registers = "num_register_tokens" in fields and fields["num_register_tokens"] > 0

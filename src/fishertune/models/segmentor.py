@@ -14,7 +14,7 @@ from torch import nn
 
 from fishertune.errors import FisherTuneError
 from fishertune.label_space import IGNORE_INDEX, NUM_CLASSES
-from fishertune.models.backbones import Backbone, build_backbone
+from fishertune.models.backbones.base import Backbone, build_backbone
 from fishertune.models.heads import DecodeHead, build_head, check_head_options
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ from fishertune.sparse.options import (
     PerSampleBackend,
     Reestimate,
     Scope,
-    Selection,
+    Score,
     Variational,
     check_option,
 )
@@ -96,7 +96,7 @@ def estimate_count(config: MaskSelectorConfig, total_steps: int) -> int:
     """How many estimates a run of `total_steps` steps makes: prepare's, and one per mask update with exact
     re-estimation (none after the last step)."""
     every = update_interval(config, total_steps)
-    if every <= 0 or config.reestimate != "exact" or config.selection == "random":
+    if every <= 0 or config.reestimate != "exact" or config.score == "random":
         return 1
     return 1 + (total_steps - 1) // every
 
@@ -105,10 +105,10 @@ def passes_per_estimate(config: MaskSelectorConfig, batches: int) -> int:
     """Forward-backward passes over one batch that one estimate makes on `batches` batches: per batch and
     stream (clean, perturbed), one for the Fisher, var_samples for vogn, two per antithetic pair for ivon;
     plus a forward pass per batch recording the perturbation's uncertainty (counted as a whole pass)."""
-    if config.selection == "random":
+    if config.score == "random":
         return 0
     per_stream = {"off": 1, "vogn": config.var_samples, "ivon": 2 * config.var_samples}[config.variational]
-    streams = 1 if config.selection == "fim" else 2
+    streams = 1 if config.score == "fim" else 2
     return batches * (streams * per_stream + (streams - 1))
 
 
@@ -127,6 +127,9 @@ def _help(text: str) -> dict:
 class MaskSelectorConfig:
     """Settings of the mask selection (FisherTune's DR-FIM and its controls); every field's
     `metadata["help"]` says what it does."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"selection": "score"}
+    """Old option names still read from saved configs (fishertune.validation.from_dict), until 0.2."""
 
     ratio: float | None = field(default=None, metadata=_help(
         "Final selected fraction δ_max of the candidate entries; 0.05 when neither ratio nor count "
@@ -160,9 +163,9 @@ class MaskSelectorConfig:
         "Top-k over all candidates (global) or within each tensor (per_tensor)."))
     max_per_tensor: float | None = field(default=None, metadata=_help(
         "Cap on the selected fraction of any one tensor; None = no cap."))
-    selection: Selection = field(default="dr_fim", metadata=_help(
-        "Scores: dr_fim (task + domain term), fim (task term: the clean Fisher), delta_f (the domain "
-        "term alone, the paper's ΔF) or random (same budget, seeded)."))
+    score: Score = field(default="dr_fim", metadata=_help(
+        "What the selection ranks by: dr_fim (task + domain term), fim (task term: the clean Fisher), "
+        "delta_f (the domain term alone, the paper's ΔF) or random (same budget, seeded)."))
     domain_weight: DomainWeighting = field(default="paper", metadata=_help(
         "The draw weight w = exp(−(ε_μ+ε_σ)): paper (each batch's domain term, from the mean of its "
         "signed per-channel draws), sample (one scalar draw per sample and perturbed module; each "
@@ -212,7 +215,7 @@ class MaskSelectorConfig:
             raise FisherTuneError(f"MaskSelectorConfig: ratio must be in [0, 1], got {self.ratio}")
         if self.count is not None and self.count < 0:
             raise FisherTuneError(f"MaskSelectorConfig: count must be >= 0, got {self.count}")
-        for name, option_type in (("selection", Selection), ("domain_weight", DomainWeighting),
+        for name, option_type in (("score", Score), ("domain_weight", DomainWeighting),
                                   ("variational", Variational), ("normalize", Normalization),
                                   ("granularity", Granularity), ("scope", Scope),
                                   ("backend", PerSampleBackend),
@@ -241,9 +244,9 @@ class MaskSelectorConfig:
             if getattr(self, fraction) is not None and getattr(self, fraction) > 1:
                 raise FisherTuneError(f"MaskSelectorConfig: {fraction} must be <= 1, "
                                       f"got {getattr(self, fraction)}")
-        if self.reestimate == "running" and self.selection == "random":
+        if self.reestimate == "running" and self.score == "random":
             raise FisherTuneError("MaskSelectorConfig: reestimate 'running' needs gradient-based scores, "
-                                  "not selection 'random'")
+                                  "not score 'random'")
         if self.max_per_tensor is not None and self.max_per_tensor > 1:
             raise FisherTuneError(f"MaskSelectorConfig: max_per_tensor must be <= 1, "
                                   f"got {self.max_per_tensor}")
@@ -289,13 +292,13 @@ class MaskSelector:
     def estimate(self, batches: Iterable[Any], loss_fn: LossFn) -> dict[str, torch.Tensor]:
         """Compute the selection scores from `batches` (docs/method.md): the task term T(A) of the clean
         curvature A, the domain term D accumulated batch by batch under the DSU perturbation, and
-        DR = T(A) + D (or one of them, by `selection`). Keeps A, A' and the draws for inspection until
+        DR = T(A) + D (or one of them, by `score`). Keeps A, A' and the draws for inspection until
         `release_estimates()`."""
         cfg = self.config
         batches = list(batches)
         self._estimates += 1
         self.scores = {}  # the previous scores are replaced: do not hold both at once
-        if cfg.selection == "random":
+        if cfg.score == "random":
             generator = torch.Generator().manual_seed(seed_stream(cfg.seed, RANDOM_SCORES, self._estimates))
             params = dict(self.model.named_parameters())
             self.scores = {n: torch.rand(params[n].shape, generator=generator).to(params[n].device)
@@ -304,12 +307,12 @@ class MaskSelector:
         was_training = self.model.training
         self.model.eval()
         try:
-            batches = tqdm(batches, desc=f"estimate {self._estimates} ({cfg.selection})", leave=False,
+            batches = tqdm(batches, desc=f"estimate {self._estimates} ({cfg.score})", leave=False,
                            disable=not self.show_progress)
-            if cfg.selection == "fim" and cfg.variational == "off":
+            if cfg.score == "fim" and cfg.variational == "off":
                 self.fisher = self.scores = empirical_fisher(self.model, batches, loss_fn, self.candidates,
                                                              **self._fisher_options())
-            elif cfg.selection == "fim":
+            elif cfg.score == "fim":
                 clean = self._curvature(loss_fn)
                 for batch in batches:
                     clean.update(batch)
@@ -323,7 +326,7 @@ class MaskSelector:
     def _domain_related(self, batches: tqdm, loss_fn: LossFn) -> dict[str, torch.Tensor]:
         cfg = self.config
         if not cfg.perturb_layers:
-            raise FisherTuneError(f"selection {cfg.selection!r} needs perturb_layers "
+            raise FisherTuneError(f"score {cfg.score!r} needs perturb_layers "
                                   "(module names to perturb)")
         by_sample = cfg.domain_weight == "sample"
         perturbation = FeaturePerturbation(self.model, cfg.perturb_layers, cfg.alpha,
@@ -357,7 +360,7 @@ class MaskSelector:
         if self.keep_terms:
             task = normalize_term(clean.flat, cfg.normalize, self._sizes())
             self.terms = {"task": task, "domain": domain_term}
-        if cfg.selection == "delta_f":
+        if cfg.score == "delta_f":
             return unflatten(domain_term, like)
         if self.keep_terms:
             return unflatten(self.terms["task"] + domain_term, like)

@@ -11,8 +11,8 @@ from typing import Any, Literal, get_args
 
 from fishertune.errors import UsageError
 
-Selection = Literal["dr_fim", "fim", "delta_f", "random"]
-"""Selection scores: DR-FIM (task + domain term), the clean Fisher, the domain term alone, random."""
+Score = Literal["dr_fim", "fim", "delta_f", "random"]
+"""What a selection ranks by: DR-FIM (task + domain term), the clean Fisher, the domain term alone, random."""
 Normalization = Literal["none", "mean", "per_tensor", "rank"]
 """How DR-FIM puts each term on one scale (fishertune.sparse.dr_fim)."""
 DomainWeighting = Literal["paper", "sample", "abs_mean"]

@@ -65,7 +65,7 @@ def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
     parts = [halves(b) for b in batches]
     terms = []
     for side in range(2):
-        selector = MaskSelector(model, replace(config, selection="dr_fim",
+        selector = MaskSelector(model, replace(config, score="dr_fim",
                                                seed=seed_stream(config.seed, SPLIT_HALVES, side)),
                                 keep_terms=True)
         selector.estimate([p[side] for p in parts], loss_fn)

@@ -13,6 +13,7 @@ and budget below), chosen on source data by the criterion of docs/method.md §8.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 
 from fishertune.errors import FisherTuneError
@@ -24,6 +25,7 @@ from fishertune.tuners.mask_methods import BACKBONE, MaskTuner, budget_fields, c
 
 SHIPPED = {"variational": "vogn", "var_samples": 2, "normalize": "per_tensor", "domain_weight": "paper"}
 """The estimate and combination the criterion of docs/method.md §8 chose (source data only)."""
+DEFAULT_BUDGET = 0.05
 
 
 @dataclass
@@ -33,11 +35,12 @@ class FisherTuneTunerConfig(MaskSelectorConfig):
     chosen by the source-only criterion of docs/method.md §8; a protocol's yaml sets only what it changes
     (learning rates, perturbation layers)."""
 
-    budget: float | None = field(default=None, metadata={
+    budget: float | None = field(default=None, metadata={  # None: DEFAULT_BUDGET, or the old ratio/count
         "help": "final selected backbone weights δ_max: a fraction of the candidates (<= 1) or a count "
                 "(> 1); sets ratio or count, as for the other mask methods (default 5%)"})
     perturb_layers: list = field(default_factory=lambda: [0, 1], metadata={
-        "help": "where the DSU perturbation acts: backbone block indices or module names"})
+        "help": "where the DSU perturbation of the domain term acts: backbone block indices or module "
+                "names; in a run config, train.perturb.layers unless set here (one perturbation)"})
     include: list[str] | None = field(default=None, metadata={
         "help": "glob patterns of candidate parameter names (default: every backbone weight)"})
     exclude: list[str] = field(default_factory=lambda: ["*embeddings*"], metadata={
@@ -72,6 +75,13 @@ class FisherTuneTunerConfig(MaskSelectorConfig):
             self.growth_fraction = None
         if self.update_every:
             self.update_fraction = None
+        if self.budget is None and (self.ratio, self.count) != (None, None):
+            warnings.warn("method.options ratio/count: give the size as `budget` (a fraction <= 1 or a count "
+                          "> 1), as for the other mask methods; ratio/count are read until 0.2",
+                          FutureWarning, stacklevel=3)
+            self.budget = self.ratio if self.ratio is not None else self.count
+        if self.budget is None:
+            self.budget = DEFAULT_BUDGET
         if self.budget is not None:
             check_budget(self.budget)
             implied = budget_fields(self.budget)

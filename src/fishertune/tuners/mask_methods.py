@@ -218,7 +218,7 @@ class ChildTuneTuner(MaskTuner):
     name = "childtune"
     paper = "ChildTune-D (Xu et al., EMNLP 2021)"
     config_class = MaskConfig
-    fisher_options = {"selection": "fim", "per_sample": False}
+    fisher_options = {"score": "fim", "per_sample": False}
 
 
 @register_tuner
@@ -229,7 +229,7 @@ class FishMaskTuner(MaskTuner):
     name = "fish"
     paper = "FISH mask (Sung et al., NeurIPS 2021)"
     config_class = MaskConfig
-    fisher_options = {"selection": "fim", "per_sample": True}
+    fisher_options = {"score": "fim", "per_sample": True}
 
 
 @register_tuner
@@ -240,6 +240,6 @@ class RandomMaskTuner(MaskTuner):
     name = "random"
     paper = "random mask of the same size (control)"
     config_class = MaskConfig
-    fisher_options = {"selection": "random"}
+    fisher_options = {"score": "random"}
 
 

@@ -15,7 +15,7 @@ from fishertune.errors import InputError
 from fishertune.label_space import NUM_CLASSES
 from fishertune.models.losses import pixel_cross_entropy
 from fishertune.registry import Registry
-from fishertune.validation import suggest
+from fishertune.validation import check_type, suggest
 
 HEADS: Registry[type[DecodeHead]] = Registry("head")
 register_head = HEADS.register
@@ -70,8 +70,6 @@ def check_head_options(name: str, options: dict[str, Any]) -> None:
     run sets itself (num_classes, in_channels, num_levels), an unknown one, a value of the wrong type (per
     the head's signature), a size below 1, a negative weight, a dropout outside [0, 1), and what the head's
     own `check_options` refuses (Mask2Former: hidden_dim divisible by num_heads)."""
-    from fishertune.validation import check_type
-
     head_class = HEADS.lookup(name)
     hints = typing.get_type_hints(head_class.__init__)
     valid = [p for p in inspect.signature(head_class.__init__).parameters

@@ -1,4 +1,4 @@
-"""Vision Foundation Model backbones behind one interface, built on `transformers` (timm for EVA02).
+"""The backbone interface, its registry and the helpers every family shares.
 
 Every backbone embeds the image into tokens (prefix tokens first: cls, then registers), runs its transformer
 `blocks` one by one and returns the hidden states of the blocks in `out_indices` as NCHW maps of stride
@@ -9,10 +9,14 @@ The wrapped model is `backbone.model`; parameter names are the model's own (`mod
 and deltas keyed by name survive across runs. Modules the features never pass through (final norms, SAM's
 neck, DINOv2's mask token) are removed from the wrapped model: every remaining parameter gets a gradient
 (DDP runs without `find_unused_parameters`, and the Fisher is not padded with structural zeros).
+
+The families register themselves in `BACKBONES` when their modules are imported (`fishertune.models.backbones`
+imports them all).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import pickle
@@ -27,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.registry import Registry
+from fishertune.validation import suggest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -133,7 +138,8 @@ class HFBackbone(Backbone):
 
     @classmethod
     def hf_classes(cls) -> tuple[type, type]:
-        """(config class, model class), imported lazily."""
+        """(config class, model class), imported lazily: transformers' model modules take seconds to import,
+        and importing the registry (config checks, `list_backbones`) must not pay for them."""
         raise NotImplementedError
 
     @classmethod
@@ -188,8 +194,6 @@ def load_hf_model(config_class: type, model_class: type, weights: str | os.PathL
 def check_config_keys(config_class: type, overrides: dict) -> None:
     """Refuse a key of `model.backbone_config` that the family's transformers config does not have (the
     config would store it silently and nothing would read it)."""
-    from fishertune.validation import suggest
-
     default = config_class()
     known = set(default.to_dict())
     for key in overrides:
@@ -211,6 +215,7 @@ def check_state_matches(own: dict, state: dict, source: str, target: str, hint: 
 
 
 def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> nn.Module:
+    # heavy dependency: transformers (about a second) is imported when a model loads, not with the registry
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per weight file would clutter the run's own progress
@@ -233,315 +238,22 @@ def _from_pretrained(model_class: type, source: str | Path, overrides: dict) -> 
                               f"{first}") from None
 
 
-# -- families -----------------------------------------------------------------------------------------
-def _tiny(**extra: Any) -> dict[str, Any]:
+def tiny_vit_config(**extra: Any) -> dict[str, Any]:
+    """The tiny ViT of the families' `tiny_config`: hidden 32, 4 blocks, 2 heads, patch 4, 32 px."""
     return dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, patch_size=4, image_size=32,
                 **extra)
-
-
-@register_backbone
-class Dinov2Backbone(HFBackbone):
-    """DINOv2 (Oquab et al. 2023) via `transformers.Dinov2Model`; hub ids like "facebook/dinov2-small", and
-    Meta's own checkpoints (`dinov2_vitl14_pretrain.pth`, see `fishertune.models.dinov2_meta`)."""
-
-    name = "dinov2"
-    tiny_config = _tiny(mlp_ratio=2)
-
-    @classmethod
-    def hf_classes(cls):
-        from transformers import Dinov2Config, Dinov2Model
-
-        return Dinov2Config, Dinov2Model
-
-    @classmethod
-    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
-        from fishertune.models.dinov2_meta import is_meta_checkpoint, load_meta_dinov2
-
-        if is_meta_checkpoint(weights):
-            return cls.from_model(load_meta_dinov2(weights, *cls.hf_classes(), config), out_indices)
-        return super().build(weights, config, out_indices)
-
-    @classmethod
-    def from_model(cls, model, out_indices=None) -> Backbone:
-        model.layernorm = nn.Identity()
-        model.embeddings.mask_token = None
-        cfg = model.config
-        prefix = 1 + getattr(cfg, "num_register_tokens", 0)
-        return cls(model, cfg.hidden_size, cfg.patch_size, prefix, out_indices)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.encoder.layer
-
-    def embed(self, x):
-        return self.model.embeddings(x), {}
-
-
-@register_backbone
-class Dinov2RegistersBackbone(Dinov2Backbone):
-    """DINOv2 with registers (Darcet et al. 2024); hub ids like "facebook/dinov2-with-registers-small", and
-    Meta's `dinov2_vit*14_reg4_pretrain.pth`."""
-
-    name = "dinov2_reg"
-    tiny_config = _tiny(mlp_ratio=2, num_register_tokens=2)
-
-    @classmethod
-    def hf_classes(cls):
-        from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-        return Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-
-@register_backbone
-class ClipBackbone(HFBackbone):
-    """CLIP's vision tower via `transformers.CLIPVisionModel` (pre-LN applied; CLIP's own mean/std)."""
-
-    name = "clip"
-    mean = CLIP_MEAN
-    std = CLIP_STD
-    tiny_config = _tiny(intermediate_size=64)
-
-    @classmethod
-    def hf_classes(cls):
-        from transformers import CLIPVisionConfig, CLIPVisionModel
-
-        return CLIPVisionConfig, CLIPVisionModel
-
-    @classmethod
-    def from_model(cls, model, out_indices=None) -> Backbone:
-        model.post_layernorm = nn.Identity()
-        cfg = model.config
-        return cls(model, cfg.hidden_size, cfg.patch_size, 1, out_indices)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.encoder.layers
-
-    def embed(self, x):
-        tokens = self.model.embeddings(x, interpolate_pos_encoding=True)
-        return self.model.pre_layrnorm(tokens), {"attention_mask": None}
-
-
-@register_backbone
-class MaeBackbone(HFBackbone):
-    """ViT-MAE encoder via `transformers.ViTMAEModel`, with NO random masking or token shuffling.
-
-    HF's embedding always shuffles tokens (even at mask_ratio 0), so the tokens are built here: patch
-    projection + (interpolated) sin-cos position embedding, cls token first.
-    """
-
-    name = "mae"
-    tiny_config = _tiny(intermediate_size=64)
-
-    @classmethod
-    def hf_classes(cls):
-        from transformers import ViTMAEConfig, ViTMAEModel
-
-        return ViTMAEConfig, ViTMAEModel
-
-    @classmethod
-    def from_model(cls, model, out_indices=None) -> Backbone:
-        model.layernorm = nn.Identity()
-        cfg = model.config
-        return cls(model, cfg.hidden_size, cfg.patch_size, 1, out_indices)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.layers
-
-    def embed(self, x):
-        emb = self.model.embeddings
-        patches = emb.patch_embeddings.projection(x).flatten(2).transpose(1, 2)
-        pos = emb.position_embeddings
-        side = math.isqrt(pos.shape[1] - 1)
-        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
-        patch_pos = resample_grid(pos[:, 1:].reshape(1, side, side, -1), grid).flatten(1, 2)
-        cls_token = (emb.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
-        return torch.cat([cls_token, patches + patch_pos], dim=1), {}
-
-
-class _TokenGridBlock(nn.Module):
-    """Runs a SAM layer (which takes [B, h, w, D]) on tokens [B, h*w, D]; the grid is set per forward.
-
-    The SAM layer is held outside the module tree (its parameters stay named `model.vision_encoder.*`).
-    """
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        object.__setattr__(self, "layer", layer)
-        self.grid = (0, 0)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        out = self.layer(hidden.reshape(hidden.shape[0], *self.grid, -1))
-        out = out[0] if isinstance(out, tuple) else out
-        return out.flatten(1, 2)
-
-
-@register_backbone
-class SamBackbone(HFBackbone):
-    """SAM's image encoder via `transformers.SamVisionModel` (hub ids like "facebook/sam-vit-base").
-
-    SAM's absolute position grid (64x64 for 1024 px) is resampled bicubically to the input's grid; windowed
-    layers pad to the window size and global layers interpolate their relative positions (HF does that), so
-    any multiple of the patch size works. No prefix tokens. `blocks` are thin wrappers (`grid_blocks.N`)
-    that fold tokens into SAM's [B, h, w, D] layout, so they keep the common [B, T, D] interface and hooks
-    on them see tokens; they own no parameters (replace a layer through `backbone.model`, not `blocks`).
-    """
-
-    name = "sam"
-    tiny_config = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_dim=64, patch_size=4,
-                       image_size=32, window_size=2, global_attn_indexes=[1, 3], output_channels=16)
-
-    @classmethod
-    def hf_classes(cls):
-        from transformers import SamVisionConfig, SamVisionModel
-
-        return SamVisionConfig, SamVisionModel
-
-    @classmethod
-    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
-        # SamVisionConfig's initializer_range defaults to 1e-10, which leaves a random SAM with weights so
-        # small that features (~1e-9) and Adam steps vanish below float resolution; use ViT's usual 0.02.
-        if weights is None:
-            config = {"initializer_range": 0.02, **(config or {})}
-        return super().build(weights, config, out_indices)
-
-    @classmethod
-    def from_model(cls, model, out_indices=None) -> Backbone:
-        model.vision_encoder.neck = nn.Identity()
-        cfg = model.config
-        return cls(model, cfg.hidden_size, cfg.patch_size, 0, out_indices)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        if "grid_blocks" not in self._modules:  # registered on first use, so hooks and names reach them
-            layers = self.model.vision_encoder.layers
-            self.grid_blocks = nn.ModuleList(_TokenGridBlock(layer) for layer in layers)
-        return self.grid_blocks
-
-    def embed(self, x):
-        encoder = self.model.vision_encoder
-        tokens = encoder.patch_embed.projection(x).permute(0, 2, 3, 1)
-        if encoder.pos_embed is not None:
-            tokens = tokens + resample_grid(encoder.pos_embed, tuple(tokens.shape[1:3]))
-        for block in self.blocks:
-            block.grid = tuple(tokens.shape[1:3])
-        return tokens.flatten(1, 2), {}
-
-
-class _RopeBlock(nn.Module):
-    """Runs a timm EVA block on a sequence that may hold more than the prefix and the patch tokens.
-
-    EVA's attention rotates the last h*w tokens (the patches) by the rotary embedding and leaves the prefix
-    tokens (cls) as they are. Tokens a tuner inserts between the prefix and the patches (VPT's prompts) get
-    the identity rotation (sin 0, cos 1), like the prefix. The block is held outside the module tree (its
-    parameters stay named `model.blocks.N.*`).
-    """
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        object.__setattr__(self, "layer", block)
-
-    def forward(self, hidden: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
-        extra = 0 if rope is None else hidden.shape[1] - self.layer.attn.num_prefix_tokens - rope.shape[0]
-        if extra > 0:
-            sin, cos = rope.new_zeros(extra, rope.shape[1] // 2), rope.new_ones(extra, rope.shape[1] // 2)
-            rope = torch.cat([torch.cat([sin, cos], dim=1), rope])
-        return self.layer(hidden, rope=rope)
-
-
-@register_backbone
-class Eva02Backbone(Backbone):
-    """EVA02 (Fang et al. 2024) through timm's `Eva`, an optional extra (`pip install 'fishertune[timm]'`).
-
-    `config` holds `model_name` (a timm architecture, default "eva02_base_patch14_224") and timm keyword
-    arguments on top of it. `weights` is None (random init), a .safetensors file holding a timm EVA02 state
-    dict (or the original BAAI one, which timm's `checkpoint_filter_fn` renames) for the architecture of
-    `config`, or a timm pretrained name ("eva02_large_patch14_448.mim_m38m", "hf-hub:timm/...") that names
-    architecture and weights together. Images are normalised with CLIP's mean/std, as EVA02 was pretrained.
-    Blocks take the rotary embedding as `rope` (see `_RopeBlock`).
-    """
-
-    name = "eva02"
-    mean = CLIP_MEAN
-    std = CLIP_STD
-    tiny_config = dict(model_name="eva02_tiny_patch14_224", embed_dim=32, depth=4, num_heads=2, patch_size=4,
-                       img_size=32)
-    # Modules after the blocks (final norm, pooling, classifier): removed, their checkpoint entries ignored.
-    HEAD_MODULES = ("norm", "fc_norm", "attn_pool", "head")
-
-    @classmethod
-    def build(cls, weights=None, config=None, out_indices=None) -> Backbone:
-        try:
-            import timm
-        except ImportError:
-            raise FisherTuneError("backbone 'eva02' needs timm: install the timm extra "
-                                  "(pip install 'fishertune[timm]')") from None
-        kwargs = dict(config or {})
-        name = kwargs.pop("model_name", "eva02_base_patch14_224")
-        kwargs.setdefault("dynamic_img_size", True)
-        text = None if weights is None else str(weights)
-        is_file = text is not None and (text.endswith(".safetensors") or Path(text).expanduser().exists()
-                                        or text.startswith(("/", ".", "~")))
-        if is_file and not text.endswith(".safetensors"):
-            raise FisherTuneError(f"eva02 weights {text}: expected a .safetensors file in timm's key layout "
-                                  "or a timm pretrained name")
-        if is_file and not Path(text).expanduser().is_file():
-            raise FisherTuneError(f"weights file not found: {text}")
-        pretrained = text is not None and not is_file
-        source = text if pretrained else name
-        try:
-            model = timm.create_model(source, pretrained=pretrained, num_classes=0, **kwargs)
-        except (OSError, RuntimeError, TypeError, ValueError) as err:
-            raise FisherTuneError(f"could not build eva02 {source!r}: {str(err).strip().splitlines()[0]}") \
-                from None
-        if not isinstance(model, timm.models.eva.Eva) or model.rope_mixed:
-            raise FisherTuneError(f"eva02: {source!r} is not a timm Eva model with one rotary embedding for "
-                                  "all blocks")
-        for module in cls.HEAD_MODULES:
-            if getattr(model, module, None) is not None:
-                setattr(model, module, nn.Identity())
-        for block in model.blocks:
-            # A fused q/k/v projection with biases runs as F.linear on its weight, past the nn.Linear; adding
-            # the biases after the module (the same sum) lets LoRA and hooks on the projection see it.
-            if getattr(block.attn, "qkv", None) is not None and hasattr(block.attn, "qkv_bias_separate"):
-                block.attn.qkv_bias_separate = True
-        if is_file:
-            load_timm_state(model, Path(text).expanduser(), name, cls.HEAD_MODULES)
-        return cls(model, model.embed_dim, model.patch_embed.patch_size[0], model.num_prefix_tokens,
-                   out_indices)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        if "rope_blocks" not in self._modules:  # registered on first use, so hooks and names reach them
-            self.rope_blocks = nn.ModuleList(_RopeBlock(block) for block in self.model.blocks)
-        return self.rope_blocks
-
-    def embed(self, x):
-        tokens = self.model.patch_embed(x)
-        tokens, rope = self.model._pos_embed(tokens)
-        return self.model.norm_pre(tokens), {"rope": rope}
-
-
-def load_timm_state(model: nn.Module, path: Path, name: str, head_modules: tuple[str, ...]) -> None:
-    """Load a timm EVA state dict from safetensors into `model`, whose head modules were removed.
-
-    timm's `checkpoint_filter_fn` renames the original BAAI keys and resamples position and patch
-    embeddings to the model's grid; entries of the head modules are dropped; any other difference in keys
-    or shapes is refused, naming the first ones.
-    """
-    from timm.models.eva import checkpoint_filter_fn
-
-    state = checkpoint_filter_fn(load_file(str(path)), model)
-    state = {k: v for k, v in state.items() if k.split(".")[0] not in head_modules}
-    check_state_matches(model.state_dict(), state, str(path), f"eva02 {name!r}",
-                        " (the architecture is backbone_config: model_name and timm keyword arguments)")
-    model.load_state_dict(state)
 
 
 def tiny_backbone_config(name: str) -> dict[str, Any]:
     """A tiny random config for a registry name (hidden 32, 4 blocks, patch 4): fast tests of any family."""
     return dict(BACKBONES.lookup(name).tiny_config)
+
+
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """The registered backbone names, sorted; with `pattern`, those matching it (shell-style, as fnmatch:
+    "dinov2*", "*_reg"), like timm's `list_models`."""
+    names = sorted(BACKBONES)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None, config: dict | None = None,
