@@ -25,14 +25,6 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "fishertune"
 
-CYCLES_ALLOWED: set[frozenset[str]] = {
-    # cli.commands imports `result_complete` from cli.main at the top, cli.main imports cli.commands inside
-    # main(). Owned by the CLI: moving result_complete (and what it reads) to a module both import removes
-    # it; then this entry goes (test_the_allowed_cycles_still_exist says when).
-    frozenset({"fishertune.cli.commands", "fishertune.cli.main"}),
-}
-"""Import cycles that are known and accepted (the modules of each strongly connected component)."""
-
 ROOT_IMPORT_ALLOWED = {"fishertune.method"}
 """Modules allowed to import the package root: the deprecated alias `fishertune.method` (until 0.2) does
 `from fishertune import sparse` and replaces itself by that module."""
@@ -236,15 +228,8 @@ def test_the_graph_is_read(edges):
 
 def test_no_import_cycle():
     edges = import_edges(type_checking=False)
-    cycles = [c for c in strongly_connected(edges) if frozenset(c) not in CYCLES_ALLOWED]
+    cycles = list(strongly_connected(edges))
     assert not cycles, "\n".join(describe_cycle(c, edges) for c in cycles)
-
-
-def test_the_allowed_cycles_still_exist():
-    """An allowed cycle that is gone is taken off the list, so it cannot come back unnoticed."""
-    cycles = {frozenset(c) for c in strongly_connected(import_edges(type_checking=False))}
-    gone = CYCLES_ALLOWED - cycles
-    assert not gone, f"no longer cycles, remove them from CYCLES_ALLOWED: {gone}"
 
 
 def test_no_module_imports_the_package_root():

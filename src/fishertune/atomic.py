@@ -94,7 +94,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     """A safetensors file of `tensors` (detached, contiguous, on CPU)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # here: importing it loads torch, and the CLI imports this module
 
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 from cli_helpers import one_line
 
-from fishertune.cli.main import LIST_KINDS, main
+from fishertune.cli.commands import LIST_KINDS
+from fishertune.cli.main import main
 from fishertune.errors import EXIT_BAD_INPUT
 
 KNOWN = {"tuners": {"fishertune", "lora", "full"}, "backbones": {"dinov2", "clip"}, "heads": {"linear"},

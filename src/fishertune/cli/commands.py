@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fishertune.atomic import check_new_folder, check_writable
-from fishertune.cli.main import result_complete
+from fishertune.cli.signals import result_complete
 from fishertune.errors import FisherTuneError, InputError
 
 if TYPE_CHECKING:
     from fishertune.run_result import RunResult
+
+LIST_KINDS = ("tuners", "backbones", "heads", "datasets")
+"""What `fishertune list` lists (`methods` is accepted for `tuners`: a method is a registered tuner)."""
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -249,7 +252,6 @@ LIST_HEADINGS = {
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from fishertune.cli.main import LIST_KINDS
     from fishertune.registry import unknown_name
 
     kind = "tuners" if args.kind == "methods" else args.kind

@@ -13,15 +13,15 @@ place where errors become messages and exit statuses (docs/errors.md):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 import signal
 import sys
-import threading
 import traceback
 
+from fishertune.cli import commands
+from fishertune.cli.commands import LIST_KINDS
+from fishertune.cli.signals import completion, result_complete, sigterm_as_interrupt
 from fishertune.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -56,8 +56,6 @@ def _synth_domains() -> str:
 BACKBONE_HELP = ("where an export's base backbone weights are now (a file, folder or Hub id), when they "
                  "moved since the export")
 SET_HELP = "override a config value, e.g. --set train.lr=2e-5 (repeatable)"
-LIST_KINDS = ("tuners", "backbones", "heads", "datasets")
-"""What `fishertune list` lists (`methods` is accepted for `tuners`: a method is a registered tuner)."""
 
 
 def positive_int(text: str) -> int:
@@ -297,85 +295,16 @@ def allocation_failed(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(text in str(error) for text in ALLOCATOR_FAILURES)
 
 
-class _Completion:
-    """The running command's state as the signal handlers see it."""
-
-    late_signal: int | None = None
-    """A SIGTERM or SIGINT that arrived after the command's result was complete (`result_complete`)."""
-    status = 0
-    """The exit status the command ended with (for a signal during the interpreter's shutdown)."""
-
-
-_completion = _Completion()
-LATE_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def result_complete() -> None:
-    """Called by a command once its result is entirely written (and by `main` when a command returns): from
-    here on SIGTERM and SIGINT no longer interrupt it, since nothing is left to lose; the command finishes
-    with its own exit status, and one line says the signal came after the result was complete."""
-    _stop_interrupting()
-
-
-def _stop_interrupting() -> None:
-    """From here on a SIGTERM or SIGINT is only recorded (the command has ended or its result is written)."""
-    if threading.current_thread() is threading.main_thread():
-        for signum in LATE_SIGNALS:
-            signal.signal(signum, _record_late_signal)
-
-
-def _record_late_signal(signum, frame) -> None:
-    _completion.late_signal = signum
-
-
-def _exit_after_completion(signum, frame) -> None:
-    """A signal while the interpreter shuts down after the command ended: exit at once with the status the
-    command ended with (its result is complete or its error was printed), never 128 + signal in silence."""
-    if _completion.status in (0, EXIT_PROBLEMS_FOUND):
-        sys.stderr.write(f"note: {signal.Signals(signum).name} arrived after the command finished; its "
-                         f"result is complete\n")
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(_completion.status)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt(program: bool = False):
-    """SIGTERM (e.g. from a job scheduler) raises RunInterrupted, so runs stop as cleanly as on Ctrl-C,
-    until the command's result is complete (`result_complete`). On leaving, the earlier handlers come back;
-    when the process is the `fishertune` program itself (program=True), handlers that exit with the
-    command's status stay instead, so a signal during the interpreter's shutdown (a second or more after a
-    large command) does not turn a complete result into a silent exit 143."""
-    def stop(signum, frame):
-        raise RunInterrupted("interrupted by SIGTERM", signum)
-
-    _completion.late_signal, _completion.status = None, 0
-    try:
-        previous = {signum: signal.getsignal(signum) for signum in LATE_SIGNALS}
-        signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for signum in LATE_SIGNALS:
-            signal.signal(signum, _exit_after_completion if program else previous[signum])
-
-
 def main(argv: list[str] | None = None) -> int:
     program = argv is None  # the `fishertune` program (or python -m fishertune.cli), not a call from Python
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    from fishertune.cli import commands
-
     command = args.command if args.command != "data" else f"data_{args.data_command}"
     with sigterm_as_interrupt(program):
         status = _run(getattr(commands, f"run_{command}"), args)
-        _completion.status = status
-        if _completion.late_signal is not None and status in (0, EXIT_PROBLEMS_FOUND):
-            print(f"note: {signal.Signals(_completion.late_signal).name} arrived after the command finished; "
+        completion.status = status
+        if completion.late_signal is not None and status in (0, EXIT_PROBLEMS_FOUND):
+            print(f"note: {signal.Signals(completion.late_signal).name} arrived after the command finished; "
                   f"its result is complete", file=sys.stderr)
     return status
 
@@ -404,7 +333,7 @@ def _run(run, args: argparse.Namespace) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:  # the command ended, its message printed: a signal now can only be recorded
-        _stop_interrupting()
+        result_complete()
 
 
 def _bug() -> int:

@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from fishertune.atomic import naming_final_folder, read_json, save_tensors, write_json
 from fishertune.errors import InputError
+from fishertune.tensor_files import checked_tensors, read_tensors  # noqa: F401  (also this module's API)
 
 LATEST = "latest.json"
 
@@ -94,42 +93,6 @@ def load_model(model: nn.Module, path: str | Path) -> None:
             raise InputError(f"weights {path}: {name} has shape {list(state[name].shape)}, the model's is "
                              f"{list(tensor.shape)}")
     model.load_state_dict(state, strict=False)
-
-
-def read_tensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file; a missing, truncated or corrupt file is one InputError."""
-    try:
-        return load_file(str(path))
-    except (OSError, ValueError, SafetensorError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise InputError(f"cannot read {what} {path}: {reason}") from None
-
-
-def checked_tensors(path: str | Path, expected: dict[str, torch.Tensor],
-                    what: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file that must be exactly `expected`'s: the same names, each of the same
-    shape and dtype, every value finite. Loading copies values into the model, where a missing tensor, a
-    cast or a NaN would otherwise give a silently wrong model; a problem is one InputError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} {path} is {'not a file' if path.exists() else 'missing'}")
-    state = read_tensors(path, what)
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing:
-        raise InputError(f"{what} {path} lacks the tensor {missing[0]!r} ({len(missing)} missing)")
-    if extra:
-        raise InputError(f"{what} {path} holds an unexpected tensor {extra[0]!r} ({len(extra)} unexpected)")
-    for name, tensor in state.items():
-        want = expected[name]
-        if tensor.shape != want.shape:
-            raise InputError(f"{what} {path}: {name!r} has shape {list(tensor.shape)}, the model's is "
-                             f"{list(want.shape)}")
-        if tensor.dtype != want.dtype:
-            raise InputError(f"{what} {path}: {name!r} is {str(tensor.dtype).removeprefix('torch.')}, the "
-                             f"model's is {str(want.dtype).removeprefix('torch.')}")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise InputError(f"{what} {path}: {name!r} holds NaN or infinite values")
-    return state
 
 
 # -- RNG states --------------------------------------------------------------------------------------------

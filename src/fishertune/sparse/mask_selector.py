@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -114,8 +115,6 @@ def passes_per_estimate(config: MaskSelectorConfig, batches: int) -> int:
 
 def seed_stream(seed: int, stream: int, estimate: int) -> int:
     """A 63-bit seed for one random stream of one estimate (numpy's SeedSequence mixes the three)."""
-    import numpy as np
-
     return int(np.random.SeedSequence([seed, stream, estimate]).generate_state(2, np.uint64)[0] >> 1)
 
 

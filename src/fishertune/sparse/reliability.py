@@ -12,6 +12,7 @@ and the data; near 0, it is noise of the few images it came from (docs/method.md
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 from fishertune.errors import FisherTuneError
 from fishertune.sparse.batching import batch_size, map_tensors
 from fishertune.sparse.fisher import LossFn
+from fishertune.sparse.mask_selector import SPLIT_HALVES, MaskSelector, seed_stream
 
 
 def halves(batch: Any) -> tuple[Any, Any]:
@@ -58,10 +60,6 @@ def split_half_reliability(model: nn.Module, config, batches: Sequence[Any],
                            loss_fn: LossFn) -> dict[str, float]:
     """{"task": ρ, "domain": ρ, "images_per_half": n} for FisherTune's `config` (a MaskSelectorConfig whose
     selection uses the domain term) on `batches`; the model's weights are left as they were."""
-    from dataclasses import replace
-
-    from fishertune.sparse.mask_selector import SPLIT_HALVES, MaskSelector, seed_stream
-
     parts = [halves(b) for b in batches]
     terms = []
     for side in range(2):

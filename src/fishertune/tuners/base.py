@@ -39,6 +39,7 @@ from torch import nn
 from fishertune.atomic import save_tensors, write_json
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.registry import Registry
+from fishertune.tensor_files import checked_tensors
 from fishertune.validation import from_dict
 
 TUNERS: Registry[type[Tuner]] = Registry("method")
@@ -199,8 +200,6 @@ class Tuner:
         """Read what `save_pretrained` wrote (the config is read by `load_tuner`): exactly the tensors this
         tuner saves, each of its shape and dtype, all finite. A missing file is refused, not skipped: the
         model would otherwise run as the untouched base, a silently wrong result."""
-        from fishertune.engine.checkpoint import checked_tensors
-
         path = os.path.join(directory, WEIGHTS_FILE)
         expected = self.saved_tensors()
         if expected or os.path.exists(path):
