@@ -234,20 +234,29 @@ def _refusal(error: LayerwiseUnsupported) -> UsageError:
 def _accumulate_layerwise(model, batch, size, loss_fn, named, sums, chunk_size, perturbation=None) -> None:
     """Batched passes of chunk_size samples (None: the whole batch); an attached perturbation draws as the
     loop would (presample) and perturbs each chunk as the loop perturbs each sample (the recorded Σ)."""
+    draws, weights = _presampled(perturbation, size)
+    plan = layer_plan(model, list(named))
+    for part in _chunks(size, chunk_size):
+        chunk = map_tensors(batch, lambda t, part=part: t[part] if is_per_sample(t, size) else t)
+        n = part.stop - part.start
+        losses_of = partial(_losses_under, model, loss_fn, n, perturbation,
+                            map_tensors(draws, lambda t, part=part: t[part]) if draws is not None else None)
+        chunk_weights = None if weights is None else weights[part]
+        add_layerwise_squares(model, chunk, n, losses_of, plan, sums, chunk_weights)
+
+
+def _presampled(perturbation: FeaturePerturbation | None, size: int):
+    """(draws, weights): the perturbation's draws for `size` samples, made before any chunk as the
+    one-sample loop makes them, and each sample's draw weight when the perturbation weighs samples."""
     draws = perturbation.presample(size) if perturbation is not None else None
     weights = perturbation.sample_weights(draws) if draws is not None and perturbation.weigh_samples else None
-    plan = layer_plan(model, list(named))
-    step = chunk_size or size
-    for start in range(0, size, step):
-        def cut(t: torch.Tensor, start: int = start) -> torch.Tensor:
-            return t[start:start + step]
+    return draws, weights
 
-        chunk = map_tensors(batch, lambda t: cut(t) if is_per_sample(t, size) else t)
-        n = min(step, size - start)
-        losses_of = partial(_losses_under, model, loss_fn, n, perturbation,
-                            map_tensors(draws, cut) if draws is not None else None)
-        chunk_weights = None if weights is None else cut(weights)
-        add_layerwise_squares(model, chunk, n, losses_of, plan, sums, chunk_weights)
+
+def _chunks(size: int, chunk_size: int | None) -> list[slice]:
+    """The batch's samples in chunks of chunk_size (None: the whole batch)."""
+    step = chunk_size or size
+    return [slice(start, min(start + step, size)) for start in range(0, size, step)]
 
 
 def _losses_under(model, loss_fn, size, perturbation, draws, batch) -> torch.Tensor:
@@ -287,8 +296,8 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
     wrapper = _LossModule(model, loss_fn)
     values = {name: p.detach() for name, p in named.items()}
     leaves = per_sample_tensors(batch, size)
-    draws = perturbation.presample(size) if perturbation is not None else {}
-    weights = perturbation.sample_weights(draws) if draws and perturbation.weigh_samples else None
+    draws, weights = _presampled(perturbation, size)
+    draws = draws or {}  # vmap maps over a pytree: no perturbation, no leaves
 
     def one_loss(theta: dict[str, torch.Tensor], sample_leaves: list[torch.Tensor],
                  sample_draws: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -299,10 +308,9 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
         return losses.reshape(())
 
     per_sample_grad = vmap(grad(one_loss), in_dims=(None, 0, 0))
-    step = chunk_size or size
-    for start in range(0, size, step):
-        def cut(t: torch.Tensor, start: int = start) -> torch.Tensor:
-            return t[start:start + step]
+    for part in _chunks(size, chunk_size):
+        def cut(t: torch.Tensor, part: slice = part) -> torch.Tensor:
+            return t[part]
 
         with warnings.catch_warnings():  # torch's note that some op (e.g. CPU SDPA) is batched by a slow loop
             warnings.filterwarnings("ignore", message="There is a performance drop")
@@ -310,10 +318,10 @@ def _accumulate_vmap(model, batch, size, loss_fn, named, sums, chunk_size, pertu
         for name, g in per_sample_grads.items():
             squares = g.detach().float().square()
             if weights is not None:
-                squares.mul_(weights[start:start + step].view((-1,) + (1,) * (squares.dim() - 1)))
+                squares.mul_(weights[part].view((-1,) + (1,) * (squares.dim() - 1)))
             sums[name].add_(squares.sum(0))
         del per_sample_grads
-        added.append(start)
+        added.append(part.start)
 
 
 def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
