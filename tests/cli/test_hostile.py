@@ -334,8 +334,8 @@ BAD_SETTINGS = {
     "steps_negative": ({"train": {"steps": -5}}, "train.steps must be >= 0, got -5"),
     "lr_nan": ({"train": {"lr": float("nan")}}, "train.lr must be a finite number"),
     "stride_over_crop": ({"eval": {"mode": "slide", "crop": 16, "stride": 20}}, "eval.stride 20 is larger"),
-    "option_type": ({"method": {"name": "fishertune", "options": {"ratio": "lots"}}},
-                    "method.options.ratio must be a number or null, got 'lots'"),
+    "option_type": ({"method": {"name": "fishertune", "options": {"budget": "lots"}}},
+                    "method.options.budget must be a number or null, got 'lots'"),
     "option_range": ({"method": {"name": "lora", "options": {"dropout": 1.5}}}, "dropout must be in [0, 1)"),
     "backbone_config_typo": ({"model": {"backbone_config": {"hiden_size": 32}}},
                              "unknown config key 'model.backbone_config.hiden_size' for Dinov2Config "
