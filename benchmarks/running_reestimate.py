@@ -54,7 +54,7 @@ def main() -> None:
         fisher.config.variational = args.variational
     cfg, d = fisher.config, probe.config.data
     print(f"demo setting (offline DINOv2-S, crop {d.crop}, batch {d.batch_size}), CPU, {args.threads} "
-          f"threads; selection {cfg.selection}, variational {cfg.variational}, "
+          f"threads; score {cfg.score}, variational {cfg.variational}, "
           f"{len(probe.prepare_batches)} prepare batches; growth δ(0) → δ({args.steps}) after "
           f"{args.steps} steps")
     for _ in range(2):

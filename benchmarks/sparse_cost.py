@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "method"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sparse"))
 from masked_adamw_reference import ReferenceMaskedAdamW  # noqa: E402
 from selection_reference import reference_select_topk  # noqa: E402
 

@@ -63,7 +63,7 @@ def test_shared_flags_are_one_definition():
 
 def test_cli_import_is_light():
     """`fishertune --help` does not pay for the models: the CLI imports engine, models and transformers
-    inside the commands. (torch itself comes with the package's top-level method API.)"""
+    inside the commands. (torch itself comes with the package's top-level sparse-core API.)"""
     heavy = ("{'transformers', 'fishertune.engine.trainer', 'fishertune.models', 'fishertune.data', "
              "'matplotlib'}")
     code = f"import sys, fishertune.cli.main; print(sorted({heavy} & set(sys.modules)))"

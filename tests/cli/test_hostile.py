@@ -513,12 +513,12 @@ def test_nan_inputs_stop_the_fisher_naming_parameter_and_batch(per_sample):
         empirical_fisher(model, batches, per_sample_ce, per_sample=per_sample)
 
 
-@pytest.mark.parametrize("selection", ["fim", "dr_fim"])
-def test_selection_never_runs_on_nan(selection):
+@pytest.mark.parametrize("score", ["fim", "dr_fim"])
+def test_selection_never_runs_on_nan(score):
     from fishertune.sparse import MaskSelector, MaskSelectorConfig
 
     model, batches = nan_batches()
-    tuner = MaskSelector(model, MaskSelectorConfig(ratio=0.5, score=selection, perturb_layers=["embed"]))
+    tuner = MaskSelector(model, MaskSelectorConfig(ratio=0.5, score=score, perturb_layers=["embed"]))
     with pytest.raises(InputError, match="contain NaN"):
         tuner.estimate(batches, per_sample_ce)
     assert not tuner.masks

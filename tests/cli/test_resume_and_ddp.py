@@ -42,7 +42,7 @@ def test_resume_after_sigkill_is_bit_identical(synth_dir, tmp_path):
                                            "perturb": {"enabled": True, "alpha": 1.0, "layers": [0]}})
     config["model"]["backbone_config"].update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     # FisherTune with a growing mask: masks, MaskedAdamW state and the growth schedule must be restored
-    options = {"ratio": 0.05, "ratio_min": 0.01, "growth_steps": 2.0, "update_every": 2}
+    options = {"budget": 0.05, "ratio_min": 0.01, "growth_steps": 2.0, "update_every": 2}
     config["method"] = {"name": "fishertune", "options": options}
     path = write_config(tmp_path / "c.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / "straight"), "--no-progress"]) == 0

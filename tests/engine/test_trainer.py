@@ -10,7 +10,7 @@ from trainer_helpers import synth_source, tiny_run_config
 from fishertune.engine.trainer import Phase, Trainer
 from fishertune.errors import InputError, RunInterrupted, UsageError
 
-OPTIONS = {"ratio": 0.05, "ratio_min": 0.02, "growth_steps": 1.0, "update_every": 1}  # grows every step
+OPTIONS = {"budget": 0.05, "ratio_min": 0.02, "growth_steps": 1.0, "update_every": 1}  # grows every step
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_warm_up_head_trains_the_head_alone_as_a_run_does(source, tmp_path):
 
 
 def test_estimate_keeps_what_the_tuners_prepare_releases(source, tmp_path):
-    trainer = Trainer(tiny_run_config(source, options={"ratio": 0.05}), tmp_path / "run", progress=False)
+    trainer = Trainer(tiny_run_config(source, options={"budget": 0.05}), tmp_path / "run", progress=False)
     trainer.folder.clean_up()
     selector = trainer.estimate()
     assert selector is trainer.tuner.selector

@@ -50,7 +50,7 @@ def test_the_graph_carries_what_a_consumer_needs(scenes, base_file, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
     assert json.loads(meta["fishertune.classes"])[:3] == ["road", "sidewalk", "building"]
     assert json.loads(meta["fishertune.palette"])[0] == [128, 64, 128]  # Cityscapes' road
-    assert meta["fishertune.patch_size"] == "4" and meta["fishertune.sparse"] == "fishertune"
+    assert meta["fishertune.patch_size"] == "4" and meta["fishertune.method"] == "fishertune"
     assert len(meta["fishertune.base_sha256"]) == 64
     assert len(json.loads(meta["fishertune.mean"])) == 3
 

@@ -180,12 +180,12 @@ def test_an_estimate_shows_its_progress_when_asked(capsys):
     assert "estimate 2 (dr_fim)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("selection", ["dr_fim", "delta_f"])
-def test_scores_made_in_the_domain_terms_buffer_equal_the_kept_terms_sum(selection):
+@pytest.mark.parametrize("score", ["dr_fim", "delta_f"])
+def test_scores_made_in_the_domain_terms_buffer_equal_the_kept_terms_sum(score):
     """Without keep_terms the scores are made in place (no copy of the task term): the same bits."""
     scores = []
     for keep in (True, False):
-        config = shipped_selector_config(ratio=0.5, score=selection, perturb_layers=["features"])
+        config = shipped_selector_config(ratio=0.5, score=score, perturb_layers=["features"])
         torch.manual_seed(0)
         selector = MaskSelector(Features(), config, keep_terms=keep)
         scores.append(selector.estimate(token_batches(), classification_loss))

@@ -35,11 +35,24 @@ def test_budget_is_the_one_size_and_the_old_names_still_load():
         saved = make_config(FisherTuneTunerConfig, dataclasses.asdict(FisherTuneTunerConfig(budget=300)),
                             "fishertune")
     assert (saved.budget, saved.ratio, saved.count) == (300, None, 300)
-    with pytest.warns(FutureWarning, match="give the size as `budget`"):
-        old = make_config(FisherTuneTunerConfig, {"ratio": 0.1}, "fishertune")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tuner config saved before 0.1.1 (budget null, ratio set) too
+        old = make_config(FisherTuneTunerConfig, {"budget": None, "ratio": 0.1}, "fishertune")
     assert (old.budget, old.ratio, old.count) == (0.1, 0.1, None)
     with pytest.warns(FutureWarning, match="method.options.selection is now called method.options.score"):
         assert make_config(FisherTuneTunerConfig, {"selection": "fim"}, "fishertune").score == "fim"
+
+
+def test_a_run_config_that_sets_the_old_size_option_is_warned(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"base": ["protocols/gtav_to_cityscapes_bdd_mapillary.yaml",
+                                             "backbones/dinov2_l.yaml", "methods/fishertune.yaml"]}))
+    with pytest.warns(FutureWarning, match=r"method.options.ratio: set method.options.budget instead"):
+        options = method_options(load_config(path, ["method.options.ratio=0.1"]))
+    assert make_config(FisherTuneTunerConfig, options, "fishertune").budget == 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method_options(load_config(path, ["method.options.budget=0.1"]))
 
 
 @pytest.mark.parametrize("overrides, layers", [

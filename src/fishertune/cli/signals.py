@@ -44,7 +44,7 @@ def _record_late_signal(signum, frame) -> None:
     completion.late_signal = signum
 
 
-def _exit_aftercompletion(signum, frame) -> None:
+def _exit_after_completion(signum, frame) -> None:
     """A signal while the interpreter shuts down after the command ended: exit at once with the status the
     command ended with (its result is complete or its error was printed), never 128 + signal in silence."""
     if completion.status in (0, EXIT_PROBLEMS_FOUND):
@@ -77,4 +77,4 @@ def sigterm_as_interrupt(program: bool = False):
         yield
     finally:
         for signum in LATE_SIGNALS:
-            signal.signal(signum, _exit_aftercompletion if program else previous[signum])
+            signal.signal(signum, _exit_after_completion if program else previous[signum])

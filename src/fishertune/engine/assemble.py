@@ -5,6 +5,7 @@ export folder, which rebuilds the base from its config (`fishertune.engine.expor
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -53,10 +54,15 @@ def method_options(config: Config) -> dict:
     """The tuner's options, checked before the (possibly large) model is built. Unless the method's
     options set them, a method with a `seed` option gets the run's seed (masks, draws and inits follow
     train.seed), and one with `perturb_layers` (FisherTune's domain-shift simulation) perturbs where
-    training does (`train.perturb.layers`): the user names the DSU perturbation's layers once."""
+    training does (`train.perturb.layers`): the user names the DSU perturbation's layers once. An option
+    the tuner has deprecated (its config's `DEPRECATED_OPTIONS`) gets a FutureWarning naming the new one."""
     options = dict(config.method.options)
     if config.method.name in TUNERS:
         config_class = TUNERS[config.method.name].config_class
+        for old, new in getattr(config_class, "DEPRECATED_OPTIONS", {}).items():
+            if old in options:
+                warnings.warn(f"method.options.{old}: set method.options.{new} instead ({old} is read until "
+                              f"0.2)", FutureWarning, stacklevel=2)
         names = {f.name for f in dataclasses.fields(config_class)}
         for name, value in (("seed", config.train.seed), ("perturb_layers", config.train.perturb.layers)):
             if name in names:

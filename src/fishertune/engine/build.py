@@ -23,11 +23,12 @@ from fishertune.engine.assemble import (
     method_options,
     run_classes,
 )
-from fishertune.engine.checkpoint import checked_tensors, model_state
+from fishertune.engine.checkpoint import model_state
 from fishertune.engine.config import Config, load_config
 from fishertune.engine.export import is_export, load_export
 from fishertune.errors import FisherTuneError
 from fishertune.registry import nearest
+from fishertune.tensor_files import checked_tensors
 
 __all__ = ["build_base", "build_eval_datasets", "build_model", "build_source_datasets", "check_options",
            "check_weights_file", "load_run", "method_options", "run_classes"]

@@ -22,7 +22,7 @@ from torch import nn
 
 from fishertune.atomic import naming_final_folder, read_json, save_tensors, write_json
 from fishertune.errors import InputError
-from fishertune.tensor_files import checked_tensors, read_tensors  # noqa: F401  (also this module's API)
+from fishertune.tensor_files import read_tensors
 
 LATEST = "latest.json"
 

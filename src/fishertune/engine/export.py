@@ -31,12 +31,13 @@ from torch import nn
 
 from fishertune.atomic import check_new_folder, naming_final_folder, save_tensors, write_json, write_text
 from fishertune.engine.assemble import build_base, method_options, run_classes
-from fishertune.engine.checkpoint import checked_tensors, model_state
+from fishertune.engine.checkpoint import model_state
 from fishertune.engine.config import Config, load_config, save_config
 from fishertune.errors import FisherTuneError
 from fishertune.models.backbones import BACKBONES
 from fishertune.models.offline_dinov2 import sha256_of
 from fishertune.run_result import read_run_result
+from fishertune.tensor_files import checked_tensors
 from fishertune.tuners import load_tuner
 from fishertune.version import __version__
 

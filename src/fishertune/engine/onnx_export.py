@@ -174,7 +174,7 @@ def model_metadata(run_dir: Path, model: nn.Module) -> dict[str, str]:
             "fishertune.input": "images [B, 3, H, W] float32 RGB in [0, 1], any H and W",
             "fishertune.mean": json.dumps(list(backbone.mean)),
             "fishertune.std": json.dumps(list(backbone.std)),
-            "fishertune.sparse": config.method.name,
+            "fishertune.method": config.method.name,
             "fishertune.base_weights": str(config.model.weights),
             "fishertune.base_sha256": base_sha256(run_dir, config)}
 

@@ -52,7 +52,14 @@ from torch import nn
 from fishertune.errors import FisherTuneError
 from fishertune.sparse.batching import batch_size
 from fishertune.sparse.dr_fim import unflatten
-from fishertune.sparse.fisher import LossFn, _all_reduce_flat, _named_params, _requiring_grad, fisher_sums
+from fishertune.sparse.fisher import (
+    LossFn,
+    _all_reduce_flat,
+    _named_params,
+    _presampled,
+    _requiring_grad,
+    fisher_sums,
+)
 from fishertune.sparse.options import Curvature, check_option
 from fishertune.sparse.perturbation import FeaturePerturbation
 
@@ -208,9 +215,7 @@ class VariationalCurvature:
         try:
             for _ in range(self.samples):
                 state = self.generator.get_state()
-                draws = perturbation.presample(size) if perturbation is not None else None
-                weights = (perturbation.sample_weights(draws) if draws is not None
-                           and perturbation.weigh_samples else None)
+                draws, weights = _presampled(perturbation, size)
                 for p in self.named.values():
                     p.grad = None
                 self._set_weights(mean, self._replay(state), 1.0)

@@ -13,8 +13,8 @@ and budget below), chosen on source data by the criterion of docs/method.md §8.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 from fishertune.errors import FisherTuneError
 from fishertune.sparse import MaskSelectorConfig
@@ -34,6 +34,10 @@ class FisherTuneTunerConfig(MaskSelectorConfig):
     `perturb_layers` and candidates restricted to the backbone. The defaults are FisherTune as shipped,
     chosen by the source-only criterion of docs/method.md §8; a protocol's yaml sets only what it changes
     (learning rates, perturbation layers)."""
+
+    DEPRECATED_OPTIONS: ClassVar[dict[str, str]] = {"ratio": "budget", "count": "budget"}
+    """Options a run config should no longer set, and the one to set instead (read until 0.2; a saved
+    tuner config holds every field, so only a run config's own options are warned about)."""
 
     budget: float | None = field(default=None, metadata={  # None: DEFAULT_BUDGET, or the old ratio/count
         "help": "final selected backbone weights δ_max: a fraction of the candidates (<= 1) or a count "
@@ -75,19 +79,13 @@ class FisherTuneTunerConfig(MaskSelectorConfig):
             self.growth_fraction = None
         if self.update_every:
             self.update_fraction = None
-        if self.budget is None and (self.ratio, self.count) != (None, None):
-            warnings.warn("method.options ratio/count: give the size as `budget` (a fraction <= 1 or a count "
-                          "> 1), as for the other mask methods; ratio/count are read until 0.2",
-                          FutureWarning, stacklevel=3)
-            self.budget = self.ratio if self.ratio is not None else self.count
-        if self.budget is None:
-            self.budget = DEFAULT_BUDGET
-        if self.budget is not None:
-            check_budget(self.budget)
-            implied = budget_fields(self.budget)
-            if (self.ratio, self.count) not in ((None, None), (implied["ratio"], implied["count"])):
-                raise FisherTuneError("fishertune: give budget, or ratio/count, not both")
-            self.ratio, self.count = implied["ratio"], implied["count"]
+        if self.budget is None:  # the old size options (a saved config before 0.1.1 holds ratio = 0.05)
+            self.budget = next((v for v in (self.ratio, self.count) if v is not None), DEFAULT_BUDGET)
+        check_budget(self.budget)
+        implied = budget_fields(self.budget)
+        if (self.ratio, self.count) not in ((None, None), (implied["ratio"], implied["count"])):
+            raise FisherTuneError("fishertune: give budget, or ratio/count, not both")
+        self.ratio, self.count = implied["ratio"], implied["count"]
         super().__post_init__()
 
 
