@@ -313,8 +313,8 @@ def collect_results(records: dict[str, list[tuple[int, Record]]], bootstrap: dic
                for v, runs in records.items()}
     intervals = {}
     for variant, runs in records.items():
-        domains = list(runs[0][1].per_image)
-        if domains and all(list(r.per_image) == domains for _, r in runs):
+        domains = [d for d in runs[0][1].result.target_miou if d in runs[0][1].per_image]  # evaluation order
+        if domains and all(set(r.per_image) == set(domains) for _, r in runs):
             found = bootstrap_intervals({d: [r.per_image[d] for _, r in runs] for d in domains}, **bootstrap)
             intervals[variant] = {k: [round(x, 2) for x in v] for k, v in found.items()}
     sections: dict = {}

@@ -109,8 +109,9 @@ def write_record(out: Path, variant: str, key: str, config: dict, run_dir: Path,
             if not (run_dir / PER_IMAGE_FILE).is_file():
                 raise FisherTuneError(f"{run_dir} has no {PER_IMAGE_FILE} (a run from before per-image "
                                       f"counts were kept); remove the folder to train it again")
-            record.per_image = {d: (c["intersection"].numpy(), c["union"].numpy())
-                                for d, c in load_per_image(run_dir / PER_IMAGE_FILE).items()}
+            counts = load_per_image(run_dir / PER_IMAGE_FILE)
+            record.per_image = {d: (counts[d]["intersection"].numpy(), counts[d]["union"].numpy())
+                                for d in result.target_miou if d in counts}  # evaluation order, as read
         record.predictions = _predict(run_dir, examples)
         record.selection, record.packed_mask = _selection(run_dir / "tuner")
     arrays = {f"per_image/{d}/{kind}": a for d, counts in record.per_image.items()
