@@ -313,7 +313,7 @@ def test_console_script_exits_2_without_traceback(tmp_path):
 
 
 def test_fisher_writes_scores_heatmap_and_selection_table(synth_dir, tmp_path):
-    options = {"count": 300, "growth_start": None}
+    options = {"budget": 300, "growth_start": None}
     config = tiny_config(synth_dir, method={"name": "fishertune", "options": options},
                          train={"warmup_steps": 1})
     out = tmp_path / "fisher"
