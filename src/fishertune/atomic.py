@@ -9,12 +9,14 @@ goes through here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,27 @@ def naming_final_folder(error: OSError, temp: Path, final: Path) -> OSError:
     if error.errno in DISK_FULL and error.filename2 is not None:
         return OSError(error.errno, error.strerror or str(error), error.filename2)
     return error
+
+
+@contextlib.contextmanager
+def new_folder(out_dir: Path, label: str) -> Iterator[Path]:
+    """A folder written whole: the block fills a temporary folder beside `out_dir` (a name only this call
+    creates: `label`, the pid and a random part, so no folder of the user's is touched), which then becomes
+    `out_dir` (absent, or empty as `check_new_folder` checked). A failure leaves nothing, and its OSError
+    names the file as it would be in `out_dir` (`naming_final_folder`)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{label}-{os.getpid()}-", dir=out_dir.parent))
+    try:
+        yield temp
+        if out_dir.exists():
+            out_dir.rmdir()
+        temp.rename(out_dir)
+    except OSError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise naming_final_folder(error, temp, out_dir) from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

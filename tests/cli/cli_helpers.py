@@ -5,6 +5,9 @@ from pathlib import Path
 
 import yaml
 
+from fishertune.cli.main import main
+from fishertune.errors import EXIT_BAD_INPUT
+
 TINY_BACKBONE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "patch_size": 4, "image_size": 32}
 
@@ -23,6 +26,31 @@ def tiny_config(synth_dir: Path, **sections) -> dict:
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
     return config
+
+
+def changed_config(synth_dir: Path, change: dict) -> dict:
+    """The tiny config with `change` ({section: {key: value}}) applied: a mapping the config already holds
+    at that key (model.backbone_config) is updated key by key, anything else is set."""
+    config = tiny_config(synth_dir)
+    for section, values in change.items():
+        target = config.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key].update(value)
+            else:
+                target[key] = value
+    return config
+
+
+def refused_before_training(config: dict, tmp_path: Path, capsys) -> str:
+    """`fishertune train` on `config` exits with the bad-input status before creating the run folder; its
+    one error line."""
+    run = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
+                 "--no-progress"]) == EXIT_BAD_INPUT
+    line = one_line(capsys)
+    assert not run.exists()
+    return line
 
 
 def write_config(path: Path, config: dict) -> Path:

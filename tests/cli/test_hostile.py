@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from cli_helpers import one_line, snapshot, tiny_config, write_config
+from cli_helpers import changed_config, one_line, refused_before_training, snapshot, tiny_config, write_config
 from PIL import Image
 
 from fishertune.cli.main import main
@@ -347,17 +347,7 @@ BAD_SETTINGS = {
 @pytest.mark.parametrize("case", BAD_SETTINGS, ids=str)
 def test_bad_settings_are_refused_before_training(case, synth_dir, tmp_path, capsys):
     change, message = BAD_SETTINGS[case]
-    config = tiny_config(synth_dir)
-    for section, values in change.items():
-        if section == "model":
-            config["model"]["backbone_config"].update(values["backbone_config"])
-        else:
-            config.setdefault(section, {}).update(values)
-    run = tmp_path / "run"
-    assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
-                 "--no-progress"]) == EXIT_BAD_INPUT
-    assert message in one_line(capsys)
-    assert not run.exists()
+    assert message in refused_before_training(changed_config(synth_dir, change), tmp_path, capsys)
 
 
 def test_exponent_numbers_are_numbers(synth_dir, tmp_path):

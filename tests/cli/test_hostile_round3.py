@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_line, snapshot, tiny_config, write_config
+from cli_helpers import changed_config, one_line, refused_before_training, snapshot, tiny_config, write_config
 from PIL import Image
 
 from fishertune.cli.main import main
@@ -76,14 +76,7 @@ BAD_VALUES = {
 @pytest.mark.parametrize("case", BAD_VALUES, ids=str)
 def test_config_values_are_refused_before_the_model_is_built(case, synth_dir, tmp_path, no_model, capsys):
     change, message = BAD_VALUES[case]
-    config = tiny_config(synth_dir)
-    for section, values in change.items():
-        config.setdefault(section, {}).update(values)
-    run = tmp_path / "run"
-    assert main(["train", str(write_config(tmp_path / "c.yaml", config)), "--out", str(run),
-                 "--no-progress"]) == EXIT_BAD_INPUT
-    assert message in one_line(capsys)
-    assert not run.exists()
+    assert message in refused_before_training(changed_config(synth_dir, change), tmp_path, capsys)
 
 
 def test_head_options_are_checked_in_the_api_too():

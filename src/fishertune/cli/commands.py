@@ -271,18 +271,15 @@ def registered(kind: str):
     """The registry of one `fishertune list` KIND, filled: the packages whose import registers the entries
     are imported first (torch is imported here, not for `fishertune --help`)."""
     if kind == "tuners":
-        import fishertune.tuners  # noqa: F401  (imports every tuner module, which registers it)
-        from fishertune.tuners.base import TUNERS
+        from fishertune.tuners import TUNERS  # the package imports every tuner module, which registers it
 
         return TUNERS
     if kind == "backbones":
-        import fishertune.models  # noqa: F401  (registers the backbones, dinov2_s_offline included)
-        from fishertune.models.backbones import BACKBONES
+        from fishertune.models import BACKBONES  # the package registers every family, dinov2_s_offline too
 
         return BACKBONES
     if kind == "heads":
-        import fishertune.models.heads  # noqa: F401  (imports every head module, which registers it)
-        from fishertune.models.heads.base import HEADS
+        from fishertune.models.heads import HEADS  # the package imports every head module
 
         return HEADS
     from fishertune.data.layouts import DATASETS

@@ -21,7 +21,7 @@ import traceback
 
 from fishertune.cli import commands
 from fishertune.cli.commands import LIST_KINDS
-from fishertune.cli.signals import completion, result_complete, sigterm_as_interrupt
+from fishertune.cli.signals import completion, late_signal_note, result_complete, sigterm_as_interrupt
 from fishertune.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -304,17 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         status = _run(getattr(commands, f"run_{command}"), args)
         completion.status = status
         if completion.late_signal is not None and status in (0, EXIT_PROBLEMS_FOUND):
-            print(f"note: {signal.Signals(completion.late_signal).name} arrived after the command finished; "
-                  f"its result is complete", file=sys.stderr)
+            print(late_signal_note(completion.late_signal), file=sys.stderr)
     return status
 
 
 def _run(run, args: argparse.Namespace) -> int:
     """The command's exit status; every error becomes one line (or, for a bug, a traceback)."""
     try:
-        status = run(args) or 0
-        result_complete()
-        return status
+        return run(args) or 0
     except RunInterrupted as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_status

@@ -30,14 +30,14 @@ def result_complete() -> None:
     """Called by a command once its result is entirely written (and by `main` when a command returns): from
     here on SIGTERM and SIGINT no longer interrupt it, since nothing is left to lose; the command finishes
     with its own exit status, and one line says the signal came after the result was complete."""
-    _stop_interrupting()
-
-
-def _stop_interrupting() -> None:
-    """From here on a SIGTERM or SIGINT is only recorded (the command has ended or its result is written)."""
     if threading.current_thread() is threading.main_thread():
         for signum in LATE_SIGNALS:
             signal.signal(signum, _record_late_signal)
+
+
+def late_signal_note(signum: int) -> str:
+    """The line for a signal that came after the command's result was complete."""
+    return f"note: {signal.Signals(signum).name} arrived after the command finished; its result is complete"
 
 
 def _record_late_signal(signum, frame) -> None:
@@ -48,8 +48,7 @@ def _exit_after_completion(signum, frame) -> None:
     """A signal while the interpreter shuts down after the command ended: exit at once with the status the
     command ended with (its result is complete or its error was printed), never 128 + signal in silence."""
     if completion.status in (0, EXIT_PROBLEMS_FOUND):
-        sys.stderr.write(f"note: {signal.Signals(signum).name} arrived after the command finished; its "
-                         f"result is complete\n")
+        sys.stderr.write(late_signal_note(signum) + "\n")
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,7 +27,7 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-from fishertune.atomic import check_new_folder, naming_final_folder, save_tensors, write_json, write_text
+from fishertune.atomic import check_new_folder, new_folder, save_tensors, write_json, write_text
 from fishertune.engine.assemble import build_base, method_options, run_classes
 from fishertune.engine.checkpoint import model_state
 from fishertune.engine.config import Config, load_config, save_config
@@ -112,11 +110,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
     trainable = results.get("trainable_params")
     manifest = {"format": FORMAT, "version": VERSION, "method": config.method.name,
                 "trainable_params": trainable, "base_sha256": base_hash, "results": results}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # a name only this call creates (pid and a random part): a folder of the user's is never touched
-    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-{os.getpid()}-", dir=out_dir.parent))
-    (temp / TUNER_DIR).mkdir()
-    try:
+    with new_folder(out_dir, "export") as temp:  # a full disk names the export's file, not the run's
+        (temp / TUNER_DIR).mkdir()
         save_config(config, temp / "config.yaml")
         save_tensors(temp / HEAD_FILE, model_state(model.head))
         for name in TUNER_FILES:
@@ -124,15 +119,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
                 shutil.copyfile(run_dir / TUNER_DIR / name, temp / TUNER_DIR / name)
         write_json(temp / MANIFEST, manifest)
         write_text(temp / "README.md", model_card(config, manifest, out_dir.name))
-        if out_dir.exists():
-            out_dir.rmdir()  # checked empty above
-        temp.rename(out_dir)
-    except OSError as error:  # a full disk names the export's file, not the temporary or the run's source
-        shutil.rmtree(temp, ignore_errors=True)
-        raise naming_final_folder(error, temp, out_dir) from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     files = {str(p.relative_to(out_dir)): p.stat().st_size for p in sorted(out_dir.rglob("*")) if p.is_file()}
     return {"files": files, "model_bytes": weights.stat().st_size}
 

@@ -22,15 +22,12 @@ import csv
 import dataclasses
 import io
 import json
-import os
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
 
-from fishertune.atomic import naming_final_folder, save_tensors, write_json, write_text
+from fishertune.atomic import new_folder, save_tensors, write_json, write_text
 from fishertune.engine import distributed
 from fishertune.engine.config import Config, MethodConfig
 from fishertune.engine.trainer import Trainer, per_sample_loss
@@ -64,20 +61,8 @@ def fisher_map(config: Config, out_dir: str | Path, progress: bool = True) -> li
         return written
 
     lines = format_analysis(analysis)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # written in a folder only this call creates, then renamed: a failure (a full disk) leaves nothing
-    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.fisher-{os.getpid()}-", dir=out_dir.parent))
-    try:
+    with new_folder(out_dir, "fisher") as temp:  # a failure (a full disk) leaves nothing
         write_outputs([temp / path.name for path in written], selector, analysis, lines)
-        if out_dir.exists():
-            out_dir.rmdir()  # checked empty above
-        temp.rename(out_dir)
-    except OSError as error:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise naming_final_folder(error, temp, out_dir) from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     print("\n".join(lines))
     return written
 
