@@ -10,7 +10,14 @@ Quick mode (default): one seed (seed 1) per method, learning rates from `configs
 Full mode (`--full`): for each variant, every learning rate of its grid is trained with seed 0 and scored
 on the *source validation split only* (these runs do not even evaluate a target domain); the best is
 then trained afresh with each reported seed (1-5), so no reported number comes from a run its learning
-rate was chosen on. A variant with `lr_from` takes another variant's choice. Results hold mean ± std,
+rate was chosen on. `--hparams FILE` takes the learning rates from an earlier full run's hparams.yaml
+(or configs/demo/hparams.yaml) instead of sweeping.
+
+Converged regime (`--regime converged`, issue 23, docs/benchmark.md "The converged regime"): the full
+mode's procedure with the plan's `converged` data sizes and recipe (the multi-level head, a schedule long
+enough for full fine-tuning to plateau on source_val), source_val evaluated every 1/8 of the run. Its
+report adds the source_val curves, the plateau check and the rule's decision (full fine-tuning against
+frozen on seeds 1-2). A variant with `lr_from` takes another variant's choice. Results hold mean ± std,
 paired differences with Holm-adjusted p-values and bootstrap intervals over the test images; the choice
 is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the quick mode).
 
@@ -42,8 +49,8 @@ from fishertune.data.datasets import DatasetSpec, build_dataset
 from fishertune.engine import trainer  # called as trainer.train: a test may replace it there
 from fishertune.engine.assemble import build_base
 from fishertune.engine.checkpoint import latest_checkpoint
-from fishertune.engine.config import PACKAGED_CONFIGS, load_config
-from fishertune.errors import FisherTuneError
+from fishertune.engine.config import PACKAGED_CONFIGS, load_config, merge_config
+from fishertune.errors import FisherTuneError, InputError
 from fishertune.report.breakdown import selection_overlap
 from fishertune.report.markdown import print_summary_table, write_report
 from fishertune.report.plots import (
@@ -65,6 +72,8 @@ SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
 LR_KEYS = ("lr", "head_lr")
 BUDGET_KEYS = ("budget", "ratio", "count", "include", "exclude")
+TITLES = {"quick": "quick comparison", "full": "multi-seed comparison",
+          "converged": "multi-seed comparison in the converged regime"}
 NOT_COMMITTED = ["runs/", "sweep/", "data/", "configs/"]  # weights, regenerable data, machine paths
 
 NOTES = [
@@ -86,6 +95,10 @@ class DemoOptions:
     out: Path
     full: bool = False
     """The multi-seed comparison with its learning-rate sweep, instead of the quick mode."""
+    regime: str = "demo"
+    """`demo` (the demo's recipe) or `converged` (the multi-seed comparison in the converged regime)."""
+    hparams: Path | None = None
+    """Learning rates from this file (an earlier run's hparams.yaml) instead of a sweep."""
     methods: list[str] | None = None
     """Variants of the plan to run."""
     backbone: str | None = None
@@ -103,40 +116,41 @@ class DemoOptions:
 def run_demo(options: DemoOptions) -> None:
     """Generate the data, train (or reuse) every run of the plan, and write results.json and the report."""
     plan = yaml.safe_load(PLAN.read_text())
-    mode = "full" if options.full else "quick"
+    mode = "converged" if options.regime == "converged" else "full" if options.full else "quick"
     settings = plan[mode]
+    plan["recipe"] = merge_config(plan["recipe"], settings.get("recipe", {}))
     seeds = options.seeds or settings["seeds"]
-    if mode == "full" and SWEEP_SEED in seeds:
-        raise FisherTuneError(f"--seeds: seed {SWEEP_SEED} is the learning-rate sweep's seed; the full mode "
-                              f"reports other seeds, trained after the choice")
+    if mode != "quick" and SWEEP_SEED in seeds:
+        raise FisherTuneError(f"--seeds: seed {SWEEP_SEED} is the learning-rate sweep's seed; the "
+                              f"{mode} mode reports other seeds, trained after the choice")
     variants = _variants(options.methods or settings["variants"], plan["variants"])
     _check_plan(plan, variants, mode)
     out = Path(options.out)
     start = time.perf_counter()
     if not (out / ".gitignore").exists():
         write_text(out / ".gitignore", "\n".join(NOT_COMMITTED) + "\n")
+    hparams_file = options.hparams or (HPARAMS if mode == "quick" else None)
+    hparams = read_hparams(Path(hparams_file), variants) if hparams_file else None
     data = ensure_data(out / "data", plan, mode, options.images, options.size, options.progress)
     runner = _Runner(out, plan, data, options.backbone or DEFAULT_BACKBONE, list(options.overrides),
                      options.progress)
-    if mode == "full":
+    if hparams is None:
         hparams = _choose(runner, plan, variants, settings)
-        hparams["origin"] = (f"chosen on source_val only by `fishertune demo --full` "
+        command = "--full" if mode == "full" else f"--regime {mode}"
+        hparams["origin"] = (f"chosen on source_val only by `fishertune demo {command}` "
                              f"({time.strftime('%Y-%m-%d')})")
         write_text(out / "hparams.yaml", yaml.safe_dump(hparams, sort_keys=False))
-    else:
-        hparams = yaml.safe_load(HPARAMS.read_text())
     records = {v: [(seed, runner.run(v, hparams.get(v, {}), seed, settings.get("perturb"),
                                      _run_name(v, seed, mode))) for seed in seeds] for v in variants}
     methods, sections = collect_results(records, plan["bootstrap"])
-    if mode == "full":
+    if hparams_file is None:
         sections["sweep"] = {v: hparams[v] for v in variants}
     setup = _setup(mode, seeds, runner) | {"wall_seconds": round(time.perf_counter() - start, 1)}
     results = results_json(methods, setup=setup, **sections)
     write_json(out / "results.json", results)
     figures = draw_figures(out, results, {v: runs[0][1] for v, runs in records.items()}, runner.examples)
-    notes = NOTES + _mode_notes(mode, seeds, hparams) + list(settings.get("notes", []))
-    write_report(out, results, figures, notes, title="FisherTune demo: "
-                 + ("multi-seed comparison" if mode == "full" else "quick comparison"))
+    notes = NOTES + _mode_notes(mode, seeds, hparams, hparams_file) + list(settings.get("notes", []))
+    write_report(out, results, figures, notes, title="FisherTune demo: " + TITLES[mode])
     print_summary_table(results)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}   "
           f"({time.perf_counter() - start:.0f} s)")
@@ -160,7 +174,7 @@ def _check_plan(plan: dict, variants: list[str], mode: str) -> None:
             raise FisherTuneError(f"demo plan: {name}.lr_from names {source!r}, which takes its lr from "
                                   f"another variant itself")
         grids = plan["full"]["lr_grid"]
-        if mode == "full" and source not in grids and known[source]["method"] not in grids:
+        if mode != "quick" and source not in grids and known[source]["method"] not in grids:
             raise FisherTuneError(f"demo plan: no lr_grid for {source!r} or its method")
 
 
@@ -373,16 +387,33 @@ def _setup(mode: str, seeds: list[int], runner: _Runner) -> dict:
             "seeds": seeds, "overrides": runner.overrides or "none", "threads": torch.get_num_threads()}
 
 
-def _mode_notes(mode: str, seeds: list[int], hparams: dict) -> list[str]:
-    if mode == "full":
+def read_hparams(path: Path, variants: list[str]) -> dict:
+    """Learning rates per variant from a file written like configs/demo/hparams.yaml (a full run's
+    DIR/hparams.yaml is one); every variant to run must be in it."""
+    if not path.is_file():
+        raise InputError(f"--hparams: {path} is not a file")
+    hparams = yaml.safe_load(path.read_text())
+    missing = [v for v in variants if not isinstance(hparams, dict) or not isinstance(hparams.get(v), dict)
+               or not set(LR_KEYS) & set(hparams[v])]
+    if missing:
+        raise InputError(f"--hparams: {path} has no learning rate for {', '.join(missing)}")
+    return hparams
+
+
+def _mode_notes(mode: str, seeds: list[int], hparams: dict, hparams_file: Path | None) -> list[str]:
+    seeds_text = ", ".join(map(str, seeds))
+    if hparams_file is None:
         return [f"Learning rates per variant were chosen from a grid on source_val with seed {SWEEP_SEED}; "
                 f"the sweep runs never evaluated a target domain (DIR/hparams.yaml). The reported seeds "
-                f"({', '.join(map(str, seeds))}) were trained afresh after the choice, so no reported number "
-                f"comes from a run its learning rate was chosen on."]
-    return [f"Quick mode: one seed ({', '.join(map(str, seeds))}). A single seed cannot tell methods apart: "
+                f"({seeds_text}) were trained afresh after the choice, so no reported number comes from a "
+                f"run its learning rate was chosen on."]
+    name = "configs/demo/hparams.yaml" if hparams_file == HPARAMS else hparams_file
+    origin = f"Learning rates from {name}: {hparams.get('origin', 'the file states no origin')}"
+    if mode != "quick":
+        return [origin]
+    return [f"Quick mode: one seed ({seeds_text}). A single seed cannot tell methods apart: "
             "differences of about 5 mIoU were seed noise in earlier measurements. Run `fishertune demo "
-            "--full` for the multi-seed comparison.",
-            f"Learning rates from configs/demo/hparams.yaml: {hparams['origin']}"]
+            "--full` for the multi-seed comparison.", origin]
 
 
 def draw_figures(out: Path, results: dict, records: dict[str, Record],

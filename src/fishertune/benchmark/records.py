@@ -6,10 +6,11 @@ same folder (or on a copy of its committed `records/`) reuses a record whose con
 of training again:
 
     DIR/records/<variant>/<key>.json  the run's results entry; its config, with the results folder written
-                                      as "$DIR" (so a copy elsewhere still matches); for a mask method its
-                                      selection: growth history, per-tensor mean score, the share of the
-                                      selection per module type, per block and per (block, module type)
-                                      cell, and the mask's tensor layout
+                                      as "$DIR" (so a copy elsewhere still matches); its source_val
+                                      curve ([step, mIoU] for every evaluation the run logged); for a mask
+                                      method its selection: growth history, per-tensor mean score, the
+                                      share of the selection per module type, per block and per (block,
+                                      module type) cell, and the mask's tensor layout
     DIR/records/<variant>/<key>.npz   arrays (numpy's compressed .npz, read with allow_pickle=False, so
                                       loading runs no code): per target domain the per-image intersection
                                       and union counts and the example predictions (uint8 class ids), and
@@ -26,7 +27,7 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ import torch
 from fishertune.atomic import read_json, write_atomic, write_json
 from fishertune.engine.build import load_run
 from fishertune.engine.evaluator import PER_IMAGE_FILE, load_per_image
+from fishertune.engine.run_log import read_log
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.report.breakdown import count_selection, module_shares, selection_rows
 from fishertune.run_result import RunResult, read_run_result
@@ -77,6 +79,7 @@ class Record:
     predictions: dict[str, np.ndarray]  # domain -> uint8 [examples, H, W]
     selection: dict | None = None  # mask methods: history, score_mean, numel, rows, tensors
     packed_mask: np.ndarray | None = None
+    curve: list[list] = field(default_factory=list)  # [[step, source_val mIoU], ...] as the run logged them
 
     def masks(self) -> dict[str, np.ndarray]:
         """The final selection, {tensor name: bool array of its shape}."""
@@ -103,7 +106,9 @@ def write_record(out: Path, variant: str, key: str, config: dict, run_dir: Path,
     also keeps the per-image counts of every target domain, the predictions on those images and, for a
     mask method, its final selection."""
     result = read_run_result(run_dir)
-    record = Record(result, {}, {})
+    curve = [[r["step"], r["source_miou"]] for r in read_log(run_dir)
+             if r.get("phase") == "val" and r.get("source_miou") is not None]
+    record = Record(result, {}, {}, curve=curve)
     if examples is not None:
         if result.target_miou:
             if not (run_dir / PER_IMAGE_FILE).is_file():
@@ -124,7 +129,7 @@ def write_record(out: Path, variant: str, key: str, config: dict, run_dir: Path,
     data = buffer.getvalue()
     path = record_path(out, variant, key)
     write_atomic(path.with_suffix(".npz"), lambda temp: Path(temp).write_bytes(data))
-    write_json(path, {"config": portable_config(config, out), "entry": result.to_json(),
+    write_json(path, {"config": portable_config(config, out), "entry": result.to_json(), "curve": curve,
                       "selection": record.selection,
                       "arrays": {"file": path.with_suffix(".npz").name,
                                  "sha256": hashlib.sha256(data).hexdigest()}})
@@ -159,7 +164,8 @@ def read_record(out: Path, variant: str, key: str, config: dict) -> Record | Non
     result = RunResult.from_json(saved["entry"], f"{path} entry")
     order = list(result.target_miou)  # the domains in evaluation order
     return Record(result, {d: tuple(per_image[d]) for d in order if d in per_image},
-                  {d: predictions[d] for d in order if d in predictions}, saved["selection"], mask)
+                  {d: predictions[d] for d in order if d in predictions}, saved["selection"], mask,
+                  saved.get("curve", []))
 
 
 def _checked_record(path: Path) -> dict:
@@ -181,6 +187,10 @@ def _record_problem(saved) -> str | None:
             and isinstance(arrays.get("file"), str) and Path(arrays["file"]).name == arrays["file"] != ""):
         return "arrays must name a file in its folder and its sha256"
     numbers = (int, float)
+    curve = saved.get("curve", [])
+    if not isinstance(curve, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, numbers) for x in p) for p in curve):
+        return "curve must be a list of [step, mIoU] pairs"
     if not (isinstance(entry, dict) and isinstance(entry.get("target_miou"), dict)
             and all(isinstance(v, numbers) for v in entry["target_miou"].values())
             and all(isinstance(entry.get(k), numbers) or entry.get(k) is None

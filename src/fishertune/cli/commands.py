@@ -238,8 +238,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     check_writable(args.out, folder=True)
     methods = [name.strip() for name in args.methods.split(",")] if args.methods else None
-    run_demo(DemoOptions(args.out, args.full, methods, args.backbone, args.images, args.size,
-                         _seeds(args.seeds) if args.seeds else None, args.overrides, not args.no_progress))
+    run_demo(DemoOptions(args.out, args.full, args.regime, args.hparams, methods, args.backbone, args.images,
+                         args.size, _seeds(args.seeds) if args.seeds else None, args.overrides,
+                         not args.no_progress))
     return 0
 
 

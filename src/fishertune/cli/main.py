@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from fishertune.cli import commands
 from fishertune.cli.commands import LIST_KINDS
@@ -225,6 +226,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
     demo.add_argument("--full", action="store_true",
                       help="the multi-seed comparison (about 2.5 hours on 2 cores)")
+    demo.add_argument("--regime", choices=["demo", "converged"], default="demo",
+                      help="converged: the multi-seed comparison with the multi-level head, 640 source "
+                           "images and a schedule long enough for full fine-tuning to plateau on source_val, "
+                           "with source_val curves (docs/benchmark.md; many hours on 2 cores)")
+    demo.add_argument("--hparams", metavar="FILE", type=Path,
+                      help="learning rates from FILE (an earlier run's DIR/hparams.yaml) instead of the "
+                           "sweep on source_val (quick mode: instead of configs/demo/hparams.yaml)")
     demo.add_argument("--methods", metavar="A,B", help="comma-separated variants of the plan to run "
                       "(default: the mode's list)")
     demo.add_argument("--backbone", metavar="CONFIG",

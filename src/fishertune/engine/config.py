@@ -207,9 +207,9 @@ def load_config(path: str | Path | list[str | Path], overrides: list[str] = ()) 
     overrides, validate, and return the Config."""
     raw: dict = {}
     for one in path if isinstance(path, (list, tuple)) else [path]:
-        raw = _merge(raw, _read_composed(_find_config(one), seen=()))
+        raw = merge_config(raw, _read_composed(_find_config(one), seen=()))
     for override in overrides:
-        raw = _merge(raw, parse_override(override))
+        raw = merge_config(raw, parse_override(override))
     return config_from_dict(raw)
 
 
@@ -358,11 +358,11 @@ def _read_composed(path: Path, seen: tuple[Path, ...]) -> dict:
         raise InputError(f"config {path}: 'base' must be a file name or a list of file names")
     merged: dict = {}
     for base in bases:
-        merged = _merge(merged, _read_composed(_find_config(base, path.parent), (*seen, path)))
-    return _merge(merged, raw)
+        merged = merge_config(merged, _read_composed(_find_config(base, path.parent), (*seen, path)))
+    return merge_config(merged, raw)
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge_config(base: dict, update: dict) -> dict:
     """Recursive merge, `update` wins; a changed method.name drops the earlier method.options."""
     out = copy.deepcopy(base)
     method = update.get("method")
@@ -371,7 +371,7 @@ def _merge(base: dict, update: dict) -> dict:
         out["method"].pop("options", None)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_config(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
