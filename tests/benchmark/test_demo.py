@@ -265,6 +265,54 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path, cap
     assert (run / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_converged_regime_trains_the_plans_recipe_and_reports_curves_plateau_and_decision(tmp_path):
+    out = tmp_path / "conv"
+    hparams = tmp_path / "hparams.yaml"
+    hparams.write_text("origin: a test's choice\nfrozen: {head_lr: 1.0e-2}\nfull: {lr: 1.0e-4}\n")
+    assert demo(out, ["frozen", "full"], "--regime", "converged", "--hparams", str(hparams), "--seeds", "1,2",
+                "--set", "train.eval_every=2") == 0
+    assert not (out / "sweep").exists() and not (out / "hparams.yaml").exists()  # the file's rates, no sweep
+    results = json.loads((out / "results.json").read_text())
+    full = {}
+    for variant in ("frozen", "full"):
+        for seed in (1, 2):
+            run = out / "runs" / variant / f"seed{seed}"
+            config = load_config(run / "config.yaml")
+            assert config.model.head == "multilevel" and config.train.checkpoint_every == 80  # the plan's
+            assert config.train.lr == (1e-4 if variant == "full" else 0.0)
+            record = read_record(out, variant, f"seed{seed}", config.to_dict())
+            logged = [[r["step"], r["source_miou"]] for r in map(json.loads, (run / "log.jsonl").open())
+                      if r["phase"] == "val"]
+            assert record.curve == logged and [s for s, _ in logged] == [2, 4, 6]  # every 2 steps, the end
+            assert logged[-1][1] == pytest.approx(record.result.source_miou)
+            if variant == "full":
+                full[seed] = record.curve
+    means = {v: [s["mean_target_miou"] for s in results["methods"][v]["seeds"]] for v in ("frozen", "full")}
+    regime = results["regime"]
+    d = sum(means["full"]) / 2 - sum(means["frozen"]) / 2
+    assert regime["decision"]["full_minus_frozen"] == pytest.approx(d, abs=0.006)
+    assert regime["plateau"]["to_step"] == 6 and regime["plateau"]["from_step"] == 4  # nearest to 3/4 of 6
+    gain = (full[1][-1][1] + full[2][-1][1]) / 2 - (full[1][1][1] + full[2][1][1]) / 2
+    assert regime["plateau"]["gain"] == pytest.approx(gain, abs=0.006)
+    report = (out / "report.md").read_text()
+    assert "converged regime" in report and "Plateau check" in report and "Decision (the rule" in report
+    assert "figures/source_val_curves.png" in report and (out / "figures" / "source_val_curves.png").is_file()
+    assert f"Learning rates from {hparams}: a test's choice" in report
+
+
+@pytest.mark.slow
+def test_an_hparams_file_without_a_variant_is_refused_before_any_work(tmp_path, capsys):
+    hparams = tmp_path / "hparams.yaml"
+    hparams.write_text("frozen: {head_lr: 1.0e-2}\n")
+    assert demo(tmp_path / "d", ["frozen", "full"], "--full", "--hparams", str(hparams)) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: --hparams: {hparams} has no learning rate for full"
+    assert not (tmp_path / "d" / "data").exists()
+    assert demo(tmp_path / "d", ["frozen"], "--full", "--hparams", str(tmp_path / "none.yaml")) == 2
+    assert "is not a file" in capsys.readouterr().err
+
+
 def test_the_plan_and_the_quick_learning_rates_agree():
     plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())
     hparams = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "hparams.yaml").read_text())
@@ -292,6 +340,10 @@ def test_the_plan_and_the_quick_learning_rates_agree():
                 "drfim-sample": {"domain_weight": "sample"}}
     for name, options in ablation.items():
         assert variants[name] == {"method": "fishertune", "options": options}, name
+    # the converged regime sweeps the full mode's grids, over variants of the plan
+    assert plan["converged"]["lr_grid"] == plan["full"]["lr_grid"]
+    assert set(plan["converged"]["variants"]) <= set(variants)
+    assert plan["converged"]["seeds"] == [1, 2, 3, 4, 5]
     for grid in plan["full"]["lr_grid"].values():
         ((_, values),) = grid.items()
         assert len(values) >= 3 and values == sorted(values)

@@ -44,6 +44,7 @@ import yaml
 
 from fishertune.atomic import write_json, write_text
 from fishertune.benchmark.records import Record, read_record, write_record
+from fishertune.benchmark.regime import decision, plateau, regime_notes
 from fishertune.benchmark.synthetic import DOMAINS, generate
 from fishertune.data.datasets import DatasetSpec, build_dataset
 from fishertune.engine import trainer  # called as trainer.train: a test may replace it there
@@ -59,6 +60,7 @@ from fishertune.report.plots import (
     prediction_grid,
     selection_breakdown,
     selection_growth,
+    source_val_curves,
 )
 from fishertune.report.stats import bootstrap_intervals
 from fishertune.run_result import RunResult, results_json
@@ -145,11 +147,14 @@ def run_demo(options: DemoOptions) -> None:
     methods, sections = collect_results(records, plan["bootstrap"])
     if hparams_file is None:
         sections["sweep"] = {v: hparams[v] for v in variants}
+    notes = NOTES + _mode_notes(mode, seeds, hparams, hparams_file) + list(settings.get("notes", []))
+    if mode == "converged":
+        sections["regime"] = regime_checks(records)
+        notes += regime_notes(sections["regime"])
     setup = _setup(mode, seeds, runner) | {"wall_seconds": round(time.perf_counter() - start, 1)}
     results = results_json(methods, setup=setup, **sections)
     write_json(out / "results.json", results)
-    figures = draw_figures(out, results, {v: runs[0][1] for v, runs in records.items()}, runner.examples)
-    notes = NOTES + _mode_notes(mode, seeds, hparams, hparams_file) + list(settings.get("notes", []))
+    figures = draw_figures(out, results, records, runner.examples)
     write_report(out, results, figures, notes, title="FisherTune demo: " + TITLES[mode])
     print_summary_table(results)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}   "
@@ -416,12 +421,35 @@ def _mode_notes(mode: str, seeds: list[int], hparams: dict, hparams_file: Path |
             "--full` for the multi-seed comparison.", origin]
 
 
-def draw_figures(out: Path, results: dict, records: dict[str, Record],
+def regime_checks(records: dict[str, list[tuple[int, Record]]]) -> dict:
+    """The converged regime's plateau check (full fine-tuning's source_val curves) and decision (full
+    against frozen on the seeds both ran), where the records allow them (fishertune.benchmark.regime)."""
+    checks = {}
+    full = dict(records.get("full", []))
+    found = plateau([r.curve for r in full.values()])
+    if found:
+        checks["plateau"] = found
+    frozen = dict(records.get("frozen", []))
+    both = sorted(set(full) & set(frozen))
+    found = decision([full[s].result.mean_target_miou for s in both],
+                     [frozen[s].result.mean_target_miou for s in both])
+    if found:
+        checks["decision"] = found | {"seed_list": both}
+    return checks
+
+
+def draw_figures(out: Path, results: dict, records: dict[str, list[tuple[int, Record]]],
                  examples: dict[str, list[dict]]) -> dict[str, Path]:
-    """The report's figures, from the results and each variant's first record: mIoU bars, FisherTune's
-    selection (if it ran) and example predictions."""
+    """The report's figures, from the results and the records: mIoU bars, the source_val curves (where
+    the runs logged them), FisherTune's selection (if it ran) and example predictions (first seed)."""
     figures_dir = out / "figures"
     figures = {"mIoU per domain and method": miou_bars(results, figures_dir / "miou.png")}
+    curves = {v: [r.curve for _, r in runs] for v, runs in records.items()
+              if all(len(r.curve) > 1 for _, r in runs)}
+    if curves:
+        figures["source_val mIoU during training (thin: each seed)"] = source_val_curves(
+            curves, figures_dir / "source_val_curves.png")
+    records = {v: runs[0][1] for v, runs in records.items()}
     fisher = next((r for v, r in records.items() if v.startswith("fishertune") and r.selection), None)
     if fisher is not None:
         figures["DR-FIM per block and module type"] = fisher_heatmap(

@@ -285,3 +285,26 @@ def training_curves(log: list[Mapping[str, Any]], path: PathLike, title: str | N
     ax.set_title(title or "training curves")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def source_val_curves(curves: Mapping[str, list], path: PathLike, title: str | None = None) -> Path:
+    """Source validation mIoU against the training step, per variant: each seed's logged curve ([[step,
+    mIoU], ...]) as a thin line, their point-by-point mean (where the seeds logged the same steps) thick."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    colors = method_colors(list(curves))
+    for variant, runs in curves.items():
+        color = colors[variant]
+        for curve in runs:
+            ax.plot(*zip(*curve), color=color, alpha=0.35, linewidth=0.8)
+        steps = [s for s, _ in runs[0]]
+        if all([s for s, _ in c] == steps for c in runs):
+            mean = np.mean([[m for _, m in c] for c in runs], axis=0)
+            ax.plot(steps, mean, "o-", color=color, linewidth=2, markersize=3,
+                    label=f"{variant} (mean of {len(runs)})" if len(runs) > 1 else variant)
+    ax.set_xlabel("step (head warm-up included)")
+    ax.set_ylabel("source_val mIoU (%)")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or "source validation mIoU during training")
+    fig.tight_layout()
+    return save_figure(fig, path)
