@@ -170,6 +170,27 @@ def test_the_schedule_given_as_fractions_scales_with_the_run():
         MaskSelectorConfig(update_every=10, update_fraction=0.1)
 
 
+def test_an_exact_reestimate_frees_the_spent_gradients_and_only_then():
+    """The step's gradients are spent once the optimiser has stepped: an exact re-estimate drops them so
+    that its buffers replace them at the peak; a step without a mask update keeps them."""
+    torch.manual_seed(0)
+    model = MLP()
+    batches = make_batches([4], (6,))
+    config = MaskSelectorConfig(ratio=0.5, score="fim", growth_start=0.4, update_every=2,
+                                include=["fc1.weight", "fc2.weight"])
+    selector = MaskSelector(model, config)
+    selector.estimate(batches, classification_loss)
+    selector.select(0)
+    optimizer = selector.build_optimizer(model.named_parameters(), lr=1e-3)
+    for step, freed in ((0, False), (1, True)):
+        optimizer.zero_grad()
+        classification_loss(model, batches[0]).mean().backward()
+        optimizer.step()
+        selector.after_step(step, 10, batches, classification_loss, optimizer)
+        assert (model.fc1.weight.grad is None) == freed, step
+    assert [h["step"] for h in selector.history] == [0, 2]
+
+
 def test_an_estimate_shows_its_progress_when_asked(capsys):
     model = Features()
     selector = MaskSelector(model, MaskSelectorConfig(ratio=0.5, perturb_layers=["features"]))

@@ -1,4 +1,6 @@
-"""The memory-lean variational update gives the earlier update's curvature bit for bit."""
+"""The memory-lean variational update gives the earlier update's curvature: bit for bit for ivon; for vogn,
+whose squares are added into h's own buffer and whose pair's second member is the first reflected about
+the mean, up to float rounding."""
 
 import pytest
 import torch
@@ -24,11 +26,11 @@ def run(curvature_class, model, batches, settings, names, perturb):
     return curvature
 
 
-@pytest.mark.parametrize("curvature", ["ivon", "vogn"])
+@pytest.mark.parametrize(("curvature", "samples"), [("ivon", 2), ("vogn", 2), ("vogn", 3), ("vogn", 4)])
 @pytest.mark.parametrize("perturb", [False, True])
-def test_lean_update_equals_the_reference_bit_for_bit(vit, curvature, perturb, monkeypatch):
+def test_lean_update_equals_the_reference(vit, curvature, samples, perturb, monkeypatch):
     monkeypatch.setattr(variational, "STEP_CHUNK", 100)  # the ELBO step in several chunks
-    settings = VariationalSettings(curvature=curvature, gamma=1e-2, tau=3e-2, samples=2, seed=7)
+    settings = VariationalSettings(curvature=curvature, gamma=1e-2, tau=3e-2, samples=samples, seed=7)
     names = [n for n, _ in vit.named_parameters() if n != "head.bias"]  # a parameter left out
     batches = make_batches([4, 3, 4], (3, 8, 8))
     weights = {n: p.detach().clone() for n, p in vit.named_parameters()}
@@ -37,9 +39,13 @@ def test_lean_update_equals_the_reference_bit_for_bit(vit, curvature, perturb, m
         p.grad = held[n]
     reference = run(ReferenceCurvature, vit, batches, settings, names, perturb)
     lean = run(VariationalCurvature, vit, batches, settings, names, perturb)
+    scale = float(max(h.abs().max() for h in reference.h.values()))
     assert list(lean.value()) == names
     for n in names:
-        assert torch.equal(lean.value()[n], reference.h[n]), n
+        if curvature == "ivon":
+            assert torch.equal(lean.value()[n], reference.h[n]), n
+        else:
+            torch.testing.assert_close(lean.value()[n], reference.h[n], rtol=1e-4, atol=1e-7 * scale)
         assert lean.value()[n].data_ptr() == lean.flat.data_ptr() + 4 * sum(
             reference.h[m].numel() for m in names[:names.index(n)])  # a view of the flat buffer
     assert lean.flat.abs().sum() > 0

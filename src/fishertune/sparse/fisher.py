@@ -56,6 +56,7 @@ from fishertune.sparse.perturbation import FeaturePerturbation
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 BACKENDS = ("auto", "layerwise", "vmap", "loop")
+NO_SAMPLES = "no samples: the Fisher needs at least one non-empty batch"
 
 
 def empirical_fisher(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn,
@@ -336,14 +337,32 @@ def _all_reduce(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, to
     return out, total
 
 
-def _all_reduce_flat(flat: torch.Tensor | None, count: int) -> int:
-    """Sum `flat` in place and the sample count over the processes (when there are several and `flat` is
-    given); returns the total count, which must be > 0."""
-    if flat is not None and dist.is_available() and dist.is_initialized():
-        dist.all_reduce(flat)
-        total = torch.tensor([float(count)], device=flat.device)
+def _world_count(count: int, device: torch.device | None = None) -> tuple[int, int]:
+    """The sample count summed over the processes (when there are several; it must be > 0) and their
+    number."""
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+        total = torch.tensor([float(count)], device=device)
         dist.all_reduce(total)
         count = int(round(total.item()))
     if count == 0:
-        raise UsageError("no samples: the Fisher needs at least one non-empty batch")
-    return count
+        raise UsageError(NO_SAMPLES)
+    return count, world
+
+
+def _sum_over_processes(flat: torch.Tensor) -> None:
+    """`flat` summed in place over the processes (nothing with one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flat)
+
+
+def _all_reduce_flat(flat: torch.Tensor | None, count: int) -> int:
+    """Sum `flat` in place and the sample count over the processes (when there are several and `flat` is
+    given); returns the total count, which must be > 0."""
+    if flat is None:
+        if count == 0:
+            raise UsageError(NO_SAMPLES)
+        return count
+    _sum_over_processes(flat)
+    return _world_count(count, flat.device)[0]

@@ -500,7 +500,8 @@ class MaskSelector:
         """Every `update_every` steps (counting step from 0): re-estimate (if asked) and grow to δ(step+1).
         Nothing happens after the last of `total_steps` steps (None: no last step): entries added then
         would never train. With reestimate "running" every step's gradients are recorded first
-        (record_gradients)."""
+        (record_gradients). An exact re-estimate frees the step's gradients first (they are spent once the
+        optimiser has stepped), so that the estimate's buffers take their place rather than add to them."""
         if total_steps is not None:
             self.total_steps = total_steps
         every = update_interval(self.config, self.total_steps)
@@ -509,6 +510,7 @@ class MaskSelector:
         if every <= 0 or (step + 1) % every or (total_steps is not None and step + 1 >= total_steps):
             return
         if self.config.reestimate == "exact":
+            optimizer.zero_grad(set_to_none=True)
             self.estimate(batches, loss_fn)
         elif self.config.reestimate == "running":
             self.scores = self.take_running_scores()

@@ -58,6 +58,8 @@ from fishertune.sparse.fisher import (
     _named_params,
     _presampled,
     _requiring_grad,
+    _sum_over_processes,
+    _world_count,
     fisher_sums,
 )
 from fishertune.sparse.options import Curvature, check_option
@@ -101,9 +103,10 @@ class VariationalCurvature:
     `fisher_options`: `fisher_sums`' per_sample, backend and chunk_size, used by the vogn curvature.
 
     `flat` holds h of every parameter, in the order of `names`, as one float32 tensor; `value()` gives
-    per-parameter views of it. An update holds, besides h, four buffers of the parameters' size: the
-    mean (the weights, restored bit for bit), the noise ξ, the gradient difference (accumulated in the
-    parameters' .grad, which are restored) and the batch's sums; σ is computed tensor by tensor."""
+    per-parameter views of it. An update holds, besides h, the mean (the weights, restored bit for bit);
+    the vogn curvature adds its squares into h's own buffer (`_fold_squared_gradients`), the ivon one
+    also holds the noise ξ, the gradient difference (accumulated in the parameters' .grad, which are
+    restored) and the batch's sums. σ and ξ are made tensor by tensor."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, names: Sequence[str],
                  settings: VariationalSettings = VariationalSettings(), **fisher_options: Any):
@@ -134,33 +137,33 @@ class VariationalCurvature:
     def value(self) -> dict[str, torch.Tensor]:
         return self.h
 
-    def posterior_std(self, name: str) -> torch.Tensor:
-        """σ = sqrt(γτ² / (γ + τ²h)), exactly 0 when γ = 0 or τ = 0."""
+    def posterior_std(self, name: str, flat: torch.Tensor | None = None) -> torch.Tensor:
+        """σ = sqrt(γτ² / (γ + τ²h)), exactly 0 when γ = 0 or τ = 0; h of `name` in `flat` (a buffer laid out
+        as `flat`, e.g. a copy of it) if given."""
+        h = self.h[name] if flat is None else unflatten(flat, self.named)[name]
         numerator = self.tau * self.tau * self.gamma
         if numerator == 0.0:
-            return torch.zeros_like(self.h[name])
-        return self.h[name].mul(self.tau * self.tau).add_(self.gamma).reciprocal_().mul_(numerator).sqrt_()
+            return torch.zeros_like(h)
+        return h.mul(self.tau * self.tau).add_(self.gamma).reciprocal_().mul_(numerator).sqrt_()
 
     def update(self, batch: Any, perturbation: FeaturePerturbation | None = None) -> None:
         """One ELBO step of h with the curvature measured on `batch` (under `perturbation` if given)."""
         mean = {n: p.detach().clone() for n, p in self.named.items()}
         try:
             if self.curvature == "vogn":
-                estimate, count = self._squared_gradients(batch, mean, perturbation)
+                self._fold_squared_gradients(batch, mean, perturbation)
             else:
                 estimate, count = self._reparameterised_hessian(batch, mean, perturbation)
         finally:
             self._restore_weights(mean)
         del mean
-        self.seen += count
-        rho = count / self.seen
-        for h, step in zip(self.flat.split(STEP_CHUNK), estimate.split(STEP_CHUNK)):
-            step.sub_(h)  # ĥ − h, in the estimate's buffer; chunks keep the temporaries small
-            if self.curvature == "ivon":  # the correction is 0 for the squared-gradient curvature
+        if self.curvature == "ivon":
+            self.seen += count
+            rho = count / self.seen
+            for h, step in zip(self.flat.split(STEP_CHUNK), estimate.split(STEP_CHUNK)):
+                step.sub_(h)  # ĥ − h, in the estimate's buffer; chunks keep the temporaries small
                 correction = step.square().mul_(0.5 * rho * rho).div_(h + self.prior_floor)
                 h.add_(step.mul_(rho).add_(correction))
-            else:
-                h.add_(step.mul_(rho))
         if self.floor is not None:
             mean = float(self.flat.mean())
             if mean > 0:
@@ -183,25 +186,47 @@ class VariationalCurvature:
             p.copy_(mean[name])
 
     @torch.no_grad()
-    def _set_weights(self, mean, noise, sign: float) -> None:
-        """The weights m + sign·σ ⊙ ξ, ξ from the iterator `noise` (name, ξ) in the candidates' order."""
+    def _set_weights(self, mean, noise, sign: float, flat: torch.Tensor | None = None) -> None:
+        """The weights m + sign·σ ⊙ ξ, ξ from the iterator `noise` (name, ξ) in the candidates' order, σ of
+        the h in `flat` (posterior_std)."""
         for (name, p), (_, xi) in zip(self.named.items(), noise):
-            shift = self.posterior_std(name).mul_(xi)
+            shift = self.posterior_std(name, flat).mul_(xi)
             if sign < 0:
                 shift.neg_()
             p.copy_(shift.add_(mean[name].float()))
 
-    def _squared_gradients(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
-        total = torch.zeros_like(self.flat)
-        parts = unflatten(total, self.named)
+    @torch.no_grad()
+    def _reflect_weights(self, mean) -> None:
+        """θ ← m − (θ − m): the other member of an antithetic pair."""
+        for name, p in self.named.items():
+            p.sub_(mean[name]).neg_().add_(mean[name])
+
+    def _fold_squared_gradients(self, batch, mean, perturbation) -> None:
+        """h ← (1 − ρ)h + ρĥ with ĥ = Σ_s Σ_n g_n(θ_s)² / (S·N) (S weight samples, N the batch's samples over
+        the processes), the squares added into h's own buffer so that no buffer of the batch's sums is
+        held: h is scaled to (1 − ρ)h / c with c = ρ/(S·N) (divided by the number of processes, whose
+        buffers are then summed), the squares are added, and the sum is scaled by c.
+
+        Every sample's σ is that of the h before the batch: the first pair is drawn before h is scaled,
+        later pairs from a copy of it (held only when there are more). A pair's second member is the first
+        reflected about the mean, m − (θ₊ − m), so the two are symmetric about m to one rounding."""
+        count, world = _world_count(batch_size(batch), self.flat.device)
+        rho = count / (self.seen + count)
+        scale = rho / (self.samples * count)
+        before = self.flat.clone() if self.samples > 2 else None
         for s in range(self.samples):
             if s % 2 == 0:
-                state = self.generator.get_state()
-            self._set_weights(mean, self._replay(state), 1.0 if s % 2 == 0 else -1.0)
-            _, size = fisher_sums(self.model, [batch], self.loss_fn, list(self.named),
-                                  perturbation=perturbation, out=parts, reduce=False, **self.fisher_options)
-        count = _all_reduce_flat(total, size)  # the sums of every sample drawn, over the processes
-        return total.div_(self.samples * count), count
+                self._set_weights(mean, self._noise(), 1.0, self.flat if s == 0 else before)
+            else:
+                self._reflect_weights(mean)
+            if s == 0:
+                self.flat.mul_((1 - rho) / (scale * world))
+            fisher_sums(self.model, [batch], self.loss_fn, list(self.named), perturbation=perturbation,
+                        out=self.h, reduce=False, **self.fisher_options)
+        del before
+        _sum_over_processes(self.flat)
+        self.flat.mul_(scale)
+        self.seen += count
 
     def _reparameterised_hessian(self, batch, mean, perturbation) -> tuple[torch.Tensor, int]:
         """mean_s (∇ℓ̄(m + σξ_s) − ∇ℓ̄(m − σξ_s)) ⊙ ξ_s / (2σ), flat. The difference of a pair builds up
