@@ -28,7 +28,8 @@ Curvature estimates ĥ (`curvature`):
   off-diagonal curvature as noise, so it needs many samples to be reliable (docs/method.md measures it).
 - "vogn" (the earlier estimator, named for what it is: VOGN, Osawa et al. 2019): ĥ = the per-sample
   Fisher (1/n) Σ_n g_n(θ_s)² of the batch, averaged over the weight samples, drawn in antithetic pairs
-  θ = m ± σξ (samples 2k are k pairs; an odd last sample is unpaired). For small σ, g(m ± σξ) ≈ g ± σHξ,
+  θ = m ± σξ (samples 2k are k pairs; an odd last sample is unpaired; the second member is made as the
+  first reflected about m, m − (θ₊ − m), which is m − σξ up to one rounding). For small σ, g(m ± σξ) ≈ g ± σHξ,
   so a pair's mean square is g² + (σHξ)²: the first-order noise 2σg·Hξ of a single draw cancels, which
   is what keeps the estimate as reliable as the plain Fisher (docs/method.md §4 measures it). At zero
   posterior noise (γ = 0 or τ = 0, so σ = 0 and θ_s = m) h is exactly the empirical Fisher F of the
