@@ -29,11 +29,11 @@ Curvature estimates ĥ (`curvature`):
 - "vogn" (the earlier estimator, named for what it is: VOGN, Osawa et al. 2019): ĥ = the per-sample
   Fisher (1/n) Σ_n g_n(θ_s)² of the batch, averaged over the weight samples, drawn in antithetic pairs
   θ = m ± σξ (samples 2k are k pairs; an odd last sample is unpaired; the second member is made as the
-  first reflected about m, m − (θ₊ − m), which is m − σξ up to one rounding). For small σ, g(m ± σξ) ≈ g ± σHξ,
-  so a pair's mean square is g² + (σHξ)²: the first-order noise 2σg·Hξ of a single draw cancels, which
-  is what keeps the estimate as reliable as the plain Fisher (docs/method.md §4 measures it). At zero
-  posterior noise (γ = 0 or τ = 0, so σ = 0 and θ_s = m) h is exactly the empirical Fisher F of the
-  batches seen.
+  first reflected about m, m − (θ₊ − m), which is m − σξ up to one rounding). For small σ,
+  g(m ± σξ) ≈ g ± σHξ, so a pair's mean square is g² + (σHξ)²: the first-order noise 2σg·Hξ of a single
+  draw cancels, which is what keeps the estimate as reliable as the plain Fisher (docs/method.md §4
+  measures it). At zero posterior noise (γ = 0 or τ = 0, so σ = 0 and θ_s = m) h is exactly the
+  empirical Fisher F of the batches seen.
 
 The weights are restored bit-exactly after every sample. With an attached perturbation, both members of
 an antithetic pair see the same DSU draws (presampled), so the pair still cancels.
@@ -138,10 +138,10 @@ class VariationalCurvature:
     def value(self) -> dict[str, torch.Tensor]:
         return self.h
 
-    def posterior_std(self, name: str, flat: torch.Tensor | None = None) -> torch.Tensor:
-        """σ = sqrt(γτ² / (γ + τ²h)), exactly 0 when γ = 0 or τ = 0; h of `name` in `flat` (a buffer laid out
-        as `flat`, e.g. a copy of it) if given."""
-        h = self.h[name] if flat is None else unflatten(flat, self.named)[name]
+    def posterior_std(self, name: str, h: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """σ = sqrt(γτ² / (γ + τ²h)), exactly 0 when γ = 0 or τ = 0; h of `name` from `h` if given (e.g. a
+        copy of the curvature), else the current one."""
+        h = (self.h if h is None else h)[name]
         numerator = self.tau * self.tau * self.gamma
         if numerator == 0.0:
             return torch.zeros_like(h)
@@ -187,11 +187,11 @@ class VariationalCurvature:
             p.copy_(mean[name])
 
     @torch.no_grad()
-    def _set_weights(self, mean, noise, sign: float, flat: torch.Tensor | None = None) -> None:
+    def _set_weights(self, mean, noise, sign: float, h: dict[str, torch.Tensor] | None = None) -> None:
         """The weights m + sign·σ ⊙ ξ, ξ from the iterator `noise` (name, ξ) in the candidates' order, σ of
-        the h in `flat` (posterior_std)."""
+        the curvature `h` (posterior_std)."""
         for (name, p), (_, xi) in zip(self.named.items(), noise):
-            shift = self.posterior_std(name, flat).mul_(xi)
+            shift = self.posterior_std(name, h).mul_(xi)
             if sign < 0:
                 shift.neg_()
             p.copy_(shift.add_(mean[name].float()))
@@ -214,10 +214,10 @@ class VariationalCurvature:
         count, world = _world_count(batch_size(batch), self.flat.device)
         rho = count / (self.seen + count)
         scale = rho / (self.samples * count)
-        before = self.flat.clone() if self.samples > 2 else None
+        before = unflatten(self.flat.clone(), self.named) if self.samples > 2 else None
         for s in range(self.samples):
             if s % 2 == 0:
-                self._set_weights(mean, self._noise(), 1.0, self.flat if s == 0 else before)
+                self._set_weights(mean, self._noise(), 1.0, None if s == 0 else before)
             else:
                 self._reflect_weights(mean)
             if s == 0:
