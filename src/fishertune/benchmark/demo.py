@@ -10,16 +10,16 @@ Quick mode (default): one seed (seed 1) per method, learning rates from `configs
 Full mode (`--full`): for each variant, every learning rate of its grid is trained with seed 0 and scored
 on the *source validation split only* (these runs do not even evaluate a target domain); the best is
 then trained afresh with each reported seed (1-5), so no reported number comes from a run its learning
-rate was chosen on. `--hparams FILE` takes the learning rates from an earlier full run's hparams.yaml
-(or configs/demo/hparams.yaml) instead of sweeping.
+rate was chosen on. A variant with `lr_from` takes another variant's choice. Results hold mean ± std,
+paired differences with Holm-adjusted p-values and bootstrap intervals over the test images; the choice
+is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the quick mode). `--hparams FILE`
+takes the learning rates from an earlier run's hparams.yaml instead of sweeping.
 
 Converged regime (`--regime converged`, issue 23, docs/benchmark.md "The converged regime"): the full
 mode's procedure with the plan's `converged` data sizes and recipe (the multi-level head, a schedule long
 enough for full fine-tuning to plateau on source_val), source_val evaluated every 1/8 of the run. Its
 report adds the source_val curves, the plateau check and the rule's decision (full fine-tuning against
-frozen on seeds 1-2). A variant with `lr_from` takes another variant's choice. Results hold mean ± std,
-paired differences with Holm-adjusted p-values and bootstrap intervals over the test images; the choice
-is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the quick mode).
+frozen on the seeds both ran).
 
 Every run is an ordinary run folder (DIR/runs/..., DIR/sweep/...) made from a config written to
 DIR/configs/, so any of them can be re-run, resumed or evaluated with `fishertune train/eval`. After each
@@ -74,6 +74,7 @@ SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
 LR_KEYS = ("lr", "head_lr")
 BUDGET_KEYS = ("budget", "ratio", "count", "include", "exclude")
+REGIMES = ("demo", "converged")
 TITLES = {"quick": "quick comparison", "full": "multi-seed comparison",
           "converged": "multi-seed comparison in the converged regime"}
 NOT_COMMITTED = ["runs/", "sweep/", "data/", "configs/"]  # weights, regenerable data, machine paths
@@ -117,6 +118,8 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions) -> None:
     """Generate the data, train (or reuse) every run of the plan, and write results.json and the report."""
+    if options.regime not in REGIMES:
+        raise FisherTuneError(f"unknown demo regime {options.regime!r}; choose {' or '.join(REGIMES)}")
     plan = yaml.safe_load(PLAN.read_text())
     mode = "converged" if options.regime == "converged" else "full" if options.full else "quick"
     settings = plan[mode]
