@@ -279,7 +279,7 @@ def test_converged_regime_trains_the_plans_recipe_and_reports_curves_plateau_and
         for seed in (1, 2):
             run = out / "runs" / variant / f"seed{seed}"
             config = load_config(run / "config.yaml")
-            assert config.model.head == "multilevel" and config.train.checkpoint_every == 80  # the plan's
+            assert config.model.head == "multilevel" and config.train.checkpoint_every == 160  # the plan's
             assert config.train.lr == (1e-4 if variant == "full" else 0.0)
             record = read_record(out, variant, f"seed{seed}", config.to_dict())
             logged = [[r["step"], r["source_miou"]] for r in map(json.loads, (run / "log.jsonl").open())
