@@ -1,6 +1,7 @@
 """The variational update before the memory-lean one (per-parameter h, σ and both gradients of a pair
 held at once, the difference formed out of place), kept verbatim as the reference that
-`fishertune.sparse.variational.VariationalCurvature` must match bit for bit."""
+`fishertune.sparse.variational.VariationalCurvature` must match: bit for bit for ivon, to float rounding
+for vogn (whose squares are added into the running curvature's buffer)."""
 
 from __future__ import annotations
 
