@@ -311,6 +311,11 @@ def test_an_hparams_file_without_a_variant_is_refused_before_any_work(tmp_path, 
     assert not (tmp_path / "d" / "data").exists()
     assert demo(tmp_path / "d", ["frozen"], "--full", "--hparams", str(tmp_path / "none.yaml")) == 2
     assert "is not a file" in capsys.readouterr().err
+    hparams.write_text("frozen: {head_lr: [1\n")  # malformed YAML: one line naming the file, no traceback
+    assert demo(tmp_path / "d", ["frozen"], "--full", "--hparams", str(hparams)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --hparams file {hparams} is not valid YAML") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_the_plan_and_the_quick_learning_rates_agree():

@@ -50,7 +50,7 @@ from fishertune.data.datasets import DatasetSpec, build_dataset
 from fishertune.engine import trainer  # called as trainer.train: a test may replace it there
 from fishertune.engine.assemble import build_base
 from fishertune.engine.checkpoint import latest_checkpoint
-from fishertune.engine.config import PACKAGED_CONFIGS, load_config, merge_config
+from fishertune.engine.config import PACKAGED_CONFIGS, load_config, merge_config, read_yaml
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.report.breakdown import selection_overlap
 from fishertune.report.markdown import print_summary_table, write_report
@@ -400,7 +400,7 @@ def read_hparams(path: Path, variants: list[str]) -> dict:
     DIR/hparams.yaml is one); every variant to run must be in it."""
     if not path.is_file():
         raise InputError(f"--hparams: {path} is not a file")
-    hparams = yaml.safe_load(path.read_text())
+    hparams = read_yaml(path, "--hparams file")
     missing = [v for v in variants if not isinstance(hparams, dict) or not isinstance(hparams.get(v), dict)
                or not set(LR_KEYS) & set(hparams[v])]
     if missing:

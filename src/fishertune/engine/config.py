@@ -293,6 +293,19 @@ def load_yaml(text: str):
     return value
 
 
+def read_yaml(path: Path, what: str):
+    """The YAML file `path` parsed by load_yaml; an unreadable, non-UTF-8 or invalid file is one InputError
+    naming it as `what` (e.g. "config")."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{what} {path} is not valid YAML: {_first_line(error)}") from None
+
+
 def _check_size(value) -> None:
     stack, count = [value], 0
     while stack:
@@ -341,14 +354,7 @@ def _read_composed(path: Path, seen: tuple[Path, ...]) -> dict:
     if path in seen:
         chain = " -> ".join(p.name for p in (*seen[seen.index(path):], path))
         raise InputError(f"config {path} includes itself through its bases ({chain})")
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise InputError(f"config {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
-    except OSError as error:
-        raise InputError(f"cannot read config {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"config {path} is not valid YAML: {_first_line(error)}") from None
+    raw = read_yaml(path, "config")
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise InputError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
