@@ -7,13 +7,19 @@ event every --update-every steps (see training_probe.py). Reported: the process'
 activations, gradients, optimiser state, Fisher buffers); on CUDA the peak allocated GPU memory
 (torch.cuda.max_memory_allocated) instead. Ratios are to full fine-tuning without checkpointing.
 
-    python benchmarks/train_memory.py [--steps 2] [--update-every 2] [--threads 2]
+glibc keeps freed blocks under its (adaptive) mmap threshold in the heap, so a CPU peak also holds memory
+that an earlier phase freed. `--mmap-threshold BYTES` fixes the threshold in every worker
+(MALLOC_MMAP_THRESHOLD_): allocations of that size or more are mapped and returned when freed, so the
+peak follows the live tensors more closely, as CUDA's max allocated does.
+
+    python benchmarks/train_memory.py [--steps 2] [--update-every 2] [--threads 2] [--mmap-threshold 131072]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -67,6 +73,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="a ViT-L/14-shaped model with random weights")
     parser.add_argument("--crop", type=int, help="crop size (default: the demo's 112)")
     parser.add_argument("--batch", type=int, help="batch size (default: the demo's 8)")
+    parser.add_argument("--mmap-threshold", type=int, help="glibc's mmap threshold in bytes, fixed")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = {"large": args.large, "crop": args.crop, "batch": args.batch}
@@ -76,15 +83,21 @@ def main() -> None:
     kind = "CUDA max allocated" if torch.cuda.is_available() else "CPU peak RSS"
     print("command: python benchmarks/train_memory.py " + " ".join(sys.argv[1:]))
     model = "ViT-L/14-shaped DINOv2, random weights" if args.large else "offline DINOv2-S"
-    print(f"demo setting ({model}, crop {args.crop or 112}, batch {args.batch or 8}); {kind}; {args.steps} "
-          f"tuning steps, a mask event every {args.update_every}; one process per variant")
+    fixed = args.mmap_threshold
+    allocator = "" if fixed is None else f" (glibc mmap threshold fixed at {fixed} B)"
+    print(f"demo setting ({model}, crop {args.crop or 112}, batch {args.batch or 8}); {kind}{allocator}; "
+          f"{args.steps} tuning steps, a mask event every {args.update_every}; one process per variant")
+    env = dict(os.environ)
+    if args.mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     results = {}
     for variant in args.variants:
         command = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
                    "--update-every", str(args.update_every), "--threads", str(args.threads),
                    *(["--large"] if args.large else []), *(["--crop", str(args.crop)] if args.crop else []),
                    *(["--batch", str(args.batch)] if args.batch else [])]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parent)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parent,
+                              env=env)
         if done.returncode:
             sys.exit(f"error: {variant} failed: {done.stderr.strip().splitlines()[-1]}")
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
