@@ -16,9 +16,7 @@ as a ratio to dense AdamW's. `--parts optimiser` skips the (slow) selection part
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -30,19 +28,7 @@ from selection_reference import reference_select_topk  # noqa: E402
 
 from fishertune.models import build_segmentor  # noqa: E402
 from fishertune.sparse import MaskedAdamW, select_topk  # noqa: E402
-
-
-def median_seconds(runs: dict[str, callable], repeats: int, warm_up: bool = True) -> dict[str, float]:
-    """Median wall seconds of each callable, the callables interleaved in every repetition."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for fn in runs.values() if warm_up else ():
-        fn()
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+from training_probe import median_seconds  # noqa: E402
 
 
 def main() -> None:

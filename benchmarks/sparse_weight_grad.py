@@ -19,29 +19,14 @@ pass plus the weight gradients' share times the kernel's ratio (summed over the 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from collections import Counter
 
 import torch
 from torch import nn
 
-from training_probe import Probe
-
-
-def median_seconds(runs: dict[str, callable], repeats: int) -> dict[str, float]:
-    """Median wall seconds of each callable, the callables interleaved in every repetition."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for fn in runs.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+from training_probe import Probe, median_seconds
 
 
 def linear_shapes(probe: Probe, batch: dict) -> Counter:

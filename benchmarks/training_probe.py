@@ -1,4 +1,4 @@
-"""Shared by train_cost.py and train_memory.py: one method's training on the demo's setting, phase by phase.
+"""Shared by the benchmarks: one method's training on the demo's setting, phase by phase; interleaved medians.
 
 The config is the demo's composition (protocols/synthetic + backbones/dinov2_s_offline + the method's
 config + the demo recipe: crop 112, batch 8, 2 prepare batches, FisherTune's shipped options). The data are
@@ -12,6 +12,7 @@ forward, backward, optimiser step (MaskedAdamW applies the masks), the running g
 from __future__ import annotations
 
 import copy
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -25,6 +26,20 @@ from fishertune.engine.config import PACKAGED_CONFIGS, load_config
 from fishertune.engine.precision import autocast
 from fishertune.engine.trainer import per_sample_loss, seed_everything
 from fishertune.tuners import build_tuner
+
+
+def median_seconds(runs: dict[str, callable], repeats: int, warm_up: bool = True) -> dict[str, float]:
+    """Median wall seconds of each callable, the callables interleaved in every repetition (after one
+    untimed call of each with `warm_up`)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values() if warm_up else ():
+        fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def demo_plan() -> dict:
