@@ -44,7 +44,7 @@ import yaml
 
 from fishertune.atomic import write_json, write_text
 from fishertune.benchmark.records import Record, read_record, write_record
-from fishertune.benchmark.regime import decision, plateau, regime_notes
+from fishertune.benchmark.regime import REGIMES, decision, plateau, regime_notes
 from fishertune.benchmark.synthetic import DOMAINS, generate
 from fishertune.data.datasets import DatasetSpec, build_dataset
 from fishertune.engine import trainer  # called as trainer.train: a test may replace it there
@@ -74,7 +74,6 @@ SWEEP_SEED = 0
 EXAMPLES_PER_DOMAIN = 2
 LR_KEYS = ("lr", "head_lr")
 BUDGET_KEYS = ("budget", "ratio", "count", "include", "exclude")
-REGIMES = ("demo", "converged")
 TITLES = {"quick": "quick comparison", "full": "multi-seed comparison",
           "converged": "multi-seed comparison in the converged regime"}
 NOT_COMMITTED = ["runs/", "sweep/", "data/", "configs/"]  # weights, regenerable data, machine paths

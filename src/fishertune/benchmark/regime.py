@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import statistics
 
+REGIMES = ("demo", "converged")  # `fishertune demo --regime`: the demo's recipe, or the converged regime
 PLATEAU_GAIN = 0.5  # mIoU points over the last quarter of the run
 MIN_MARGIN = 1.0  # mIoU points: a gain of full over frozen smaller than this is never called "costs nothing"
 

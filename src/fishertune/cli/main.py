@@ -20,6 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from fishertune.benchmark.regime import REGIMES
 from fishertune.cli import commands
 from fishertune.cli.commands import LIST_KINDS
 from fishertune.cli.signals import completion, late_signal_note, result_complete, sigterm_as_interrupt
@@ -226,7 +227,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
     demo.add_argument("--full", action="store_true",
                       help="the multi-seed comparison (about 2.5 hours on 2 cores)")
-    demo.add_argument("--regime", choices=["demo", "converged"], default="demo",
+    demo.add_argument("--regime", choices=REGIMES, default="demo",
                       help="converged: the multi-seed comparison with the multi-level head, 640 source "
                            "images and a schedule long enough for full fine-tuning to plateau on source_val, "
                            "with source_val curves (docs/benchmark.md; many hours on 2 cores)")
