@@ -5,8 +5,9 @@ computes every weight gradient G = δᵀx densely although the optimiser reads a
 side by side in one process (medians of interleaved repeats):
 1. the share of a full fine-tuning forward + backward that the backbone's weight gradients take: the pass
    with every weight trained against the pass with the backbone's weights frozen and the gradient still
-   carried to the input image through every block (the input gradients are computed, no weight gradient),
-   the lower bound of any sparse weight gradient;
+   carried to the input image through every block (the input gradients are computed, no weight gradient;
+   the image's own gradient, which full fine-tuning does not compute, is included), the lower bound of any
+   sparse weight gradient;
 2. for every shape of the backbone's nn.Linear layers, at the tokens of the demo's batch, the dense G
    against `torch.sparse.sampled_addmm`, which computes G only at the entries of a fixed sparsity pattern
    (random, at each --densities), scattered into a zero gradient as the optimiser reads it.
