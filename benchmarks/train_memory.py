@@ -88,8 +88,8 @@ def main() -> None:
     print(f"demo setting ({model}, crop {args.crop or 112}, batch {args.batch or 8}); {kind}{allocator}; "
           f"{args.steps} tuning steps, a mask event every {args.update_every}; one process per variant")
     env = dict(os.environ)
-    if args.mmap_threshold is not None:
-        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+    if fixed is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(fixed)
     results = {}
     for variant in args.variants:
         command = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
