@@ -296,6 +296,7 @@ def test_converged_regime_trains_the_plans_recipe_and_reports_curves_plateau_and
     gain = (full[1][-1][1] + full[2][-1][1]) / 2 - (full[1][1][1] + full[2][1][1]) / 2
     assert regime["plateau"]["gain"] == pytest.approx(gain, abs=0.006)
     report = (out / "report.md").read_text()
+    assert regime["plateau"]["tuning_steps"] == 4 and regime["plateau"]["at_cap"] is False  # --set
     assert "converged regime" in report and "Plateau check" in report and "Decision (the rule" in report
     assert "figures/source_val_curves.png" in report and (out / "figures" / "source_val_curves.png").is_file()
     assert f"Learning rates from {hparams}: a test's choice" in report

@@ -151,7 +151,7 @@ def run_demo(options: DemoOptions) -> None:
         sections["sweep"] = {v: hparams[v] for v in variants}
     notes = NOTES + _mode_notes(mode, seeds, hparams, hparams_file) + list(settings.get("notes", []))
     if mode == "converged":
-        sections["regime"] = regime_checks(records)
+        sections["regime"] = regime_checks(records, runner.last_config.train.steps)
         notes += regime_notes(sections["regime"])
     setup = _setup(mode, seeds, runner) | {"wall_seconds": round(time.perf_counter() - start, 1)}
     results = results_json(methods, setup=setup, **sections)
@@ -423,12 +423,13 @@ def _mode_notes(mode: str, seeds: list[int], hparams: dict, hparams_file: Path |
             "--full` for the multi-seed comparison.", origin]
 
 
-def regime_checks(records: dict[str, list[tuple[int, Record]]]) -> dict:
-    """The converged regime's plateau check (full fine-tuning's source_val curves) and decision (full
-    against frozen on the seeds both ran), where the records allow them (fishertune.benchmark.regime)."""
+def regime_checks(records: dict[str, list[tuple[int, Record]]], tuning_steps: int) -> dict:
+    """The converged regime's plateau check (full fine-tuning's source_val curves over `tuning_steps`) and
+    decision (full against frozen on the seeds both ran), where the records allow them
+    (fishertune.benchmark.regime)."""
     checks = {}
     full = dict(records.get("full", []))
-    found = plateau([r.curve for r in full.values()])
+    found = plateau([r.curve for r in full.values()], tuning_steps)
     if found:
         checks["plateau"] = found
     frozen = dict(records.get("frozen", []))
