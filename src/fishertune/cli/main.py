@@ -23,7 +23,7 @@ from pathlib import Path
 from fishertune.benchmark.regime import REGIMES
 from fishertune.cli import commands
 from fishertune.cli.commands import LIST_KINDS
-from fishertune.cli.signals import completion, late_signal_note, result_complete, sigterm_as_interrupt
+from fishertune.cli.signals import completion, late_signal_note, result_complete, signals_as_interrupts
 from fishertune.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     command = args.command if args.command != "data" else f"data_{args.data_command}"
-    with sigterm_as_interrupt(program):
+    with signals_as_interrupts(program):
         status = _run(getattr(commands, f"run_{command}"), args)
         completion.status = status
         if completion.late_signal is not None and status in (0, EXIT_PROBLEMS_FOUND):

@@ -10,7 +10,8 @@ import signal
 import sys
 import threading
 
-from fishertune.errors import EXIT_PROBLEMS_FOUND, RunInterrupted
+from fishertune.errors import EXIT_PROBLEMS_FOUND
+from fishertune.interrupts import interrupt_handler
 
 
 class _Completion:
@@ -56,19 +57,18 @@ def _exit_after_completion(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt(program: bool = False):
+def signals_as_interrupts(program: bool = False):
     """SIGTERM (e.g. from a job scheduler) raises RunInterrupted, so runs stop as cleanly as on Ctrl-C,
-    until the command's result is complete (`result_complete`). On leaving, the earlier handlers come back;
-    when the process is the `fishertune` program itself (program=True), handlers that exit with the
-    command's status stay instead, so a signal during the interpreter's shutdown (a second or more after a
-    large command) does not turn a complete result into a silent exit 143."""
-    def stop(signum, frame):
-        raise RunInterrupted("interrupted by SIGTERM", signum)
-
+    until the command's result is complete (`result_complete`); both are held back inside
+    `held_interrupts` blocks (fishertune.interrupts). On leaving, the earlier handlers come back; when the
+    process is the `fishertune` program itself (program=True), handlers that exit with the command's status
+    stay instead, so a signal during the interpreter's shutdown (a second or more after a large command)
+    does not turn a complete result into a silent exit 143."""
     completion.late_signal, completion.status = None, 0
     try:
         previous = {signum: signal.getsignal(signum) for signum in LATE_SIGNALS}
-        signal.signal(signal.SIGTERM, stop)
+        for signum in LATE_SIGNALS:
+            signal.signal(signum, interrupt_handler)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fishertune.interrupts import held_interrupts
+
 
 class RunLogger:
-    """Appends records {"step": ..., "phase": ..., <scalars>} to log.jsonl (rank 0 only)."""
+    """Appends records {"step": ..., "phase": ..., <scalars>} to log.jsonl (rank 0 only). Its TensorBoard
+    calls hold SIGTERM and SIGINT back (fishertune.interrupts): the writer's thread shares their queue."""
 
     def __init__(self, run_dir: str | Path, enabled: bool = True):
         self.enabled = enabled
@@ -19,7 +22,8 @@ class RunLogger:
             except ImportError:
                 pass
             else:
-                self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+                with held_interrupts():
+                    self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def log(self, step: int, phase: str, **scalars: float) -> None:
         if not self.enabled:
@@ -30,9 +34,10 @@ class RunLogger:
         except OSError as error:  # a full disk names the log (a failed write() names no file)
             raise OSError(error.errno, error.strerror or str(error), str(self.path)) from None
         if self.tensorboard is not None:
-            for name, value in scalars.items():
-                if isinstance(value, (int, float)):
-                    self.tensorboard.add_scalar(f"{phase}/{name}", value, step)
+            with held_interrupts():
+                for name, value in scalars.items():
+                    if isinstance(value, (int, float)):
+                        self.tensorboard.add_scalar(f"{phase}/{name}", value, step)
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (a resumed run repeats the steps after its checkpoint)."""
@@ -44,8 +49,9 @@ class RunLogger:
 
     def close(self) -> None:
         if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+            with held_interrupts():
+                self.tensorboard.close()
+                self.tensorboard = None
 
     def __enter__(self) -> RunLogger:
         return self
