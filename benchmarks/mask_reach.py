@@ -27,6 +27,14 @@ def reach(masks: dict) -> tuple[float, float, float]:
     return rows, cols, density
 
 
+def final_masks(out: Path, variant: str, seed: int) -> dict:
+    """The final selection of a committed seed run, {tensor: bool array}; {} when it has none."""
+    path = out / "records" / variant / f"seed{seed}.json"
+    config = current_option_names(read_json(path, "demo record")["config"])  # as the demo asks for it
+    record = read_record(out, variant, f"seed{seed}", config)
+    return record.masks() if record is not None else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="a demo's output folder (holding records/)")
@@ -36,13 +44,11 @@ def main() -> None:
     print(f"{args.out}: 2-D weights of the final selection, share of rows / columns with a selected entry")
     for variant in args.variants:
         for seed in args.seeds:
-            path = args.out / "records" / variant / f"seed{seed}.json"
-            config = current_option_names(read_json(path, "demo record")["config"])  # as the demo asks for it
-            record = read_record(args.out, variant, f"seed{seed}", config)
-            if record is None or not record.masks():
-                print(f"{variant:>16} seed {seed}: no selection in {path}")
+            masks = final_masks(args.out, variant, seed)
+            if not masks:
+                print(f"{variant:>16} seed {seed}: no selection in its record")
                 continue
-            rows, cols, density = reach(record.masks())
+            rows, cols, density = reach(masks)
             print(f"{variant:>16} seed {seed}: rows {rows:.3f}  columns {cols:.3f}  (density {density:.3f})")
 
 

@@ -6,12 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fishertune.atomic import read_json
-from fishertune.benchmark.records import current_option_names, read_record
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from mask_reach import reach  # noqa: E402
+from mask_reach import final_masks, reach  # noqa: E402
 
 
 def test_reach_pools_rows_and_columns_over_the_matrices_and_ignores_vectors():
@@ -26,9 +23,6 @@ def test_reach_pools_rows_and_columns_over_the_matrices_and_ignores_vectors():
 
 def test_a_random_five_percent_mask_reaches_every_row_of_dinov2_s():
     out = ROOT / "benchmarks" / "results" / "ablation_2026-12-06"
-    path = out / "records" / "random-select" / "seed1.json"
-    config = current_option_names(read_json(path, "record")["config"])
-    record = read_record(out, "random-select", "seed1", config)
-    rows, cols, density = reach(record.masks())
+    rows, cols, density = reach(final_masks(out, "random-select", 1))
     # a row of ≥ 384 entries at 5% misses every one with probability 0.95^384 ≈ 3e-9
     assert rows == 1.0 and cols == 1.0 and density == pytest.approx(0.05, abs=0.002)
