@@ -349,7 +349,9 @@ def test_the_plan_and_the_quick_learning_rates_agree():
     # the converged regime sweeps the full mode's grids, over variants of the plan
     assert plan["converged"]["lr_grid"] == plan["full"]["lr_grid"]
     assert set(plan["converged"]["variants"]) <= set(variants)
-    assert plan["converged"]["seeds"] == [1, 2, 3, 4, 5]
+    # the rule said "fine-tuning costs nothing" (docs/benchmark.md): the regime runs the pilot only
+    assert plan["converged"]["seeds"] == [1, 2]
+    assert plan["converged"]["variants"] == ["frozen", "full", "random-select"]
     for grid in plan["full"]["lr_grid"].values():
         ((_, values),) = grid.items()
         assert len(values) >= 3 and values == sorted(values)

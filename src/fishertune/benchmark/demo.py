@@ -16,10 +16,10 @@ is written to DIR/hparams.yaml (copy it to configs/demo/hparams.yaml for the qui
 takes the learning rates from an earlier run's hparams.yaml instead of sweeping.
 
 Converged regime (`--regime converged`, issue 23, docs/benchmark.md "The converged regime"): the full
-mode's procedure with the plan's `converged` data sizes and recipe (the multi-level head, a schedule long
-enough for full fine-tuning to plateau on source_val), source_val evaluated every 1/8 of the run. Its
-report adds the source_val curves, the plateau check and the rule's decision (full fine-tuning against
-frozen on the seeds both ran).
+mode's procedure with the plan's `converged` data sizes and recipe (the multi-level head, 1,200 tuning
+steps, the rule's cap), source_val evaluated every 1/8 of the run, over the pilot's variants and seeds (the
+rule's decision stopped the comparison there). Its report adds the source_val curves, the plateau check
+and the rule's decision (full fine-tuning against frozen on the seeds both ran).
 
 Every run is an ordinary run folder (DIR/runs/..., DIR/sweep/...) made from a config written to
 DIR/configs/, so any of them can be re-run, resumed or evaluated with `fishertune train/eval`. After each
@@ -75,7 +75,7 @@ EXAMPLES_PER_DOMAIN = 2
 LR_KEYS = ("lr", "head_lr")
 BUDGET_KEYS = ("budget", "ratio", "count", "include", "exclude")
 TITLES = {"quick": "quick comparison", "full": "multi-seed comparison",
-          "converged": "multi-seed comparison in the converged regime"}
+          "converged": "the converged regime (issue 23's pilot)"}
 NOT_COMMITTED = ["runs/", "sweep/", "data/", "configs/"]  # weights, regenerable data, machine paths
 
 NOTES = [
@@ -98,7 +98,7 @@ class DemoOptions:
     full: bool = False
     """The multi-seed comparison with its learning-rate sweep, instead of the quick mode."""
     regime: str = "demo"
-    """`demo` (the demo's recipe) or `converged` (the multi-seed comparison in the converged regime)."""
+    """`demo` (the demo's recipe) or `converged` (issue 23's pilot in the converged regime)."""
     hparams: Path | None = None
     """Learning rates from this file (an earlier run's hparams.yaml) instead of a sweep."""
     methods: list[str] | None = None

@@ -228,9 +228,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true",
                       help="the multi-seed comparison (about 2.5 hours on 2 cores)")
     demo.add_argument("--regime", choices=REGIMES, default="demo",
-                      help="converged: the multi-seed comparison with the multi-level head, 640 source "
-                           "images and a schedule long enough for full fine-tuning to plateau on source_val, "
-                           "with source_val curves (docs/benchmark.md; many hours on 2 cores)")
+                      help="converged: issue 23's pilot (frozen, full fine-tuning, a random mask; seeds 1-2) "
+                           "with the multi-level head, 640 source images and 1,200 tuning steps, with "
+                           "source_val curves, the plateau check and the rule's decision (docs/benchmark.md; "
+                           "about 8 hours on 2 cores)")
     demo.add_argument("--hparams", metavar="FILE", type=Path,
                       help="learning rates from FILE (an earlier run's DIR/hparams.yaml) instead of the "
                            "sweep on source_val (quick mode: instead of configs/demo/hparams.yaml)")
