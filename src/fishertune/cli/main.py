@@ -231,7 +231,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                       help="converged: issue 23's pilot (frozen, full fine-tuning, a random mask; seeds 1-2) "
                            "with the multi-level head, 640 source images and 1,200 tuning steps, with "
                            "source_val curves, the plateau check and the rule's decision (docs/benchmark.md; "
-                           "about 8 hours on 2 cores)")
+                           "about 9 hours on 2 cores)")
     demo.add_argument("--hparams", metavar="FILE", type=Path,
                       help="learning rates from FILE (an earlier run's DIR/hparams.yaml) instead of the "
                            "sweep on source_val (quick mode: instead of configs/demo/hparams.yaml)")
