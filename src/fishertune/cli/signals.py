@@ -58,12 +58,12 @@ def _exit_after_completion(signum, frame) -> None:
 
 @contextlib.contextmanager
 def signals_as_interrupts(program: bool = False):
-    """SIGTERM (e.g. from a job scheduler) raises RunInterrupted, so runs stop as cleanly as on Ctrl-C,
-    until the command's result is complete (`result_complete`); both are held back inside
-    `held_interrupts` blocks (fishertune.interrupts). On leaving, the earlier handlers come back; when the
-    process is the `fishertune` program itself (program=True), handlers that exit with the command's status
-    stay instead, so a signal during the interpreter's shutdown (a second or more after a large command)
-    does not turn a complete result into a silent exit 143."""
+    """SIGTERM (e.g. from a job scheduler) raises RunInterrupted and SIGINT KeyboardInterrupt, so runs stop as
+    cleanly as on Ctrl-C, until the command's result is complete (`result_complete`); both are held back
+    inside `held_interrupts` blocks (fishertune.interrupts). On leaving, the earlier handlers come back; when
+    the process is the `fishertune` program itself (program=True), handlers that exit with the command's
+    status stay instead, so a signal during the interpreter's shutdown (a second or more after a large
+    command) does not turn a complete result into a silent exit 143."""
     completion.late_signal, completion.status = None, 0
     try:
         previous = {signum: signal.getsignal(signum) for signum in LATE_SIGNALS}
