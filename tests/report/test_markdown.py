@@ -96,14 +96,18 @@ def test_selection_section(tmp_path, multi_seed_results):
         "fishertune": {"selected": 1000, "candidates": 20000, "share_by_type": {"Q": 0.25, "FFN": 0.75},
                        "share_by_block": {"0": 0.4, "1": 0.6}, "overlap": {"random-select": 0.031}},
         "random-select": {"selected": 1000, "candidates": 20000, "share_by_type": {"FFN": 0.6, "V": 0.4},
-                          "share_by_block": {"0": 0.5, "1": 0.5}, "overlap": {"fishertune": 0.031}}}}
+                          "share_by_block": {"10": 0.3, "outside": 0.1, "2": 0.6},
+                          "overlap": {"fishertune": 0.031}}}}
     text = write_report(tmp_path, {**multi_seed_results, "selections": selections}).read_text()
     section = text.split("## What the mask variants selected")[1]
     types = table(section, "share per module type")
     assert types["share per module type"] == ["selected", "Q", "FFN", "V"]
     assert types["fishertune"] == ["1,000", "25.0%", "75.0%", "0.0%"]
     assert types["random-select"] == ["1,000", "0.0%", "60.0%", "40.0%"]
-    assert table(section, "share per block")["fishertune"] == ["1,000", "40.0%", "60.0%"]
+    blocks = table(section, "share per block")
+    assert blocks["share per block"] == ["selected", "0", "1", "2", "10", "outside"]  # numeric order
+    assert blocks["fishertune"] == ["1,000", "40.0%", "60.0%", "0.0%", "0.0%", "0.0%"]
+    assert blocks["random-select"] == ["1,000", "0.0%", "0.0%", "60.0%", "30.0%", "10.0%"]
     overlap = table(section, "Jaccard")
     assert overlap["fishertune"] == ["–", "3.1%"] and overlap["random-select"] == ["3.1%", "–"]
     assert "overlap by 2.6% on average" in section
