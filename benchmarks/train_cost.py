@@ -34,7 +34,7 @@ VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}),
             ("full, bf16", {"amp": "bf16"}), ("lora", {}), ("random", {}), ("random-row", {}), ("fim", {}),
             ("drfim", {}), ("fishertune", {}),
             *[(f"fishertune, chunk_size {c}", {"chunk_size": c}) for c in (8, 4, 2, 1)],
-            ("fishertune, vmap", {"backend": "vmap"}),
+            ("fishertune, vmap", {"backend": "vmap"}), ("fishertune, reestimate off", {"reestimate": "off"}),
             ("fishertune-row", {}), ("fishertune-running", {})]
 STEP_PHASES = ("forward", "backward", "optimiser", "running g2")
 

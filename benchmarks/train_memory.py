@@ -31,7 +31,7 @@ VARIANTS = [("full", {}), ("full, checkpointing", {"checkpointing": True}), ("lo
             ("random, checkpointing", {"checkpointing": True}), ("fim", {}),
             ("fim, vmap", {"backend": "vmap"}), ("drfim", {}), ("drfim, vmap", {"backend": "vmap"}),
             ("fishertune", {}), *[(f"fishertune, chunk_size {c}", {"chunk_size": c}) for c in (8, 4, 2, 1)],
-            ("fishertune, vmap", {"backend": "vmap"}),
+            ("fishertune, vmap", {"backend": "vmap"}), ("fishertune, reestimate off", {"reestimate": "off"}),
             ("fishertune, checkpointing", {"checkpointing": True}), ("fishertune-row", {})]
 
 

@@ -69,16 +69,19 @@ VIT_L = {"backbone": "dinov2", "weights": None, "out_indices": [7, 11, 15, 23],
 
 def demo_config(method: str, options: dict, checkpointing: bool = False, amp: str = "off",
                 large: bool = False, crop: int | None = None, batch: int | None = None,
-                chunk_size: int | None = None, backend: str | None = None):
+                chunk_size: int | None = None, backend: str | None = None, reestimate: str | None = None):
     """The demo's config of `method`; large: the ViT-L shape instead of DINOv2-S; crop/batch overrides;
     chunk_size: FisherTune's per-sample gradients per vmap call (default: the tuner's, 2 with large);
-    backend: how the per-sample Fisher is computed (default: the tuner's, layerwise)."""
+    backend: how the per-sample Fisher is computed (default: the tuner's, layerwise); reestimate: what a
+    mask event's scores are (default: the tuner's, exact)."""
     recipe = demo_plan()["recipe"]
     chunk_size = chunk_size or (2 if large else None)  # large: bounded per-sample gradients (GPU memory)
     if chunk_size and method == "fishertune":
         options = {**options, "chunk_size": chunk_size}
     if backend and method == "fishertune":
         options = {**options, "backend": backend}
+    if reestimate and method == "fishertune":
+        options = {**options, "reestimate": reestimate}
     data = {**recipe["data"], **({"crop": crop} if crop else {}), **({"batch_size": batch} if batch else {})}
     raw = {"base": ["protocols/synthetic.yaml", "backbones/dinov2_s_offline.yaml", f"methods/{method}.yaml"],
            "method": {"name": method, "options": options}, "data": data,
@@ -98,7 +101,7 @@ class Probe:
                  base: torch.nn.Module | None = None, update_every: int | None = None, **shape):
         """base: a segmentor to copy instead of building one (building loads the weights: slow);
         update_every: override of the mask events' period (a shorter probe with the same events);
-        shape: demo_config's large / crop / batch / chunk_size / backend."""
+        shape: demo_config's large / crop / batch / chunk_size / backend / reestimate."""
         spec = variants()[variant]
         options = dict(spec["options"])
         if update_every is not None and spec["method"] == "fishertune":
