@@ -13,7 +13,8 @@ rounds (interleaved), all in this process; medians over the rounds. Printed:
 The variants are the demo plan's (fishertune: as shipped; drfim, fim and random:
 drfim-select, fim-select and random-select), plus full fine-tuning with activation checkpointing and
 with bf16 autocast (`train.amp: bf16`), the random mask at row granularity, fishertune-row and
-fishertune-running, and FisherTune with the vmap backend (one sample per call, or the whole batch).
+fishertune-running, FisherTune with the vmap backend (one sample per call, or the whole batch) and
+FisherTune estimating once (`reestimate: off`).
 
     python benchmarks/train_cost.py [--repeats 2] [--steps 4] [--update-every 4] [--threads 2]
 """
