@@ -76,12 +76,9 @@ def demo_config(method: str, options: dict, checkpointing: bool = False, amp: st
     mask event's scores are (default: the tuner's, exact)."""
     recipe = demo_plan()["recipe"]
     chunk_size = chunk_size or (2 if large else None)  # large: bounded per-sample gradients (GPU memory)
-    if chunk_size and method == "fishertune":
-        options = {**options, "chunk_size": chunk_size}
-    if backend and method == "fishertune":
-        options = {**options, "backend": backend}
-    if reestimate and method == "fishertune":
-        options = {**options, "reestimate": reestimate}
+    if method == "fishertune":
+        overrides = {"chunk_size": chunk_size, "backend": backend, "reestimate": reestimate}
+        options = {**options, **{key: value for key, value in overrides.items() if value}}
     data = {**recipe["data"], **({"crop": crop} if crop else {}), **({"batch_size": batch} if batch else {})}
     raw = {"base": ["protocols/synthetic.yaml", "backbones/dinov2_s_offline.yaml", f"methods/{method}.yaml"],
            "method": {"name": method, "options": options}, "data": data,

@@ -114,10 +114,13 @@ def test_mask_records_hold_the_trained_selection(demo_dir):
             np.testing.assert_array_equal(mask, saved[name].numpy())
         selected = sum(int(m.sum()) for m in masks.values())
         assert results["methods"][variant]["trainable_params"] == selected == record.selection["selected"]
-        shares = {}
+        shares, by_block = {}, {}
         for row in record.selection["rows"]:
             shares[row["module"]] = shares.get(row["module"], 0) + row["selected"] / selected
+            by_block[str(row["block"])] = by_block.get(str(row["block"]), 0) + row["selected"] / selected
         assert shares == pytest.approx(results["selections"]["variants"][variant]["share_by_type"], abs=1e-4)
+        blocks = record.selection["share_by_block"]  # the demo's candidates are all inside the blocks
+        assert blocks == pytest.approx(by_block) and list(map(int, blocks)) == sorted(map(int, blocks))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import torch
 from fishertune.errors import FisherTuneError
 from fishertune.report.breakdown import (
     aggregate_scores,
+    block_shares,
     count_selection,
     score_grid,
     selection_overlap,
@@ -98,6 +99,17 @@ def test_selection_rows_in_heatmap_order_with_fraction_and_share():
         {"block": 0, "module": "Q", "selected": 1, "total": 2, "fraction": 0.5, "share": 0.25},
         {"block": 1, "module": "FFN", "selected": 3, "total": 4, "fraction": 0.75, "share": 0.75},
     ]
+
+
+def test_block_shares_in_block_order_not_text_order():
+    masks = {  # sorted by name, as a saved selection is: block 10 comes before block 2
+        "embeddings.cls_token": torch.tensor([True, False]),
+        "encoder.layer.10.mlp.fc1.weight": torch.tensor([True, True, True, False]),
+        "encoder.layer.2.attention.q_proj.weight": torch.tensor([True, True, False, False]),
+    }
+    shares = block_shares(masks)
+    assert list(shares) == ["outside", "2", "10"]
+    assert shares == pytest.approx({"outside": 1 / 6, "2": 2 / 6, "10": 3 / 6})
 
 
 def test_selection_overlap_is_the_jaccard_index():

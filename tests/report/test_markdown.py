@@ -105,9 +105,9 @@ def test_selection_section(tmp_path, multi_seed_results):
     assert types["fishertune"] == ["1,000", "25.0%", "75.0%", "0.0%"]
     assert types["random-select"] == ["1,000", "0.0%", "60.0%", "40.0%"]
     blocks = table(section, "share per block")
-    assert blocks["share per block"] == ["selected", "0", "1", "2", "10", "outside"]  # numeric order
-    assert blocks["fishertune"] == ["1,000", "40.0%", "60.0%", "0.0%", "0.0%", "0.0%"]
-    assert blocks["random-select"] == ["1,000", "0.0%", "0.0%", "60.0%", "30.0%", "10.0%"]
+    assert blocks["share per block"] == ["selected", "outside", "0", "1", "2", "10"]  # block_shares' order
+    assert blocks["fishertune"] == ["1,000", "0.0%", "40.0%", "60.0%", "0.0%", "0.0%"]
+    assert blocks["random-select"] == ["1,000", "10.0%", "0.0%", "0.0%", "60.0%", "30.0%"]
     overlap = table(section, "Jaccard")
     assert overlap["fishertune"] == ["–", "3.1%"] and overlap["random-select"] == ["3.1%", "–"]
     assert "overlap by 2.6% on average" in section

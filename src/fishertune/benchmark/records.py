@@ -38,7 +38,7 @@ from fishertune.engine.build import load_run
 from fishertune.engine.evaluator import PER_IMAGE_FILE, load_per_image
 from fishertune.engine.run_log import read_log
 from fishertune.errors import FisherTuneError, InputError
-from fishertune.report.breakdown import count_selection, module_shares, selection_rows
+from fishertune.report.breakdown import block_shares, module_shares, selection_rows
 from fishertune.run_result import RunResult, read_run_result
 from fishertune.tuners import TUNERS
 from fishertune.tuners.mask_methods import SELECTION_FILE, load_selection
@@ -212,15 +212,13 @@ def _selection(tuner_dir: Path) -> tuple[dict | None, np.ndarray | None]:
     selection = load_selection(str(tuner_dir))
     masks = {name: selection["masks"][name].numpy() for name in sorted(selection["masks"])}
     scores = selection["scores"]
-    counts = count_selection(masks)
     summary = {"tensors": [[name, list(mask.shape)] for name, mask in masks.items()],
                "selected": int(sum(int(m.sum()) for m in masks.values())),
                "history": selection["history"],
                "score_mean": {n: float(s.double().mean()) if s.numel() else 0.0 for n, s in scores.items()},
                "numel": {n: s.numel() for n, s in scores.items()},
                "share_by_type": module_shares(masks),
-               "share_by_block": {"outside" if block is None else str(block): selected / counts.selected
-                                  for block, (selected, _) in counts.by_block.items() if counts.selected},
+               "share_by_block": block_shares(masks),
                "rows": selection_rows(masks)}
     packed = np.packbits(np.concatenate([m.reshape(-1) for m in masks.values()]))
     return summary, packed

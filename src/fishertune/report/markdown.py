@@ -231,8 +231,8 @@ def _selection_lines(selections: Mapping[str, Any]) -> list[str]:
              "each module type and each transformer block.", ""]
     for title, field in (("module type", "share_by_type"), ("block", "share_by_block")):
         groups = list(dict.fromkeys(g for v in variants.values() for g in v[field]))
-        if field == "share_by_block":  # block numbers in order (the records list them as text: 0, 1, 10, …)
-            groups.sort(key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0))
+        if field == "share_by_block":  # block_shares' order (earlier records hold text order: 0, 1, 10, …)
+            groups.sort(key=lambda g: (g != "outside", int(g) if g != "outside" else 0))
         rows = [[name, f"{variants[name]['selected']:,}",
                  *(f"{100 * variants[name][field].get(g, 0.0):.1f}%" for g in groups)] for name in names]
         lines += [*_md_table([f"share per {title}", "selected", *groups], rows), ""]
