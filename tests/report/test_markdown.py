@@ -120,6 +120,12 @@ def test_single_seed_report_says_it_cannot_separate_noise(tmp_path, single_seed_
     assert "fishertune ranks 1 of 2." in text
 
 
+def test_a_single_run_report_asks_for_seeds_not_the_demo(tmp_path, single_seed_results):
+    text = write_report(tmp_path, {"lora": single_seed_results["lora"]}).read_text()
+    assert "One run with one seed" in text and "`train.seed`" in text
+    assert "between methods" not in text and "fishertune demo" not in text
+
+
 def test_setup_figures_and_notes(tmp_path, multi_seed_results):
     figure = plots.selection_growth([(0, 1), (10, 4)], tmp_path / "figures" / "growth.png")
     notes = ["Synthetic scenes only.", "One small backbone."]

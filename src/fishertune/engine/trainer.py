@@ -467,10 +467,10 @@ class Trainer:
 
         name = self.config.method.name
         curves = training_curves(read_log(self.run_dir), self.run_dir / "curves.png",
-                                        title=f"{name}: training curves")
+                                 title=f"{name}: training curves")
         results = json.loads((self.run_dir / "results.json").read_text())
         write_report(self.run_dir, results, {"Training curves": curves}, title=f"Run: {name}",
-                            ours=name if name.startswith("fishertune") else None)
+                     ours=name if name.startswith("fishertune") else None)
 
     def apply_resume_overrides(self, saved: dict) -> None:
         """Continue with this config's train.lr, head_lr and steps rather than the checkpoint's: every lr

@@ -271,9 +271,12 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any],
         diffs = paired_differences(results, ours=ours, alpha=alpha) if ours else []
         if diffs:
             lines += ["## Paired differences over seeds", "", *_paired_lines(diffs, results, alpha), ""]
-    else:
+    elif len(names) > 1:
         lines += ["One seed per method: differences between methods cannot be told apart from seed noise "
                   "here; compare over several seeds (`fishertune demo --full`) before claiming a winner.", ""]
+    else:
+        lines += ["One run with one seed: its mIoU moves with the seed, so compare methods over several "
+                  "seeds each (`train.seed`) before claiming a difference.", ""]
     if results.get("bootstrap"):
         lines += ["## Bootstrap intervals over test images", "", *_bootstrap_lines(results), ""]
     if results.get("selections"):
