@@ -32,3 +32,13 @@ def test_files_round_trip_with_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_one_tensor_under_two_names_is_written_twice(tmp_path):
+    fisher = torch.arange(6.0).view(2, 3)
+    flat = torch.arange(4.0)
+    tensors = {"score": fisher, "fisher": fisher, "a": flat[:2], "b": flat[2:]}
+    save_tensors(tmp_path / "t.safetensors", tensors)
+    loaded = load_file(tmp_path / "t.safetensors")
+    assert torch.equal(loaded["score"], fisher) and torch.equal(loaded["fisher"], fisher)
+    assert loaded["a"].tolist() == [0.0, 1.0] and loaded["b"].tolist() == [2.0, 3.0]

@@ -116,10 +116,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
-    """A safetensors file of `tensors` (detached, contiguous, on CPU)."""
+    """A safetensors file of `tensors` (detached, contiguous, on CPU). The same tensor under two names (e.g. a
+    score that is the Fisher itself) is written twice, as safetensors refuses shared memory."""
     from safetensors.torch import save_file  # here: importing it loads torch, and the CLI imports this module
 
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    seen = set()
+    for name, t in tensors.items():
+        if (t.data_ptr(), t.nbytes) in seen and t.nbytes:
+            tensors[name] = t.clone()
+        seen.add((tensors[name].data_ptr(), tensors[name].nbytes))
 
     def write(temp: str) -> None:
         try:

@@ -144,3 +144,14 @@ def test_on_the_shipped_defaults_it_prints_which_term_decides(source, tmp_path, 
     assert cost == {"estimates": 4, "passes_per_estimate": 2 * per_batch, "estimate_passes": 8 * per_batch,
                     "training_passes": 40, "ratio": 8 * per_batch / 40}
     assert f"{cost['estimate_passes']} passes against 40 training passes" in printed
+
+
+def test_with_the_task_term_alone_its_scores_are_the_fisher(source, tmp_path):
+    """score: fim ranks by the clean curvature itself (the same tensors under two names in the file)."""
+    config = tiny_run_config(source, options={"score": "fim", "variational": "off", "growth_start": None},
+                             warmup_steps=2)
+    fisher_map(config, tmp_path / "map", progress=False)
+    parts = by_prefix(load_file(tmp_path / "map" / "scores.safetensors"))
+    assert parts["dr_fim"].keys() == parts["fisher"].keys()
+    for name, score in parts["dr_fim"].items():
+        assert torch.equal(score, parts["fisher"][name])

@@ -51,7 +51,9 @@ def test_end_to_end_selection_training_and_delta(vit, tmp_path, capsys):
     for n, p in vit.named_parameters():
         if n in masks:
             assert torch.equal(p[~masks[n]], base[n][~masks[n]]), n
-        elif not n.startswith("blocks."):
+        elif n.startswith("blocks."):  # excluded (never selected): frozen
+            assert "norm" in n and torch.equal(p, base[n]) and not p.requires_grad, n
+        else:
             assert not torch.equal(p, base[n]) or n in ("cls_token",), n  # dense params train
     assert all(torch.equal(tuner.base_state()[n], base[n]) for n in tuner.base_state())
     tuner.save_delta(tmp_path / "delta.safetensors")

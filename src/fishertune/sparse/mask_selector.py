@@ -444,10 +444,25 @@ class MaskSelector:
     def build_optimizer(self, named_params: Iterable, *, lr: float = 1e-4, weight_decay: float = 1e-2,
                         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> MaskedAdamW:
         """MaskedAdamW over `named_params` (names or groups as MaskedAdamW takes): candidates are masked,
-        other parameters (the head) dense. A candidate requires grad only while it has a selected entry."""
+        the parameters `include` names but `exclude` removes are frozen (never selected, so they stay
+        pretrained), the others (the head) dense. A candidate requires grad only while it has a selected
+        entry."""
         if not self.masks:
             raise FisherTuneError("call select() before build_optimizer()")
-        optimizer = MaskedAdamW(named_params, self.masks, lr=lr,
+        groups = list(named_params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        names = [n for n, _ in self.model.named_parameters()]
+        excluded = set(candidate_names(names, self.config.include)) - set(self.candidates)
+        kept = []
+        for group in groups:
+            params = list(group["params"])
+            for name, param in params:
+                if name in excluded:
+                    param.requires_grad_(False)
+            if trained := [(name, param) for name, param in params if name not in excluded]:
+                kept.append({**group, "params": trained})
+        optimizer = MaskedAdamW(kept, self.masks, lr=lr,
                                 weight_decay=weight_decay, betas=betas, eps=eps)
         self._set_requires_grad()
         return optimizer
