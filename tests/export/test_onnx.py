@@ -84,10 +84,11 @@ def test_a_backbone_that_cannot_be_one_graph_is_refused_in_one_line(family, scen
     run = train_run(tmp_path, scenes, "full", None, {
         "model": {"backbone": family, "backbone_config": tiny_backbone_config(family)}})
     capsys.readouterr()
-    assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"a {family} backbone cannot be exported to ONNX" in err[0]
-    assert not (tmp_path / "model.onnx").exists()
+    for out in ([], ["--out", str(tmp_path / "export")]):  # with --out, the folder is not written either
+        assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx"), *out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"a {family} backbone cannot be exported to ONNX" in err[0]
+        assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "export").exists()
 
 
 @pytest.mark.parametrize("problem", ["onnx_is_a_folder", "not_onnx_suffix", "onnxruntime_missing"])

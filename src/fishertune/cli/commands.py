@@ -149,7 +149,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from fishertune.engine.export import export_run
     from fishertune.engine.hub import check_repo_id, push_to_hub
-    from fishertune.engine.onnx_export import check_onnx_output, export_onnx
+    from fishertune.engine.onnx_export import check_onnx_output, export_onnx, load_exportable
 
     if not args.out and not args.onnx:
         raise FisherTuneError("export needs --out DIR (a shareable folder) and/or --onnx FILE")
@@ -161,8 +161,9 @@ def run_export(args: argparse.Namespace) -> int:
         if args.backbone:
             raise FisherTuneError("--backbone applies to --onnx from an export folder")
         check_new_folder(args.out)
-    if args.onnx:  # onnx and onnxruntime importable, a .onnx name, a writable place that is no link
-        check_onnx_output(args.onnx)
+    if args.onnx:  # onnx and onnxruntime importable, a .onnx name, a writable place that is no link,
+        check_onnx_output(args.onnx)  # and a model that one graph can serve
+        model = load_exportable(args.run, backbone=args.backbone)
     if args.out:
         summary = export_run(args.run, args.out)
         if not args.onnx and not args.push_to_hub:
@@ -176,7 +177,7 @@ def run_export(args: argparse.Namespace) -> int:
                 result_complete()
             print(f"pushed {args.out} to the Hub: {url}")
     if args.onnx:
-        report = export_onnx(args.run, args.onnx, backbone=args.backbone)
+        report = export_onnx(args.run, args.onnx, model=model)
         result_complete()
         for shape, diff, agreement in report["checks"]:
             print(f"onnxruntime vs PyTorch, input {shape}: max abs logit difference {diff:.2e}, "

@@ -121,14 +121,22 @@ def check_onnx_output(path: str | Path) -> None:
     check_writable(path)
 
 
-def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None) -> dict:
-    """Write `path` from a run or export folder; returns {"max_abs_diff", "checks": [(shape, diff)]}."""
+def load_exportable(run_dir: str | Path, backbone: str | None = None) -> nn.Module:
+    """The model of a run or export folder, refused (check_exportable) before anything is written."""
+    _, model = load_run(Path(run_dir), backbone=backbone)
+    check_exportable(model)
+    return model
+
+
+def export_onnx(run_dir: str | Path, path: str | Path, backbone: str | None = None,
+                model: nn.Module | None = None) -> dict:
+    """Write `path` from a run or export folder (its model, or `model` as `load_exportable` gave it);
+    returns {"max_abs_diff", "checks": [(shape, diff)]}."""
     import onnxruntime  # optional dependency: the extra `fishertune[onnx]`
 
     check_onnx_output(path)
     run_dir, path = Path(run_dir), Path(path)
-    _, model = load_run(run_dir, backbone=backbone)
-    check_exportable(model)
+    model = load_exportable(run_dir, backbone) if model is None else model
     merge_lora(model)
     graph = OnnxSegmentor(model).eval()
     patch = model.backbone.patch_size
