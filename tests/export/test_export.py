@@ -204,6 +204,33 @@ def test_a_moved_base_is_found_wherever_the_docs_say(lora_export, tmp_path, monk
         np.zeros((16, 16, 3), dtype=np.uint8)))
 
 
+
+def test_a_run_trained_on_relative_paths_works_from_any_folder(scenes, tmp_path, monkeypatch, capsys):
+    """train records its relative dataset roots and base weights file as absolute paths, so the run and its
+    export evaluate from another folder; --resume from the training folder compares like with like."""
+    work = tmp_path / "work"
+    shutil.copytree(scenes, work / "scenes")
+    write_base(work / "base" / "tiny_dinov2.safetensors", seed=0)
+    monkeypatch.chdir(work)
+    run = train_run(Path("."), Path("scenes"), "lora", Path("base/tiny_dinov2.safetensors"),
+                    {"train": {"checkpoint_every": 1}})
+    recorded = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert recorded["model"]["weights"] == str(work / "base" / "tiny_dinov2.safetensors")
+    assert recorded["data"]["targets"] == [f"folder:{work / 'scenes' / 'fog'}"]
+    saved = work / "run" / "config.yaml"  # as earlier versions recorded it: relative paths
+    saved.write_text(saved.read_text().replace(f"{work}/", ""))
+    assert main(["train", "config.yaml", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert main(["export", str(run), "--out", "export"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for folder in (work / "run", work / "export"):
+        capsys.readouterr()
+        assert main(["eval", str(folder), "--no-progress", "--json", f"{folder.name}.json"]) == 0
+    results = [json.loads(Path(f"{name}.json").read_text()) for name in ("run", "export")]
+    assert [{k: v for k, v in r.items() if k != "run"} for r in results] == [
+        {k: v for k, v in results[0].items() if k != "run"}] * 2
+
 def test_random_init_base_is_redrawn_from_the_seed(scenes, tmp_path):
     run = train_run(tmp_path, scenes, "fishertune", None)
     assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0

@@ -39,10 +39,10 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from fishertune.engine import distributed
-    from fishertune.engine.config import load_config
+    from fishertune.engine.config import load_config, with_absolute_paths
     from fishertune.engine.trainer import train
 
-    config = load_config(args.config, args.overrides)
+    config = with_absolute_paths(load_config(args.config, args.overrides))  # the run works from anywhere
     check_writable(args.out, folder=True)
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     result_complete()

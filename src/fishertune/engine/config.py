@@ -30,7 +30,7 @@ import yaml
 
 from fishertune.atomic import write_text
 from fishertune.data.image_io import MAX_PIXELS
-from fishertune.data.specs import canonical, canonical_val
+from fishertune.data.specs import DatasetSpec, HoldOut, canonical, canonical_val
 from fishertune.engine.precision import amp_mode
 from fishertune.errors import FisherTuneError, InputError
 from fishertune.validation import at_least, between, from_dict
@@ -242,6 +242,30 @@ def canonical_specs(data: DataConfig) -> None:
         data.val = fix(data.val, "data.val", canonical_val)
     data.targets = [fix(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
 
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """The config as a run folder records it: relative dataset roots, and a base weights file or folder
+    that exists here, made absolute (against the current folder), so that `eval RUN`, `predict RUN` and
+    the run's exports find them from any folder. Hub ids and absolute paths are left as they are."""
+    def absolute(spec: str) -> str:
+        if HoldOut.parse(spec) is not None:
+            return spec
+        parsed = DatasetSpec.parse(spec)
+        return str(dataclasses.replace(parsed, root=parsed.root.expanduser().absolute()))
+
+    config = copy.deepcopy(config)
+    data = config.data
+    if isinstance(data.train, list):
+        data.train = [absolute(spec) for spec in data.train]
+    elif data.train:
+        data.train = absolute(data.train)
+    data.val = absolute(data.val) if data.val else data.val
+    data.targets = [absolute(spec) for spec in data.targets]
+    weights = config.model.weights
+    if weights and not Path(weights).expanduser().is_absolute() and Path(weights).expanduser().exists():
+        config.model.weights = str(Path(weights).expanduser().absolute())
+    return config
 
 class YamlLoader(yaml.SafeLoader):
     """yaml.SafeLoader with YAML 1.2's core schema for scalars and two guards:

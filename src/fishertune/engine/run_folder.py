@@ -21,7 +21,7 @@ import socket
 from pathlib import Path
 
 from fishertune.engine.checkpoint import latest_checkpoint
-from fishertune.engine.config import Config, load_config
+from fishertune.engine.config import Config, load_config, with_absolute_paths
 from fishertune.engine.evaluator import PER_IMAGE_FILE
 from fishertune.errors import InputError
 
@@ -121,7 +121,7 @@ def open_run(run_dir: Path, config: Config, resume: bool) -> Path | None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise InputError(f"cannot resume {run_dir}: its config.yaml is missing")
-    saved = load_config(saved_path).to_dict()
+    saved = with_absolute_paths(load_config(saved_path)).to_dict()  # runs saved with relative paths too
     for key, (old, new) in differences(saved, config.to_dict()).items():
         if not resume_may_change(key):
             raise InputError(f"--resume: the config differs from {saved_path} at {key} ({old!r} != {new!r}); "
