@@ -312,15 +312,25 @@ def test_an_hparams_file_without_a_variant_is_refused_before_any_work(tmp_path, 
     assert demo(tmp_path / "d", ["frozen", "full"], "--full", "--hparams", str(hparams)) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"error: --hparams: {hparams} has no learning rate for full"
-    assert not (tmp_path / "d" / "data").exists()
+    assert not (tmp_path / "d").exists()
     assert demo(tmp_path / "d", ["frozen"], "--full", "--hparams", str(tmp_path / "none.yaml")) == 2
-    assert "is not a file" in capsys.readouterr().err
+    assert "is not a file" in capsys.readouterr().err and not (tmp_path / "d").exists()
     hparams.write_text("frozen: {head_lr: [1\n")  # malformed YAML: one line naming the file, no traceback
     assert demo(tmp_path / "d", ["frozen"], "--full", "--hparams", str(hparams)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --hparams file {hparams} is not valid YAML") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "train.stpes=3"], "unknown config key 'train.stpes' (did you mean 'train.steps'?)"),
+    (["--full", "--regime", "converged"], "--full and --regime converged are two different benchmarks")])
+def test_a_bad_demo_command_is_refused_before_any_work(extra, message, tmp_path, capsys):
+    assert demo(tmp_path / "d", ["frozen"], *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "d").exists()
 
 def test_the_plan_and_the_quick_learning_rates_agree():
     plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())

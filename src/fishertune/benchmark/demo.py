@@ -119,6 +119,8 @@ def run_demo(options: DemoOptions) -> None:
     """Generate the data, train (or reuse) every run of the plan, and write results.json and the report."""
     if options.regime not in REGIMES:
         raise FisherTuneError(f"unknown demo regime {options.regime!r}; choose {' or '.join(REGIMES)}")
+    if options.full and options.regime == "converged":
+        raise FisherTuneError("--full and --regime converged are two different benchmarks: give one")
     plan = yaml.safe_load(PLAN.read_text())
     mode = "converged" if options.regime == "converged" else "full" if options.full else "quick"
     settings = plan[mode]
@@ -131,13 +133,14 @@ def run_demo(options: DemoOptions) -> None:
     _check_plan(plan, variants, mode)
     out = Path(options.out)
     start = time.perf_counter()
-    if not (out / ".gitignore").exists():
-        write_text(out / ".gitignore", "\n".join(NOT_COMMITTED) + "\n")
+    backbone = options.backbone or DEFAULT_BACKBONE
+    load_config(backbone, list(options.overrides))  # a mistyped --set or backbone: refused before any work
     hparams_file = options.hparams or (HPARAMS if mode == "quick" else None)
     hparams = read_hparams(Path(hparams_file), variants) if hparams_file else None
+    if not (out / ".gitignore").exists():
+        write_text(out / ".gitignore", "\n".join(NOT_COMMITTED) + "\n")
     data = ensure_data(out / "data", plan, mode, options.images, options.size, options.progress)
-    runner = _Runner(out, plan, data, options.backbone or DEFAULT_BACKBONE, list(options.overrides),
-                     options.progress)
+    runner = _Runner(out, plan, data, backbone, list(options.overrides), options.progress)
     if hparams is None:
         hparams = _choose(runner, plan, variants, settings)
         command = "--full" if mode == "full" else f"--regime {mode}"

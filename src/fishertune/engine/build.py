@@ -26,7 +26,7 @@ from fishertune.engine.assemble import (
 from fishertune.engine.checkpoint import model_state
 from fishertune.engine.config import Config, load_config
 from fishertune.engine.export import is_export, load_export
-from fishertune.errors import FisherTuneError
+from fishertune.errors import FisherTuneError, InputError
 from fishertune.registry import nearest
 from fishertune.tensor_files import checked_tensors
 
@@ -53,10 +53,11 @@ def build_source_datasets(config: Config) -> tuple[object, dict[str, object]]:
     data = config.data
     if not data.train:
         raise FisherTuneError("data.train is not set: give the source training data as folder:PATH")
-    transform = None
-    if data.crop:
-        check_options(data.augment, TrainTransform, "data.augment", skip=("crop_size",))
-        transform = TrainTransform(data.crop, **data.augment)
+    check_options(data.augment, TrainTransform, "data.augment", skip=("crop_size",))
+    if data.augment and not data.crop:
+        raise InputError("data.augment applies with data.crop only (full images train without augmentation): "
+                         "set data.crop or remove data.augment")
+    transform = TrainTransform(data.crop, **data.augment) if data.crop else None
     classes = run_classes(config)
     parts = [build_dataset(spec, classes=classes)
              for spec in (data.train if isinstance(data.train, list) else [data.train])]
