@@ -227,6 +227,7 @@ BAD_TRAIN = {
     "augment_without_crop": ({"data": {"augment": {"flip_prob": 0.5}}},
                              "data.augment applies with data.crop only"),
     "wrong_backbone": ({"model": {"backbone": "dinov3"}}, "unknown backbone 'dinov3'"),
+    "overflowing_lr": ({"train": {"head_lr": 1e39}}, "train.head_lr must be in [0, 1e+30], got 1e+39"),
     "unknown_method": ({"method": {"name": "lorra"}}, "unknown method 'lorra' (did you mean 'lora'?)"),
     "bad_method_option": ({"method": {"name": "lora", "options": {"rnak": 2}}},
                           "unknown config key 'method.options.rnak' (did you mean 'method.options.rank'?)"),
@@ -425,3 +426,13 @@ def test_eva02_trains_with_fishertune_and_its_run_evaluates_the_same(synth_dir, 
     entry = json.loads((run / "results.json").read_text())["methods"]["fishertune"]
     assert entry["trainable_params"] > 0 and entry["target_miou"] is not None
     assert json.loads((tmp_path / "e.json").read_text())["target_miou"] == entry["target_miou"]
+
+
+def test_a_reader_that_leaves_stops_the_output_quietly():
+    """`fishertune list | head -1`: once the pipe's reader is gone, the command ends with the shell's
+    SIGPIPE status (128 + 13) and prints no error."""
+    with subprocess.Popen([sys.executable, "-m", "fishertune.cli", "list"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        process.stdout.close()  # before the interpreter has started, so every write finds no reader
+        assert process.wait(timeout=120) == 141
+        assert process.stderr.read() == b""

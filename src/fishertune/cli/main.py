@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -328,6 +329,10 @@ def _run(run, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # the reader of stdout left (`fishertune list | head`): stop quietly, as
+        devnull = os.open(os.devnull, os.O_WRONLY)  # shell tools do; stdout now goes nowhere, so that
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit does not fail again
+        return 128 + signal.SIGPIPE
     except UsageError:
         return _bug()
     except FisherTuneError as error:

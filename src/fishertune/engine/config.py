@@ -38,6 +38,8 @@ from fishertune.validation import at_least, between, from_dict
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
+MAX_LR = 1e30  # lr / (1 − β1) must stay below float32's largest value (3.4e38)
+
 @dataclass
 class ModelConfig:
     backbone: str = "dinov2"
@@ -113,10 +115,11 @@ class TrainConfig:
     """Optimiser steps that train the head only, backbone frozen, before the tuner's prepare."""
     prepare_batches: int = field(default=4, metadata=at_least(1))
     """Source batches handed to the tuner's prepare/after_step (e.g. Fisher estimation)."""
-    lr: float = field(default=1e-4, metadata=at_least(0))
-    """Learning rate of the tuned backbone parameters."""
-    head_lr: float = field(default=1e-3, metadata=at_least(0))
-    """Learning rate of the decode head."""
+    lr: float = field(default=1e-4, metadata=between(0, MAX_LR))
+    """Learning rate of the tuned backbone parameters (at most 1e30: beyond it AdamW's step size overflows
+    float32)."""
+    head_lr: float = field(default=1e-3, metadata=between(0, MAX_LR))
+    """Learning rate of the decode head (at most 1e30, as lr)."""
     weight_decay: float = field(default=0.01, metadata=at_least(0))
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     """Learning-rate decay after the linear warm-up: poly (power 0.9), cosine or constant."""
