@@ -128,11 +128,12 @@ def test_eval_json_matches_the_runs_results(trained_run, synth_dir, tmp_path, ca
     assert list(result["target_miou"]) == ["fog"] and 0 <= result["target_miou"]["fog"] <= 100
 
 
-def test_predict_writes_masks_and_overlays(trained_run, synth_dir, tmp_path):
+def test_predict_writes_masks_and_overlays(trained_run, synth_dir, tmp_path, capsys):
     images = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[:2]
     out = tmp_path / "pred"
     assert main(["predict", str(trained_run), *map(str, images), "--out", str(out), "--overlay",
                  "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 2 predictions and their overlays to {out}"
     for image in images:
         for name in (f"{image.stem}.png", f"{image.stem}_overlay.png"):
             assert np.asarray(Image.open(out / name)).shape == (32, 32, 3)
@@ -296,13 +297,15 @@ def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
     (["predict", "{run}", "{tmp}/missing.png", "--out", "{tmp}/pred"], "image not found"),
     (["train", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "config file not found"),
     (["train", "{run}/config.yaml", "--set", "train.lr", "--out", "{tmp}/r"], "--set expects key.sub=value"),
-    (["train", "{run}/config.yaml", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
+    (["train", "{run}/config.yaml", "--out", "{tmp}/r", "--resume"],
+     "nothing to resume: {tmp}/r holds no run"),
     (["train", "{run}/config.yaml", "--set", "train.seed=9", "--out", "{run}", "--resume"],
      "the config differs from"),
     (["synth", "--out", "{tmp}/s", "--domains", "fgo"], "unknown synthetic domain 'fgo' (did you mean 'fog'"),
 ])
 def test_other_bad_input(args, message, trained_run, tmp_path, capsys):
     args = [a.format(tmp=tmp_path, run=trained_run) for a in args]
+    message = message.format(tmp=tmp_path)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

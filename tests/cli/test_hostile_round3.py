@@ -378,3 +378,16 @@ def test_a_damaged_model_of_a_finished_run_is_refused_in_one_line(damage, finish
     line = one_line(capsys)
     assert "model.safetensors" in line and name in line
     assert ("NaN" in line) if damage == "nan" else ("float64" in line)
+
+
+def test_a_truncated_model_is_named_by_every_command_that_loads_it(finished_run, synth_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for command in (["eval", str(run), "--data", f"folder:{synth_dir / 'eval' / 'fog'}", "--no-progress"],
+                    ["export", str(run), "--out", str(tmp_path / "export")]):
+        assert main(command) == 2
+        line = one_line(capsys)
+        assert line.startswith(f"error: cannot read model weights {weights}: "), line
+    assert not (tmp_path / "export").exists()

@@ -138,11 +138,11 @@ def run_predict(args: argparse.Namespace) -> int:
     config, model = load_run(args.run, device, backbone=args.backbone)
     inference = dataclasses.replace(Inference.from_config(config),
                                     **_inference_overrides(args, args.max_pixels or config.data.max_pixels))
-    written = predict_images(model, images, args.out, inference, device, fmt=args.format,
-                             overlay=args.overlay, base=base, classes=run_classes(config),
-                             progress=not args.no_progress, inputs_checked=True)
+    predict_images(model, images, args.out, inference, device, fmt=args.format, overlay=args.overlay,
+                   base=base, classes=run_classes(config), progress=not args.no_progress, inputs_checked=True)
     result_complete()
-    print(f"wrote {len(written)} images to {args.out}")
+    count = f"{len(images)} prediction{'s' * (len(images) != 1)}"
+    print(f"wrote {count}{' and their overlays' if args.overlay else ''} to {args.out}")
     return 0
 
 

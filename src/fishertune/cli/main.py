@@ -100,7 +100,7 @@ def add_max_pixels_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_run_arg(parser: argparse.ArgumentParser) -> None:
     """The RUN positional of the commands that load a trained model (args.run)."""
-    parser.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`")
+    parser.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`, or an export")
 
 
 def add_backbone_weights_arg(parser: argparse.ArgumentParser) -> None:
@@ -189,11 +189,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="a run as a small shareable folder and/or an ONNX graph",
-        description="--out DIR writes a self-contained folder: config.yaml naming the base backbone, the "
+        description="--out DIR writes a folder: config.yaml naming the base backbone, the "
                     "head, only what the method changed (sparse delta or adapter weights), export.json and a "
                     "README.md model card; load it with fishertune.load_pretrained(DIR) or use it as RUN in "
                     "eval/predict/export. --onnx FILE writes the model (LoRA merged) as ONNX with dynamic "
-                    "height and width (multiples of the patch size), checked against PyTorch with "
+                    "height and width (any size: padded inside the graph), checked against PyTorch with "
                     "onnxruntime. See docs/export.md.")
     export.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`, or an export")
     export.add_argument("--out", metavar="DIR", help="export folder to create")

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 
 from fishertune.atomic import check_new_folder, new_folder, save_tensors, write_json, write_text
@@ -35,7 +34,7 @@ from fishertune.errors import FisherTuneError
 from fishertune.models.backbones import BACKBONES
 from fishertune.models.offline_dinov2 import sha256_of
 from fishertune.run_result import read_run_result
-from fishertune.tensor_files import checked_tensors
+from fishertune.tensor_files import checked_tensors, read_tensors
 from fishertune.tuners import load_tuner
 from fishertune.version import __version__
 
@@ -95,7 +94,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
     if config.model.weights and base_file.is_file() and config.model.weights_sha256 is None:
         config.model.weights_sha256 = sha256_of(base_file)
     model, base_hash = rebuild(config, run_dir / TUNER_DIR)
-    trained = load_file(str(weights))
+    trained = read_tensors(weights, "model weights")
     head = {name.removeprefix("head."): t for name, t in trained.items() if name.startswith("head.")}
     model.head.load_state_dict(head)
     rebuilt = model_state(model)

@@ -115,6 +115,8 @@ def open_run(run_dir: Path, config: Config, resume: bool) -> Path | None:
                              f"or choose another --out")
         return None
     checkpoint = latest_checkpoint(checkpoints)
+    if checkpoint is None and not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        raise InputError(f"nothing to resume: {run_dir} holds no run; start it without --resume")
     if checkpoint is None:
         raise InputError(f"nothing to resume: {run_dir} has no checkpoint (the run stopped before its first "
                          f"one); delete {run_dir} and start the run again without --resume")
