@@ -295,6 +295,7 @@ def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
     (["eval", "{run}", "--data", "folder:{tmp}/missing"], "folder not found"),
     (["eval", "{run}", "--data", "kitti:{tmp}"], "unknown dataset 'kitti'"),
     (["predict", "{run}", "{tmp}/missing.png", "--out", "{tmp}/pred"], "image not found"),
+    (["predict", "{run}", "{tmp}", "--out", "{tmp}/pred"], "{tmp} is a folder: give its image files"),
     (["train", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "config file not found"),
     (["train", "{run}/config.yaml", "--set", "train.lr", "--out", "{tmp}/r"], "--set expects key.sub=value"),
     (["train", "{run}/config.yaml", "--out", "{tmp}/r", "--resume"],

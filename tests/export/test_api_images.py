@@ -121,7 +121,7 @@ def test_an_image_over_the_size_limit_is_refused_as_from_the_cli(model, scene, t
     set_max_pixels(1000)  # the 32 x 32 scene has 1024
     try:
         for given in (tmp_path / "big.png", Image.fromarray(scene), scene):
-            with pytest.raises(InputError, match="is 32x32 = 0.0 megapixels, over the limit of 0.001"):
+            with pytest.raises(InputError, match="is 32x32 = 0.00102 megapixels, over the limit of 0.001"):
                 model.predict(given)
     finally:
         set_max_pixels(None)

@@ -52,6 +52,7 @@ def test_export_holds_only_the_change(exported):
     # the Hub's metadata header: the run's own scores, the library, the method
     header = yaml.safe_load(card.split("---\n")[1])
     assert header["library_name"] == "fishertune" and method in header["tags"]
+    assert len(set(header["tags"])) == len(header["tags"]) and header["datasets"] == ["source"]
     assert header["license"] == "other"  # a base from a file: its licence is not known here
     scores = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in header["model-index"][0]["results"]}
     expected = {"source_val": results["source_miou"], **results["target_miou"]}

@@ -45,7 +45,7 @@ def _check_size(image: Image.Image, name: str) -> None:
     width, height = image.size
     limit = _limit["max_pixels"]
     if width * height > limit:
-        raise InputError(f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
+        raise InputError(f"{name} is {width}x{height} = {width * height / 1e6:.3g} megapixels, over the "
                          f"limit of {limit / 1e6:g} (data.max_pixels, or --max-pixels)")
 
 

@@ -27,6 +27,7 @@ import yaml
 from torch import nn
 
 from fishertune.atomic import check_new_folder, new_folder, save_tensors, write_json, write_text
+from fishertune.data.specs import DatasetSpec
 from fishertune.engine.assemble import build_base, method_options, run_classes
 from fishertune.engine.checkpoint import model_state
 from fishertune.engine.config import Config, load_config, save_config
@@ -217,9 +218,9 @@ def hub_metadata(config: Config, results: dict | None, default: tuple[str, str] 
     licence = default[1] if (weights is None and default and not m.backbone_config) else "other"
     meta: dict = {"license": licence, **({"base_model": hub_id} if hub_id else {}),
                   "library_name": "fishertune", "pipeline_tag": "image-segmentation",
-                  "tags": ["semantic-segmentation", "domain-generalization", "fishertune",
-                           config.method.name, m.backbone],
-                  "datasets": [str(config.data.train)]}
+                  "tags": list(dict.fromkeys(["semantic-segmentation", "domain-generalization", "fishertune",
+                                              config.method.name, m.backbone])),
+                  "datasets": [DatasetSpec.parse(spec).name for spec in _sources(config)]}
     if results:
         scores = [("source_val", results.get("source_miou")), *results.get("target_miou", {}).items()]
         meta["model-index"] = [{"name": config.method.name, "results": [
@@ -227,6 +228,11 @@ def hub_metadata(config: Config, results: dict | None, default: tuple[str, str] 
              "metrics": [{"type": "mean_iou", "value": round(value, 2), "name": "mIoU (%)"}]}
             for domain, value in scores if value is not None]}]
     return ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", ""]
+
+
+def _sources(config: Config) -> list[str]:
+    train = config.data.train
+    return list(train) if isinstance(train, list) else [train] if train else []
 
 
 def model_card(config: Config, manifest: dict, name: str) -> str:
@@ -252,7 +258,7 @@ def model_card(config: Config, manifest: dict, name: str) -> str:
              f"| method | `{config.method.name}` {json.dumps(config.method.options)} |",
              f"| trainable backbone parameters | {'n/a' if trainable is None else f'{trainable:,}'} |",
              f"| classes | {classes.num_classes}: {', '.join(classes.names)} |",
-             f"| source data | `{config.data.train}` |",
+             f"| source data | {', '.join(f'`{spec}`' for spec in _sources(config))} |",
              f"| base weights hash | `{manifest['base_sha256']}` |", ""]
     if results:
         lines += ["## Evaluation (from the run)", "", "| data | mIoU (%) |", "|---|---|",

@@ -183,7 +183,7 @@ def model_metadata(run_dir: Path, model: nn.Module) -> dict[str, str]:
             "fishertune.mean": json.dumps(list(backbone.mean)),
             "fishertune.std": json.dumps(list(backbone.std)),
             "fishertune.method": config.method.name,
-            "fishertune.base_weights": str(config.model.weights),
+            "fishertune.base_weights": config.model.weights or "",  # "": the backbone's own (or random)
             "fishertune.base_sha256": base_sha256(run_dir, config)}
 
 

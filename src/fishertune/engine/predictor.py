@@ -96,6 +96,9 @@ def check_inputs(images: list[Path]) -> None:
     after the outputs of the inputs before it were written), before any output is written; a bad one is
     one error naming it."""
     for image in images:
+        if Path(image).is_dir():
+            raise FisherTuneError(f"{image} is a folder: give its image files ({Path(image) / '*.png'}) or "
+                                  f"--data folder:PATH for a dataset folder")
         if not Path(image).is_file():
             raise FisherTuneError(f"image not found: {image}")
     for image in images:
