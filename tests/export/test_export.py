@@ -245,9 +245,11 @@ def test_export_refuses_what_it_cannot_write(exported, tmp_path, capsys):
     assert main(["export", str(run), "--out", str(export)]) == 2  # exists, not empty: nothing overwritten
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert main(["export", str(run)]) == 2
+    assert main(["export", str(export), "--out", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert [line.split(":")[0] for line in err] == ["error"] * 3
+    assert [line.split(":")[0] for line in err] == ["error"] * 4
     assert "not empty" in err[0] and "not a finished run folder" in err[1] and "--out DIR" in err[2]
+    assert "is an export already: copy the folder" in err[3] and not (tmp_path / "again").exists()
     with pytest.raises(FisherTuneError, match="applies to export folders only"):
         fishertune.load_pretrained(run, backbone="elsewhere.safetensors")
 

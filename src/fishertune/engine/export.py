@@ -85,6 +85,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the export folder of a finished run; returns {"files": {name: bytes}, "model_bytes": n}."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights = run_dir / "model.safetensors"
+    if (run_dir / MANIFEST).is_file():
+        raise FisherTuneError(f"{run_dir} is an export already: copy the folder to share it again")
     for needed in (run_dir / "config.yaml", weights, run_dir / TUNER_DIR / TUNER_FILES[0]):
         if not needed.is_file():
             raise FisherTuneError(f"{run_dir} is not a finished run folder "
