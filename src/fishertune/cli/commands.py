@@ -21,6 +21,7 @@ LIST_KINDS = ("tuners", "backbones", "heads", "datasets")
 
 def run_synth(args: argparse.Namespace) -> int:
     from fishertune.benchmark.synthetic import generate
+    from fishertune.data.image_io import MAX_PIXELS
 
     out = check_writable(args.out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
@@ -28,6 +29,9 @@ def run_synth(args: argparse.Namespace) -> int:
                          f"another --out")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if args.size * args.size > MAX_PIXELS:  # larger scenes could not be read back
+        raise InputError(f"--size {args.size} is too large: a {args.size}x{args.size} scene is over the "
+                         f"{MAX_PIXELS / 1e6:g}-megapixel image limit")
     domains = None if args.domains is None else [d.strip() for d in args.domains.split(",") if d.strip()]
     if domains == []:
         raise InputError(f"--domains {args.domains!r} names no domain")
@@ -139,7 +143,8 @@ def run_predict(args: argparse.Namespace) -> int:
     inference = dataclasses.replace(Inference.from_config(config),
                                     **_inference_overrides(args, args.max_pixels or config.data.max_pixels))
     predict_images(model, images, args.out, inference, device, fmt=args.format, overlay=args.overlay,
-                   base=base, classes=run_classes(config), progress=not args.no_progress, inputs_checked=True)
+                   base=base, classes=run_classes(config), progress=not args.no_progress, inputs_checked=True,
+                   overwrite=args.overwrite)
     result_complete()
     count = f"{len(images)} prediction{'s' * (len(images) != 1)}"
     print(f"wrote {count}{' and their overlays' if args.overlay else ''} to {args.out}")

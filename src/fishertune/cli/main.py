@@ -61,6 +61,19 @@ BACKBONE_HELP = ("where an export's base backbone weights are now (a file, folde
 SET_HELP = "override a config value, e.g. --set train.lr=2e-5 (repeatable)"
 
 
+def output_path(text: str) -> str:
+    """A path to write: not empty (that would be the current folder), and UTF-8, which the files written
+    inside (TensorBoard's events, a model card) need to name it."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: give a path")
+    try:
+        os.fsencode(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8: choose a path of readable "
+                                         f"characters") from None
+    return text
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1 (0 is refused, never read as "not given")."""
     try:
@@ -120,7 +133,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "synth", help="write synthetic multi-domain street scenes (DIR/<domain>/images, labels)",
         description=f"Write synthetic street scenes with Cityscapes train-id labels to "
                     f"DIR/<domain>/images/<id>.png and DIR/<domain>/labels/<id>.png. Domains: {domains}.")
-    synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    synth.add_argument("--out", required=True, type=output_path, metavar="DIR", help="output folder")
     synth.add_argument("--n", type=positive_int, default=32, help="images per domain (default 32)")
     synth.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -139,7 +152,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                             "merged in order, e.g. protocols/gtav_to_cityscapes_bdd_mapillary.yaml "
                             "backbones/dinov2_l.yaml methods/fishertune.yaml")
     add_set_arg(train)
-    train.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    train.add_argument("--out", required=True, type=output_path, metavar="RUN", help="run folder to create")
     train.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     add_progress_arg(train)
 
@@ -150,8 +163,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     add_run_arg(evaluate)
     evaluate.add_argument("--data", action="append", default=[], metavar="SPEC",
                           help="dataset to evaluate (repeatable; default: the run's data.targets)")
-    evaluate.add_argument("--json", metavar="OUT", help="write target_miou, mean_target_miou and "
-                                                        "per-class IoU here")
+    evaluate.add_argument("--json", type=output_path, metavar="OUT",
+                          help="write target_miou, mean_target_miou and per-class IoU here")
     add_inference_args(evaluate)
     add_progress_arg(evaluate)
     add_backbone_weights_arg(evaluate)
@@ -163,7 +176,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "DIR/selection.png and DIR/selection.csv / .md (selected entries per block and type).")
     fisher.add_argument("config", metavar="CONFIG", help="YAML file (method options set the estimate)")
     add_set_arg(fisher, help="override a config value (repeatable)")
-    fisher.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    fisher.add_argument("--out", required=True, type=output_path, metavar="DIR", help="output folder")
     add_progress_arg(fisher)
 
     predict = commands.add_parser(
@@ -177,11 +190,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="*", metavar="IMAGES", help="image files")
     predict.add_argument("--data", metavar="SPEC", help="predict every image of a dataset, e.g. "
                                                          "acdc:ROOT:test or cityscapes:ROOT:test")
-    predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    predict.add_argument("--out", required=True, type=output_path, metavar="DIR", help="output folder")
     predict.add_argument("--format", choices=["color", "trainid", "labelid"], default="color",
                          help="what each PNG holds (default color)")
     predict.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (image and "
                                                                   "colours blended half and half)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace output files that exist (an earlier predict's); refused otherwise")
     add_inference_args(predict)
     add_max_pixels_arg(predict)
     add_progress_arg(predict)
@@ -196,8 +211,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "height and width (any size: padded inside the graph), checked against PyTorch with "
                     "onnxruntime. See docs/export.md.")
     export.add_argument("run", metavar="RUN", help="run folder written by `fishertune train`, or an export")
-    export.add_argument("--out", metavar="DIR", help="export folder to create")
-    export.add_argument("--onnx", metavar="FILE", help="ONNX file to write")
+    export.add_argument("--out", type=output_path, metavar="DIR", help="export folder to create")
+    export.add_argument("--onnx", type=output_path, metavar="FILE", help="ONNX file to write")
     export.add_argument("--push-to-hub", metavar="REPO",
                         help="upload the --out folder to this Hugging Face Hub model repo (created if "
                              "needed; huggingface_hub's login or HF_TOKEN)")
@@ -225,7 +240,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="Generate synthetic domains, fine-tune with FisherTune and the baselines, evaluate "
                     "every target domain, and write DIR/results.json, DIR/report.md and one run per "
                     "method.")
-    demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    demo.add_argument("--out", required=True, type=output_path, metavar="DIR", help="output folder")
     demo.add_argument("--full", action="store_true",
                       help="the multi-seed comparison (about 2.5 hours on 2 cores)")
     demo.add_argument("--regime", choices=REGIMES, default="demo",

@@ -143,12 +143,15 @@ def save_checkpoint(directory: str | Path, step: int, model: nn.Module, state: d
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint folder `latest.json` names (None when there is none); the pointer must name a
-    `step_*` folder inside `directory` that exists."""
+    """The checkpoint folder `latest.json` names; the pointer must name a `step_*` folder inside
+    `directory` that exists. Without a pointer (a run killed between renaming its first checkpoint into
+    place and writing the pointer), the newest `step_*` folder, each complete since it is renamed into
+    place only when written; None when there is none."""
     directory = Path(directory)
     pointer = directory / LATEST
     if not pointer.is_file():
-        return None
+        steps = sorted(p for p in directory.glob("step_*") if p.is_dir() and p.name[5:].isdigit())
+        return steps[-1] if steps else None
     record = read_json(pointer, "checkpoint pointer")
     name = record.get("path") if isinstance(record, dict) else None
     if not isinstance(name, str) or not name.startswith("step_") or Path(name).name != name:

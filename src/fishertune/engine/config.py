@@ -281,6 +281,9 @@ class YamlLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict)):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name, not a {type(key).__name__}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice", key_node.start_mark)
@@ -369,7 +372,7 @@ def _find_config(path: str | Path, relative_to: Path | None = None) -> Path:
     path = Path(path)
     candidates = [path] if path.is_absolute() else [
         *([relative_to / path] if relative_to else []), path, PACKAGED_CONFIGS / path]
-    candidates += [c.with_name(c.name + ".yaml") for c in candidates if c.suffix != ".yaml"]
+    candidates += [c.with_name(c.name + ".yaml") for c in candidates if c.suffix != ".yaml" and c.name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -119,6 +119,20 @@ def check_onnx_output(path: str | Path) -> None:
     if Path(path).suffix != ".onnx":
         raise FisherTuneError(f"--onnx expects a .onnx file name, got {path}")
     check_writable(path)
+    if Path(path).exists() and not _written_by_fishertune(Path(path)):
+        raise FisherTuneError(f"--onnx {path} exists and is not an ONNX export of FisherTune: choose another "
+                              f"path (nothing was overwritten)")
+
+
+def _written_by_fishertune(path: Path) -> bool:
+    """Whether `path` is an ONNX graph with FisherTune's metadata (an earlier export: it may be replaced)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # any file onnx cannot read is not one
+        return False
+    return any(prop.key == "fishertune.classes" for prop in graph.metadata_props)
 
 
 def load_exportable(run_dir: str | Path, backbone: str | None = None) -> nn.Module:

@@ -45,12 +45,13 @@ class Output:
 
 
 def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
-                 overlay: bool = False) -> list[Output]:
+                 overlay: bool = False, overwrite: bool = False) -> list[Output]:
     """One output per input, mirroring each input's path relative to ``base`` (default: the inputs'
     common folder) under ``out_dir``, with the suffix ``.png``. Refuses, before anything is written, two
     inputs that would share an output (``a.png`` and ``a.jpg``), an output that is an input (paths compared
     resolved, so a symlink to an input counts), and an existing file in a folder that holds an input
-    (``predict photos/a.jpg --out photos`` would replace a photo ``photos/a.png`` of the user's)."""
+    (``predict photos/a.jpg --out photos`` would replace a photo ``photos/a.png`` of the user's); any other
+    existing output file unless ``overwrite`` (an earlier prediction, or a file of the user's)."""
     images = [Path(os.path.abspath(image)) for image in images]
     common = os.path.commonpath([image.parent for image in images])
     base = Path(common if base is None else os.path.abspath(base))
@@ -76,6 +77,10 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
         if target.exists() and resolved.parent in input_folders:
             raise FisherTuneError(f"the output for {image} would replace {target}, a file among the inputs' "
                                   f"own files: choose another --out")
+        if target.exists() and not overwrite:
+            raise FisherTuneError(f"the output for {image} would replace {target}, which exists: pass "
+                                  f"--overwrite to replace an earlier predict's outputs, or choose another "
+                                  f"--out")
     return outputs
 
 
@@ -108,8 +113,8 @@ def check_inputs(images: list[Path]) -> None:
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Path, inference: Inference,
                    device: torch.device, fmt: Format = "color", overlay: bool = False,
-                   base: str | Path | None = None, classes: ClassSet = CITYSCAPES,
-                   progress: bool = False, inputs_checked: bool = False) -> list[Path]:
+                   base: str | Path | None = None, classes: ClassSet = CITYSCAPES, progress: bool = False,
+                   inputs_checked: bool = False, overwrite: bool = False) -> list[Path]:
     """Segment every image and write its outputs (see the module docstring); returns the written files.
     Colours follow ``classes`` (the run's `data.classes`). Every input is decoded once before the first
     output is written (`check_inputs`), unless the caller did that already (inputs_checked=True)."""
@@ -121,7 +126,7 @@ def predict_images(model: nn.Module, images: list[str | Path], out_dir: str | Pa
     images = [Path(image) for image in images]
     if not images:
         raise FisherTuneError("no images to predict")
-    outputs = plan_outputs(images, Path(out_dir), None if base is None else Path(base), overlay)
+    outputs = plan_outputs(images, Path(out_dir), None if base is None else Path(base), overlay, overwrite)
     if not inputs_checked:
         check_inputs(images)
     staged: list[tuple[Path, Path]] = []  # (hidden file written, its final name)

@@ -52,6 +52,10 @@ class RunFolder:
         self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_NAME
+        for name in (LOCK_NAME, *RUN_FILES, "curves.png", "report.md"):  # never written through a link
+            if (self.path / name).is_symlink():
+                raise InputError(f"{self.path / name} is a symbolic link: a run folder holds its own files "
+                                 f"(a training would write through the link into its target)")
         while True:
             handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -115,7 +119,7 @@ def open_run(run_dir: Path, config: Config, resume: bool) -> Path | None:
                              f"or choose another --out")
         return None
     checkpoint = latest_checkpoint(checkpoints)
-    if checkpoint is None and not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+    if checkpoint is None and not any((run_dir / name).exists() for name in RUN_FILES):
         raise InputError(f"nothing to resume: {run_dir} holds no run; start it without --resume")
     if checkpoint is None:
         raise InputError(f"nothing to resume: {run_dir} has no checkpoint (the run stopped before its first "

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from fishertune.errors import FisherTuneError, InputError
+from fishertune.errors import FisherTuneError, InputError, UsageError
 from fishertune.registry import Registry
 from fishertune.validation import suggest
 
@@ -260,8 +260,18 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, config: 
                    out_indices: list[int] | None = None) -> Backbone:
     """Build a registered backbone: `weights` is a hub id, a save_pretrained folder, a .safetensors file or
     None (random init); `config` overrides fields of the family's config (tiny test models)."""
+    from huggingface_hub.errors import StrictDataclassError  # transformers' checks of a config's values
+
     check_backbone_config(config or {})
-    return BACKBONES.lookup(name).build(weights=weights, config=config, out_indices=out_indices)
+    family = BACKBONES.lookup(name)
+    try:
+        return family.build(weights=weights, config=config, out_indices=out_indices)
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as error:
+        if not config or isinstance(error, UsageError):  # only a value of backbone_config is named here
+            raise
+        reason = " ".join(str(error).split())  # transformers' messages span lines
+        raise InputError(f"model.backbone_config does not build a {name} backbone: "
+                         f"{type(error).__name__}: {reason}") from None
 
 
 POSITIVE_INT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
