@@ -129,3 +129,22 @@ def test_a_backbone_config_value_transformers_refuses_is_one_line(value, reason,
     assert line.startswith("error: model.backbone_config does not build a dinov2 backbone: ")
     assert reason in line
     assert not (tmp_path / "r").exists()
+
+
+def test_a_bad_target_found_after_training_keeps_the_checkpoint_and_says_resume(synth_dir, tmp_path, capsys):
+    """Target images are read when the run evaluates them, after training: the message says what to do next,
+    and --resume with the targets mended finishes the run without training again."""
+    bad = Path(shutil.copytree(synth_dir / "eval" / "fog", tmp_path / "bad"))
+    image = sorted((bad / "images").glob("*.png"))[0]
+    image.write_bytes(image.read_bytes()[:200])
+    train = {"warmup_steps": 1, "steps": 2, "checkpoint_every": 1, "eval_every": 0}
+    config = write_config(tmp_path / "c.yaml", tiny_config(synth_dir, train=train,
+                                                           data={"targets": [f"folder:{bad}"]}))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == EXIT_BAD_INPUT
+    line = one_line(capsys)
+    assert f"cannot read image {image}" in line and "is kept: continue with the same `fishertune train` " \
+        "command plus --resume" in line
+    assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress",
+                 "--set", f"data.targets=[folder:{synth_dir / 'eval' / 'fog'}]"]) == 0
+    assert (run / "model.safetensors").is_file()

@@ -366,6 +366,11 @@ class Trainer:
             raise RunInterrupted(self.stopped(reason), signum) from None
         except TrainingDiverged as error:
             raise TrainingDiverged(self.stopped(str(error))) from None
+        except InputError as error:  # found once training runs (a bad target image): what to do next
+            if not self.stepping:
+                self.stopped("failed")
+                raise
+            raise InputError(self.stopped(str(error))) from None
         except OSError as error:
             if error.errno not in DISK_FULL:
                 self.stopped("failed")
@@ -392,6 +397,7 @@ class Trainer:
     def _run(self) -> RunResult:
         t = self.config.train
         step, seconds = 0, 0.0
+        self.stepping = False  # until the checks of a resumed run are done
         if self.checkpoint is not None:  # read (and checked) before the run writes anything
             step, saved = load_checkpoint(self.checkpoint, self.model)
             missing = {"phase", "config", "optimizer", "scheduler", "tuner", "rng", "train_seconds"}
@@ -411,6 +417,7 @@ class Trainer:
                 set_rng_state(saved["rng"])
                 seconds = saved["train_seconds"]
                 logger.truncate_after(step)
+            self.stepping = True
             batches = source_batches(self.train_set, self.config, step * t.grad_accum)
             bar = tqdm(total=self.total, initial=step, desc=f"train {self.config.method.name}",
                        disable=not (self.progress and distributed.is_main()))
