@@ -1,5 +1,6 @@
 """Atomic writes: a failed write leaves the old file and no temporary behind; files get normal modes."""
 
+import json
 import os
 
 import pytest
@@ -42,3 +43,9 @@ def test_one_tensor_under_two_names_is_written_twice(tmp_path):
     loaded = load_file(tmp_path / "t.safetensors")
     assert torch.equal(loaded["score"], fisher) and torch.equal(loaded["fisher"], fisher)
     assert loaded["a"].tolist() == [0.0, 1.0] and loaded["b"].tolist() == [2.0, 3.0]
+
+
+def test_json_holds_no_nan(tmp_path):
+    path = write_json(tmp_path / "a.json", {"r": float("nan"), "x": [1.5, float("inf")], "n": (2, None)})
+    assert json.loads(path.read_text()) == {"r": None, "x": [1.5, None], "n": [2, None]}
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()

@@ -148,3 +148,13 @@ def test_a_bad_target_found_after_training_keeps_the_checkpoint_and_says_resume(
     assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress",
                  "--set", f"data.targets=[folder:{synth_dir / 'eval' / 'fog'}]"]) == 0
     assert (run / "model.safetensors").is_file()
+
+
+def test_an_image_given_twice_and_a_private_flag_without_a_push_are_named(finished_run, synth_dir, tmp_path,
+                                                                          capsys):
+    image = sorted((synth_dir / "eval" / "fog" / "images").glob("*.png"))[0]
+    assert main(["predict", str(finished_run), str(image), str(image), "--out", str(tmp_path / "p")]) == 2
+    assert one_line(capsys) == f"error: {image} is given twice"
+    assert main(["export", str(finished_run), "--out", str(tmp_path / "e"), "--private"]) == 2
+    assert "--private applies to --push-to-hub" in one_line(capsys)
+    assert list(tmp_path.iterdir()) == []

@@ -160,6 +160,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise FisherTuneError("export needs --out DIR (a shareable folder) and/or --onnx FILE")
     if args.push_to_hub and not args.out:
         raise FisherTuneError("--push-to-hub uploads the export folder: give --out DIR too")
+    if args.private and not args.push_to_hub:
+        raise FisherTuneError("--private applies to --push-to-hub REPO (the Hub repo it creates)")
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)
     if args.out:  # both outputs are checked before either is written

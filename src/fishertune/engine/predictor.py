@@ -62,6 +62,8 @@ def plan_outputs(images: list[Path], out_dir: Path, base: Path | None = None,
         mask = out_dir / relative.with_suffix(".png")
         extra = mask.with_name(f"{mask.stem}_overlay.png") if overlay else None
         for target in filter(None, (mask, extra)):
+            if target in seen and seen[target] == image:
+                raise FisherTuneError(f"{image} is given twice")
             if target in seen:
                 raise FisherTuneError(f"{seen[target]} and {image} would both be written to {target}: "
                                       f"rename one of them")
