@@ -36,9 +36,8 @@ from fishertune.errors import FisherTuneError, InputError
 from fishertune.validation import at_least, between, from_dict
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
 MAX_LR = 1e30  # lr / (1 − β1) must stay below float32's largest value (3.4e38)
+
 
 @dataclass
 class ModelConfig:
@@ -246,7 +245,6 @@ def canonical_specs(data: DataConfig) -> None:
     data.targets = [fix(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
 
 
-
 def with_absolute_paths(config: Config) -> Config:
     """The config as a run folder records it: relative dataset roots, and a base weights file or folder
     that exists here, made absolute (against the current folder), so that `eval RUN`, `predict RUN` and
@@ -269,6 +267,7 @@ def with_absolute_paths(config: Config) -> Config:
     if weights and not Path(weights).expanduser().is_absolute() and Path(weights).expanduser().exists():
         config.model.weights = str(Path(weights).expanduser().absolute())
     return config
+
 
 class YamlLoader(yaml.SafeLoader):
     """yaml.SafeLoader with YAML 1.2's core schema for scalars and two guards:
