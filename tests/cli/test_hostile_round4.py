@@ -158,3 +158,10 @@ def test_an_image_given_twice_and_a_private_flag_without_a_push_are_named(finish
     assert main(["export", str(finished_run), "--out", str(tmp_path / "e"), "--private"]) == 2
     assert "--private applies to --push-to-hub" in one_line(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_window_size_for_whole_image_inference_is_refused(finished_run, synth_dir, tmp_path, capsys):
+    """The finished run infers on whole images: --crop without --mode slide would be silently unused."""
+    assert main(["eval", str(finished_run), "--data", f"folder:{synth_dir / 'eval' / 'fog'}", "--crop", "16",
+                 "--no-progress"]) == EXIT_BAD_INPUT
+    assert "--crop and --stride size the sliding windows: add --mode slide" in one_line(capsys)

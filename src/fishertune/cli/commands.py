@@ -13,6 +13,7 @@ from fishertune.cli.signals import result_complete
 from fishertune.errors import FisherTuneError, InputError
 
 if TYPE_CHECKING:
+    from fishertune.engine.evaluator import Inference
     from fishertune.run_result import RunResult
 
 LIST_KINDS = ("tuners", "backbones", "heads", "datasets")
@@ -74,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InputError("nothing to evaluate: give --data SPEC (the run's config has no data.targets)")
     datasets = build_eval_datasets(specs, run_classes(config))
     settings = EvalSettings.from_config(config)
-    inference = dataclasses.replace(settings.inference, **_inference_overrides(args, config.data.max_pixels))
+    inference = _inference(args, settings.inference, config.data.max_pixels)
     results = evaluate_targets(model, datasets, dataclasses.replace(settings, inference=inference), device,
                                progress=not args.no_progress)
     if distributed.is_main():
@@ -140,8 +141,7 @@ def run_predict(args: argparse.Namespace) -> int:
     check_inputs(images)  # every image decoded, before the model is loaded
     device = distributed.setup()
     config, model = load_run(args.run, device, backbone=args.backbone)
-    inference = dataclasses.replace(Inference.from_config(config),
-                                    **_inference_overrides(args, args.max_pixels or config.data.max_pixels))
+    inference = _inference(args, Inference.from_config(config), args.max_pixels or config.data.max_pixels)
     predict_images(model, images, args.out, inference, device, fmt=args.format, overlay=args.overlay,
                    base=base, classes=run_classes(config), progress=not args.no_progress, inputs_checked=True,
                    overwrite=args.overwrite)
@@ -324,13 +324,18 @@ def set_max_pixels(max_pixels: int | None) -> None:
     set_max_pixels(max_pixels)
 
 
-def _inference_overrides(args: argparse.Namespace, max_pixels: int | None = None) -> dict:
-    """The inference settings given on the command line (--mode, --crop, --stride); a window over the image
-    size limit is refused."""
+def _inference(args: argparse.Namespace, inference: Inference, max_pixels: int | None = None) -> Inference:
+    """`inference` (the run's) with the settings given on the command line (--mode, --crop, --stride); a
+    window over the image size limit, or a window size for whole-image inference, is refused."""
     from fishertune.engine.config import check_crop
 
     check_crop(args.crop, "--crop", max_pixels)
-    return {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key) is not None}
+    given = {key: getattr(args, key) for key in ("mode", "crop", "stride") if getattr(args, key) is not None}
+    inference = dataclasses.replace(inference, **given)
+    if inference.mode == "whole" and ({"crop", "stride"} & set(given)):
+        raise InputError("--crop and --stride size the sliding windows: add --mode slide (this run infers on "
+                         "whole images)")
+    return inference
 
 
 def _summary(method: str, result: RunResult) -> str:
