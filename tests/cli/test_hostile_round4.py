@@ -165,3 +165,18 @@ def test_a_window_size_for_whole_image_inference_is_refused(finished_run, synth_
     assert main(["eval", str(finished_run), "--data", f"folder:{synth_dir / 'eval' / 'fog'}", "--crop", "16",
                  "--no-progress"]) == EXIT_BAD_INPUT
     assert "--crop and --stride size the sliding windows: add --mode slide" in one_line(capsys)
+
+
+def test_a_renamed_option_warns_in_one_line(synth_dir, tmp_path):
+    """The program shows FisherTune's own FutureWarnings (an old option name) as `warning: ...`, one line."""
+    import subprocess
+    import sys
+
+    config = tiny_config(synth_dir, method={"name": "fishertune", "options": {"ratio": 0.05}},
+                         train={"warmup_steps": 1, "steps": 1, "checkpoint_every": 0, "eval_every": 0})
+    result = subprocess.run([sys.executable, "-m", "fishertune.cli", "train",
+                             str(write_config(tmp_path / "c.yaml", config)), "--out", str(tmp_path / "r"),
+                             "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "ratio" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "FutureWarning" not in result.stderr

@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from fishertune.benchmark.regime import REGIMES
@@ -58,6 +59,8 @@ def _synth_domains() -> str:
 
 BACKBONE_HELP = ("where an export's base backbone weights are now (a file, folder or Hub id), when they "
                  "moved since the export")
+PACKAGE = Path(__file__).resolve().parent.parent
+DEFAULT_SHOW_WARNING = warnings.showwarning
 SET_HELP = "override a config value, e.g. --set train.lr=2e-5 (repeatable)"
 
 
@@ -324,6 +327,8 @@ def allocation_failed(error: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     program = argv is None  # the `fishertune` program (or python -m fishertune.cli), not a call from Python
     argv = sys.argv[1:] if argv is None else list(argv)
+    if program:
+        warnings.showwarning = _show_warning
     args = build_parser(argv).parse_args(argv)
     command = args.command if args.command != "data" else f"data_{args.data_command}"
     with signals_as_interrupts(program):
@@ -332,6 +337,15 @@ def main(argv: list[str] | None = None) -> int:
         if completion.late_signal is not None and status in (0, EXIT_PROBLEMS_FOUND):
             print(late_signal_note(completion.late_signal), file=sys.stderr)
     return status
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The program's warnings: FisherTune's own renames (FutureWarning) as one line, `warning: ...`, with
+    no source line; others as Python shows them."""
+    if issubclass(category, FutureWarning) and Path(filename).resolve().is_relative_to(PACKAGE):
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        DEFAULT_SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def _run(run, args: argparse.Namespace) -> int:
