@@ -322,7 +322,6 @@ def test_an_hparams_file_without_a_variant_is_refused_before_any_work(tmp_path, 
     assert len(err.strip().splitlines()) == 1
 
 
-
 @pytest.mark.parametrize("extra, message", [
     (["--set", "train.stpes=3"], "unknown config key 'train.stpes' (did you mean 'train.steps'?)"),
     (["--full", "--regime", "converged"], "--full and --regime converged are two different benchmarks")])
@@ -331,6 +330,7 @@ def test_a_bad_demo_command_is_refused_before_any_work(extra, message, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "d").exists()
+
 
 def test_the_plan_and_the_quick_learning_rates_agree():
     plan = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "plan.yaml").read_text())

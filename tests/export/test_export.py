@@ -205,7 +205,6 @@ def test_a_moved_base_is_found_wherever_the_docs_say(lora_export, tmp_path, monk
         np.zeros((16, 16, 3), dtype=np.uint8)))
 
 
-
 def test_a_run_trained_on_relative_paths_works_from_any_folder(scenes, tmp_path, monkeypatch, capsys):
     """train records its relative dataset roots and base weights file as absolute paths, so the run and its
     export evaluate from another folder; --resume from the training folder compares like with like."""
@@ -258,7 +257,6 @@ def test_export_has_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", "--help"])
     assert exit_.value.code == 0 and "--onnx FILE" in capsys.readouterr().out
-
 
 
 def test_predict_follows_the_runs_sliding_window(exported, tmp_path):
