@@ -59,8 +59,7 @@ def build_source_datasets(config: Config) -> tuple[object, dict[str, object]]:
                          "set data.crop or remove data.augment")
     transform = TrainTransform(data.crop, **data.augment) if data.crop else None
     classes = run_classes(config)
-    parts = [build_dataset(spec, classes=classes)
-             for spec in (data.train if isinstance(data.train, list) else [data.train])]
+    parts = [build_dataset(spec, classes=classes) for spec in data.sources]
     holdout = HoldOut.parse(data.val) if data.val else None
     if holdout is not None:
         parts, val = hold_out(parts, holdout)

@@ -95,6 +95,11 @@ class DataConfig:
     """Largest image (width x height) read; larger files are refused by name before they are decoded.
     None = 50 megapixels (`fishertune.data.image_io.MAX_PIXELS`)."""
 
+    @property
+    def sources(self) -> list[str]:
+        """The training SPECs as a list (`train` holds one SPEC or a list)."""
+        return list(self.train) if isinstance(self.train, list) else [self.train] if self.train else []
+
 
 @dataclass
 class PerturbConfig:
@@ -228,21 +233,27 @@ def canonical_specs(data: DataConfig) -> None:
     """Check every dataset spec of `data` (without touching the disk) and write out its default split and
     option, so a saved config records e.g. which Mapillary label table its numbers use. `data.val` may
     instead be `holdout:N` (a slice of the training sources, see `fishertune.data.specs.HoldOut`)."""
-    def fix(spec: str, where: str, form=canonical) -> str:
+    def fix(spec: str, where: str) -> str:
         try:
-            return form(spec)
+            return (canonical_val if where == "data.val" else canonical)(spec)
         except FisherTuneError as error:
             raise InputError(f"{where}: {error}") from None
 
+    if data.train == []:
+        raise InputError("data.train is an empty list: give at least one SPEC")
+    map_specs(data, fix)
+
+
+def map_specs(data: DataConfig, convert) -> None:
+    """Replace every dataset spec of `data` by convert(spec, where) (where: e.g. "data.targets[0]"), keeping
+    `data.train`'s form (one SPEC or a list)."""
     if isinstance(data.train, list):
-        if not data.train:
-            raise InputError("data.train is an empty list: give at least one SPEC")
-        data.train = [fix(spec, f"data.train[{i}]") for i, spec in enumerate(data.train)]
+        data.train = [convert(spec, f"data.train[{i}]") for i, spec in enumerate(data.train)]
     elif data.train:
-        data.train = fix(data.train, "data.train")
+        data.train = convert(data.train, "data.train")
     if data.val:
-        data.val = fix(data.val, "data.val", canonical_val)
-    data.targets = [fix(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
+        data.val = convert(data.val, "data.val")
+    data.targets = [convert(spec, f"data.targets[{i}]") for i, spec in enumerate(data.targets)]
 
 
 def with_absolute_paths(config: Config) -> Config:
@@ -256,13 +267,7 @@ def with_absolute_paths(config: Config) -> Config:
         return str(dataclasses.replace(parsed, root=parsed.root.expanduser().absolute()))
 
     config = copy.deepcopy(config)
-    data = config.data
-    if isinstance(data.train, list):
-        data.train = [absolute(spec) for spec in data.train]
-    elif data.train:
-        data.train = absolute(data.train)
-    data.val = absolute(data.val) if data.val else data.val
-    data.targets = [absolute(spec) for spec in data.targets]
+    map_specs(config.data, lambda spec, _: absolute(spec))
     weights = config.model.weights
     if weights and not Path(weights).expanduser().is_absolute() and Path(weights).expanduser().exists():
         config.model.weights = str(Path(weights).expanduser().absolute())

@@ -85,7 +85,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the export folder of a finished run; returns {"files": {name: bytes}, "model_bytes": n}."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights = run_dir / "model.safetensors"
-    if (run_dir / MANIFEST).is_file():
+    if is_export(run_dir):
         raise FisherTuneError(f"{run_dir} is an export already: copy the folder to share it again")
     for needed in (run_dir / "config.yaml", weights, run_dir / TUNER_DIR / TUNER_FILES[0]):
         if not needed.is_file():
@@ -222,7 +222,7 @@ def hub_metadata(config: Config, results: dict | None, default: tuple[str, str] 
                   "library_name": "fishertune", "pipeline_tag": "image-segmentation",
                   "tags": list(dict.fromkeys(["semantic-segmentation", "domain-generalization", "fishertune",
                                               config.method.name, m.backbone])),
-                  "datasets": [DatasetSpec.parse(spec).name for spec in _sources(config)]}
+                  "datasets": [DatasetSpec.parse(spec).name for spec in config.data.sources]}
     if results:
         scores = [("source_val", results.get("source_miou")), *results.get("target_miou", {}).items()]
         meta["model-index"] = [{"name": config.method.name, "results": [
@@ -230,11 +230,6 @@ def hub_metadata(config: Config, results: dict | None, default: tuple[str, str] 
              "metrics": [{"type": "mean_iou", "value": round(value, 2), "name": "mIoU (%)"}]}
             for domain, value in scores if value is not None]}]
     return ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", ""]
-
-
-def _sources(config: Config) -> list[str]:
-    train = config.data.train
-    return list(train) if isinstance(train, list) else [train] if train else []
 
 
 def model_card(config: Config, manifest: dict, name: str) -> str:
@@ -260,7 +255,7 @@ def model_card(config: Config, manifest: dict, name: str) -> str:
              f"| method | `{config.method.name}` {json.dumps(config.method.options)} |",
              f"| trainable backbone parameters | {'n/a' if trainable is None else f'{trainable:,}'} |",
              f"| classes | {classes.num_classes}: {', '.join(classes.names)} |",
-             f"| source data | {', '.join(f'`{spec}`' for spec in _sources(config))} |",
+             f"| source data | {', '.join(f'`{spec}`' for spec in config.data.sources)} |",
              f"| base weights hash | `{manifest['base_sha256']}` |", ""]
     if results:
         lines += ["## Evaluation (from the run)", "", "| data | mIoU (%) |", "|---|---|",

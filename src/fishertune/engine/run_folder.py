@@ -27,7 +27,7 @@ from fishertune.errors import InputError
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("config.yaml", "log.jsonl", "tensorboard", "checkpoints", "model.safetensors", "tuner",
-             "results.json", PER_IMAGE_FILE)
+             "results.json", PER_IMAGE_FILE, "curves.png", "report.md")
 """What a training writes into its folder (`clean_up` removes only these, and only those it created)."""
 
 RESUME_OVERRIDES = ("train.lr", "train.head_lr", "train.steps", "train.eval_every",
@@ -52,7 +52,7 @@ class RunFolder:
         self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_NAME
-        for name in (LOCK_NAME, *RUN_FILES, "curves.png", "report.md"):  # never written through a link
+        for name in (LOCK_NAME, *RUN_FILES):  # never written through a link
             if (self.path / name).is_symlink():
                 raise InputError(f"{self.path / name} is a symbolic link: a run folder holds its own files "
                                  f"(a training would write through the link into its target)")
